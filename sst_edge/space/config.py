@@ -1,0 +1,156 @@
+"""A search space as declared in YAML: parsed, validated and hashed.
+
+The hash covers the parsed content (canonical JSON), not the bytes, so comments and formatting can change
+without invalidating subnets, weights and tables made for the space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import SSTEdgeError
+from ..resources import resolve
+
+OPS = ("tab", "sab")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    channels: int
+    depth: int
+    head_dim: int
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """Everything that defines an SST search space (Table 1 of the paper, widths chosen by us)."""
+
+    name: str
+    frames: int
+    size: int
+    patch_channels: tuple[int, ...]
+    stages: tuple[StageConfig, ...]
+    ops: tuple[str, ...]
+    heads: tuple[int, ...]
+    mlp_ratio: float
+    downsample_heads: int
+    description: str = ""
+    source: str = field(default="", compare=False)
+
+    @property
+    def out_channels(self) -> int:
+        return self.stages[-1].channels
+
+    def layers(self) -> list[tuple[int, int]]:
+        """(stage, layer) of every choice block, both 1-based, in forward order."""
+        return [(s, l) for s, st in enumerate(self.stages, 1) for l in range(1, st.depth + 1)]
+
+    def labels(self) -> list[str]:
+        out = []
+        for s, l in self.layers():
+            out += [op_label(s, l), heads_label(s, l)]
+        return out
+
+    def choices(self) -> dict[str, list]:
+        """{label: allowed values} of the full (unrestricted) space, in forward order."""
+        out: dict[str, list] = {}
+        for s, l in self.layers():
+            out[op_label(s, l)] = list(self.ops)
+            out[heads_label(s, l)] = list(self.heads)
+        return out
+
+    def canonical(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("source")
+        d.pop("description")
+        return d
+
+    @property
+    def hash(self) -> str:
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def input_shape(self, batch: int = 1) -> tuple[int, int, int, int, int]:
+        return (batch, self.frames, 3, self.size, self.size)
+
+
+def op_label(stage: int, layer: int) -> str:
+    return f"s{stage}_l{layer}_op"
+
+
+def heads_label(stage: int, layer: int) -> str:
+    return f"s{stage}_l{layer}_heads"
+
+
+def _need(d: dict, key: str, kind: type | tuple, where: str, problems: list[str]) -> Any:
+    if key not in d:
+        problems.append(f"{where}: missing '{key}'")
+        return None
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, kind):
+        problems.append(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got {v!r}")
+        return None
+    return v
+
+
+def parse_space(doc: Any, source: str = "<memory>") -> SpaceConfig:
+    """Validate a parsed YAML document and build a SpaceConfig, listing every problem at once."""
+    problems: list[str] = []
+    if not isinstance(doc, dict):
+        raise SSTEdgeError("a space YAML must be a mapping", source)
+    name = _need(doc, "name", str, "space", problems)
+    inp = _need(doc, "input", dict, "space", problems) or {}
+    frames = _need(inp, "frames", int, "input", problems) if inp else None
+    size = _need(inp, "size", int, "input", problems) if inp else None
+    pe = _need(doc, "patch_embed", dict, "space", problems) or {}
+    pch = _need(pe, "channels", list, "patch_embed", problems) if pe else None
+    if pch is not None and (len(pch) != 4 or not all(isinstance(c, int) and c > 0 for c in pch)):
+        problems.append("patch_embed.channels: expected 4 positive integers (4 stride-2 convolutions)")
+    head_dim = doc.get("head_dim", 32)
+    mlp_ratio = doc.get("mlp_ratio", 4)
+    choices = _need(doc, "choices", dict, "space", problems) or {}
+    ops = tuple(choices.get("ops", OPS))
+    heads = tuple(choices.get("heads", ()))
+    if not ops or any(o not in OPS for o in ops):
+        problems.append(f"choices.ops: expected a non-empty subset of {list(OPS)}, got {list(ops)}")
+    if not heads or not all(isinstance(h, int) and h > 0 for h in heads):
+        problems.append(f"choices.heads: expected positive integers, got {list(heads)}")
+    ds = doc.get("downsample", {"heads": 12})
+    stages_raw = _need(doc, "stages", list, "space", problems) or []
+    stages = []
+    for i, st in enumerate(stages_raw, 1):
+        if not isinstance(st, dict):
+            problems.append(f"stages[{i}]: expected a mapping")
+            continue
+        ch = _need(st, "channels", int, f"stages[{i}]", problems)
+        depth = _need(st, "depth", int, f"stages[{i}]", problems)
+        hd = st.get("head_dim", head_dim)
+        if ch is not None and depth is not None:
+            stages.append(StageConfig(channels=ch, depth=depth, head_dim=int(hd)))
+    if stages_raw and len(stages_raw) < 1:
+        problems.append("stages: at least one stage")
+    if size is not None and size % 16:
+        problems.append(f"input.size: must be a multiple of 16 (patch embedding to H/16), got {size}")
+    if problems:
+        raise SSTEdgeError("invalid search space", source, problems)
+    return SpaceConfig(
+        name=name, frames=frames, size=size, patch_channels=tuple(pch), stages=tuple(stages), ops=ops,
+        heads=heads, mlp_ratio=float(mlp_ratio), downsample_heads=int(ds.get("heads", 12)),
+        description=str(doc.get("description", "")).strip(), source=source,
+    )
+
+
+def load_space(name_or_path: str | Path) -> SpaceConfig:
+    """Load a space by name (search_spaces/NAME.yaml) or by path."""
+    path = resolve("space", name_or_path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise SSTEdgeError(f"not valid YAML: {e}", path) from None
+    return parse_space(doc, str(path))

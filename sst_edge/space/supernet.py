@@ -1,0 +1,85 @@
+"""The weight-sharing supernet: NNI's RandomOneShot over SSTSpace, driven by samples we choose.
+
+NNI silently draws labels missing from a sample at random, so every activation validates first.
+Weights shared across restrictions: a restricted space has narrower (or fewer) candidates, and each of
+its tensors is the leading slice of the full supernet's, exactly as NNI's weight slicing reads them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import SSTEdgeError
+from .config import SpaceConfig
+from .model import SSTSpace
+from .subnet import sample_problems
+
+
+def build_supernet(config: SpaceConfig, restrict: Mapping[str, Sequence] | None = None) -> nn.Module:
+    """A trainable supernet (LayerChoice -> PathSamplingLayer, MutableLinear -> MixedLinear)."""
+    from nni.nas.strategy import RandomOneShot
+
+    return RandomOneShot().mutate_model(SSTSpace(config, restrict))
+
+
+def _supernet_modules(supernet: nn.Module) -> list[nn.Module]:
+    from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+
+    return [m for m in supernet.modules() if isinstance(m, BaseSuperNetModule)]
+
+
+def activate(supernet: nn.Module, config: SpaceConfig, sample: Mapping[str, Any],
+             restrict: Mapping[str, Sequence] | None = None) -> None:
+    """Route the supernet through one subnet. Raises on any unknown, missing or out-of-range label."""
+    problems = sample_problems(config, sample, restrict)
+    if problems:
+        raise SSTEdgeError("cannot activate this sample", None, problems)
+    memo = dict(sample)
+    for m in _supernet_modules(supernet):
+        m.resample(memo)
+
+
+def freeze_subnet(supernet: nn.Module, config: SpaceConfig, sample: Mapping[str, Any],
+                  restrict: Mapping[str, Sequence] | None = None) -> nn.Module:
+    """A plain nn.Module of one subnet whose weights are sliced copies of the supernet's."""
+    problems = sample_problems(config, sample, restrict)
+    if problems:
+        raise SSTEdgeError("cannot freeze this sample", None, problems)
+    return supernet.freeze(dict(sample))
+
+
+def random_sample(config: SpaceConfig, rng: random.Random,
+                  restrict: Mapping[str, Sequence] | None = None) -> dict[str, Any]:
+    """A uniform draw over the (restricted) space, label by label (cheaper than space.random())."""
+    choices = config.choices()
+    if restrict:
+        choices.update({k: list(v) for k, v in restrict.items() if k in choices})
+    return {label: rng.choice(values) for label, values in choices.items()}
+
+
+def load_shared_weights(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Load supernet weights into a supernet of the same or a restricted space.
+
+    Tensors of dropped candidates are ignored; tensors of narrower layers take the leading slice.
+    Returns the keys of `model` that `state` did not provide (empty when all weights were found).
+    """
+    own = model.state_dict()
+    missing = []
+    with torch.no_grad():
+        for key, target in own.items():
+            src = state.get(key)
+            if src is None:
+                missing.append(key)
+                continue
+            if src.shape != target.shape:
+                if src.dim() != target.dim() or any(s < t for s, t in zip(src.shape, target.shape, strict=True)):
+                    raise SSTEdgeError(f"weight '{key}' has shape {tuple(src.shape)}, "
+                                       f"which cannot hold {tuple(target.shape)}")
+                src = src[tuple(slice(0, t) for t in target.shape)]
+            target.copy_(src)
+    return missing

@@ -1,0 +1,51 @@
+"""Data fixtures: a synthetic dataset generated once per session, and small procedural videos."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sst_edge.data.encode import write_video
+from sst_edge.data.synth import generate_synthetic
+
+
+@pytest.fixture(scope="session")
+def synth_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default synthetic dataset (24 classes x 10 clips, 16 frames of 64x86; 12/6/6 classes)."""
+    return generate_synthetic(tmp_path_factory.mktemp("synth") / "synth", seed=0, progress=False)
+
+
+def moving_frames(n: int = 50, h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
+    """Frames where every frame differs (a gradient, a frame-numbered level, a moving disc and noise)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.zeros((n, h, w, 3), np.uint8)
+    for i in range(n):
+        f = out[i]
+        f[..., 0] = xx * 255 // w
+        f[..., 1] = (i * 37) % 256
+        f[..., 2] = yy * 255 // h
+        f[(xx - 10 - (i * 3) % (w - 20)) ** 2 + (yy - h // 2) ** 2 < 150] = 255
+        out[i] = np.clip(f.astype(int) + rng.integers(-6, 7, f.shape), 0, 255)
+    return out
+
+
+@pytest.fixture
+def make_video(tmp_path: Path) -> Callable[..., Path]:
+    """``make_video(name, n=50, h=120, w=160, gop=8, bframes=2, rotation=0)`` -> an H.264 mp4 in tmp_path."""
+
+    def make(name: str = "clip.mp4", n: int = 50, h: int = 120, w: int = 160, gop: int = 8, bframes: int = 2,
+             rotation: int = 0, seed: int = 0) -> Path:
+        return write_video(tmp_path / name, moving_frames(n, h, w, seed), gop=gop, bframes=bframes,
+                           rotation=rotation)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def bframe_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """50 frames of 160x120 H.264 with B-frames and a keyframe every 8 frames."""
+    return write_video(tmp_path_factory.mktemp("video") / "bframes.mp4", moving_frames(), gop=8, bframes=2)
