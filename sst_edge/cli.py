@@ -122,6 +122,26 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(func=_cmd_data_check)
 
 
+# ---------------------------------------------------------------------------------------------- demo
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, space=args.space, seed=args.seed)
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the whole path on the synthetic dataset and sst_tiny",
+                       description="Generate the synthetic dataset, then run every stage of the path "
+                                   "(space, data, training with shrinking, latency table, search, export, "
+                                   "enrollment, classification) and print a summary table of each stage's "
+                                   "output, time and figures.")
+    p.add_argument("--out", default="demo_out", help="folder for everything the demo writes (default demo_out)")
+    p.add_argument("--space", default="sst_tiny", help="search space (default sst_tiny)")
+    p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
+    p.set_defaults(func=_cmd_demo)
+
+
 # ---------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -134,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_space(sub)
     _add_data(sub)
+    _add_demo(sub)
     return parser
 
 

@@ -1,0 +1,113 @@
+"""The device fingerprint stored in a latency table, and the comparison that refuses foreign tables.
+
+A table is a measurement of one device running one target: the CPU (or GPU) model, its core count, the
+thread count, the execution provider, the precision and the backend all change the numbers, so they are
+recorded and compared. Library versions are recorded for the record but not compared (a patch release
+rarely moves timings by more than the noise; a reader can still see them).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from functools import cache
+from typing import Any
+
+from ..deploy.targets import Target
+
+# Fields of the fingerprint that make a table foreign when they differ.
+DEVICE_KEYS = ("cpu_model", "cpu_count")
+GPU_KEYS = ("gpu",)
+RUN_KEYS = ("backend", "execution_provider", "precision", "threads")
+
+
+@cache
+def cpu_model() -> str:
+    """The CPU's marketing name (x86 `model name`; ARM boards give `Model` or `Hardware`)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and value.strip():
+                    fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        if key in fields:
+            return fields[key]
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (the affinity mask, which containers narrow), else all of them."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def gpu_name() -> str | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except Exception:  # a broken CUDA install must not stop a CPU profile
+        return None
+    return None
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str] = {"python": platform.python_version()}
+    for dist in ("sst-edge", "torch", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "nni"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def execution_provider(target: Target, backend: str) -> str:
+    """What runs the model: an ORT provider, or `torch-cpu` / `torch-cuda` for PyTorch eager."""
+    if backend == "torch":
+        return f"torch-{target.device}"
+    return target.provider
+
+
+def device_fingerprint(uses_gpu: bool) -> dict[str, Any]:
+    """This machine: CPU model and count, and the GPU's name when the work runs on one."""
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count": cpu_count(),
+        "gpu": gpu_name() if uses_gpu else None,
+        "machine": platform.machine(),
+        "os": f"{platform.system()} {platform.release()}",
+    }
+
+
+def fingerprint(target: Target, backend: str) -> dict[str, Any]:
+    """Everything about this machine and run settings that a table's numbers depend on."""
+    return {
+        **device_fingerprint(target.uses_gpu),
+        "backend": backend,
+        "execution_provider": execution_provider(target, backend),
+        "precision": target.precision,
+        "threads": target.threads,
+        "versions": library_versions(),
+    }
+
+
+def device_mismatches(stored: dict[str, Any], here: dict[str, Any]) -> list[str]:
+    """Differences in the device itself (CPU model and count; the GPU when the table used one)."""
+    keys = DEVICE_KEYS + (GPU_KEYS if stored.get("gpu") else ())
+    return [f"device {k}: table has {stored.get(k)!r}, this machine has {here.get(k)!r}"
+            for k in keys if stored.get(k) != here.get(k)]
+
+
+def run_mismatches(stored: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """Differences in how the model runs (backend, provider, precision, threads)."""
+    return [f"{k}: table has {stored.get(k)!r}, expected {expected.get(k)!r}"
+            for k in RUN_KEYS if stored.get(k) != expected.get(k)]

@@ -1,0 +1,103 @@
+"""The parts of an SST subnet that a latency table times, built as the deployed modules are.
+
+A subnet's latency is its fixed parts (patch embedding, downsample blocks, norm and pooling) plus one
+choice block per layer. Blocks of one stage share an input shape, so one timing per (stage, op, heads)
+serves every layer of that stage. The modules come from `SSTSpace.freeze` of a one-layer-per-stage copy of
+the space (same blocks, same shapes, built in a fraction of the time of the full space).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..space.config import SpaceConfig, heads_label, op_label
+
+
+@dataclass
+class Part:
+    key: str  # "embed", "downsample2", "head", or "s{stage}.{op}.h{heads}"
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    stage: int | None = None
+    op: str | None = None
+    heads: int | None = None
+
+
+def block_key(stage: int, op: str, heads: int) -> str:
+    return f"s{stage}.{op}.h{heads}"
+
+
+def fixed_keys(config: SpaceConfig) -> list[str]:
+    """Fixed parts in forward order."""
+    return ["embed", *[f"downsample{s}" for s in range(2, len(config.stages) + 1)], "head"]
+
+
+def _one_layer(config: SpaceConfig) -> SpaceConfig:
+    return dataclasses.replace(config, stages=tuple(dataclasses.replace(st, depth=1) for st in config.stages))
+
+
+def _input_shapes(model: nn.Module, batch_input: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """Input shape of the embedding, each downsample, each stage's first block and the head."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = []
+
+    def grab(key: str):
+        def hook(_m: nn.Module, args: tuple) -> None:
+            shapes[key] = tuple(args[0].shape)
+
+        return hook
+
+    hooks.append(model.embed.register_forward_pre_hook(grab("embed")))
+    for i, ds in enumerate(model.downsamples, 2):
+        hooks.append(ds.register_forward_pre_hook(grab(f"downsample{i}")))
+    for s, stage in enumerate(model.stages, 1):
+        hooks.append(stage[0].register_forward_pre_hook(grab(f"stage{s}")))
+    hooks.append(model.head.register_forward_pre_hook(grab("head")))
+    try:
+        with torch.no_grad():
+            model.eval()(batch_input)
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def stage_input_shapes(config: SpaceConfig, batch: int = 1) -> dict[int, tuple[int, ...]]:
+    """[B, T, N, C] entering each stage's choice blocks."""
+    from ..space.model import SSTSpace
+
+    small = _one_layer(config)
+    sample = {k: v[0] for k, v in small.choices().items()}
+    shapes = _input_shapes(SSTSpace(small).freeze(sample), torch.zeros(config.input_shape(batch)))
+    return {s: shapes[f"stage{s}"] for s in range(1, len(config.stages) + 1)}
+
+
+def space_parts(config: SpaceConfig, batch: int = 1) -> list[Part]:
+    """Every fixed part and every (stage, op, heads) block, with its input shape at `batch` clips."""
+    from ..space.model import SSTSpace
+
+    small = _one_layer(config)
+    space = SSTSpace(small)
+    parts: list[Part] = []
+    blocks: list[Part] = []
+    for op in config.ops:
+        for h in config.heads:
+            sample = {}
+            for s, l in small.layers():
+                sample[op_label(s, l)] = op
+                sample[heads_label(s, l)] = h
+            sub = space.freeze(sample).eval()
+            shapes = _input_shapes(sub, torch.zeros(config.input_shape(batch)))
+            if not parts:
+                parts.append(Part("embed", sub.embed, shapes["embed"]))
+                for i, ds in enumerate(sub.downsamples, 2):
+                    parts.append(Part(f"downsample{i}", ds, shapes[f"downsample{i}"]))
+                parts.append(Part("head", sub.head, shapes["head"]))
+            for s, stage in enumerate(sub.stages, 1):
+                blocks.append(Part(block_key(s, op, h), stage[0], shapes[f"stage{s}"], s, op, h))
+    blocks.sort(key=lambda p: (p.stage, config.ops.index(p.op), config.heads.index(p.heads)))
+    return parts + blocks

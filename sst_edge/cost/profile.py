@@ -1,0 +1,333 @@
+"""Measure a latency table (`sst-edge profile`) and validate it against whole subnets.
+
+Every part is run as deployment runs it: exported with `deploy.onnx_export` (same exporter, opset and
+precision step) and timed in an ONNX Runtime session made by `make_session` from the target (provider,
+threads, graph optimisation); or, as a second backend, in PyTorch eager with the target's threads and
+device. Batch 1: latencies are per clip. Exports all happen before any timing (the exporter's threads must
+be idle), then `timing.time_items` times the parts in interleaved rounds, one session at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..deploy.onnx_export import export_for_target, make_session
+from ..deploy.targets import BACKENDS, Target, load_target
+from ..errors import SSTEdgeError
+from ..space.config import SpaceConfig, load_space
+from .fingerprint import fingerprint
+from .latency import LatencyTable, StageEntry, check_table, read_table, target_record
+from .parts import Part, fixed_keys, space_parts
+from .timing import Opener, Run, TimingPolicy, time_items
+from .validation import MIN_AFFINE, plot_validation, summarize
+
+EXPORTER = "torch.onnx.export(dynamo=False), TorchScript exporter"
+DYNAMIC_BATCH = True
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------------------------- runners
+def _ort_opener(path: Path, target: Target, x: np.ndarray) -> Opener:
+    @contextlib.contextmanager
+    def opener() -> Iterator[Run]:
+        box = {"sess": make_session(path, target)}
+        feeds = {box["sess"].get_inputs()[0].name: x}
+
+        def run() -> object:
+            return box["sess"].run(None, feeds)
+
+        try:
+            yield run
+        finally:
+            box.clear()  # drop the session now: only one may exist at a time
+
+    return opener
+
+
+def _torch_device(target: Target) -> torch.device:
+    if not target.uses_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SSTEdgeError(f"target '{target.name}' runs on a GPU, and torch sees no CUDA device",
+                           target.source or None)
+    return torch.device("cuda")
+
+
+def _torch_opener(module: nn.Module, target: Target, x: torch.Tensor) -> Opener:
+    device = _torch_device(target)
+    dtype = torch.float16 if target.precision == "fp16" else torch.float32
+
+    @contextlib.contextmanager
+    def opener() -> Iterator[Run]:
+        m = module.to(device=device, dtype=dtype).eval()
+        xi = x.to(device=device, dtype=dtype)
+        sync = torch.cuda.synchronize if device.type == "cuda" else None
+
+        def run() -> object:
+            with torch.inference_mode():
+                y = m(xi)
+            if sync is not None:
+                sync()
+            return y
+
+        try:
+            yield run
+        finally:
+            module.to("cpu")
+
+    return opener
+
+
+def _check_backend(target: Target, backend: str) -> None:
+    if backend not in BACKENDS:
+        raise SSTEdgeError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    if backend == "torch" and target.precision == "int8":
+        raise SSTEdgeError(f"target '{target.name}' is int8, which the torch backend does not run "
+                           "(profile it with --backend onnxruntime)", target.source or None)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _bar(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", disable=not enabled, leave=True, dynamic_ncols=True)
+
+
+def _grow(bar: Any) -> Callable[[str], None]:
+    def tick(_key: str) -> None:
+        if bar.n + 1 > bar.total:
+            bar.total = bar.n + 1
+            bar.refresh()
+        bar.update(1)
+
+    return tick
+
+
+def _prepare(items: list[tuple[str, nn.Module, tuple[int, ...]]], target: Target, backend: str,
+             workdir: Path, seed: int, bar: Any) -> dict[str, Opener]:
+    """Export (ORT) or keep (torch) each module and make its opener. Inputs are seeded random normals."""
+    gen = torch.Generator().manual_seed(seed)
+    openers: dict[str, Opener] = {}
+    for key, module, shape in items:
+        x = torch.randn(shape, generator=gen)
+        if backend == "onnxruntime":
+            path = export_for_target(module, x, workdir / f"{key}.onnx", target, dynamic_batch=DYNAMIC_BATCH)
+            openers[key] = _ort_opener(path, target, x.numpy())
+        else:
+            openers[key] = _torch_opener(module, target, x)
+        bar.update(1)
+    return openers
+
+
+# ------------------------------------------------------------------------------------------- profiling
+def profile_space(config: SpaceConfig, target: Target, backend: str | None = None,
+                  policy: TimingPolicy | None = None, seed: int = 0, progress: bool = True) -> LatencyTable:
+    """Time every fixed part and every (stage, op, heads) block of `config` on `target`."""
+    backend = backend or target.backend
+    _check_backend(target, backend)
+    policy = policy or TimingPolicy()
+    t0 = time.monotonic()
+    with _torch_threads(target.threads), tempfile.TemporaryDirectory(prefix="sst-profile-") as tmp:
+        parts: list[Part] = space_parts(config)
+        bar = _bar(len(parts), f"export {config.name} parts", progress)
+        with bar:
+            openers = _prepare([(p.key, p.module, p.input_shape) for p in parts], target, backend,
+                               Path(tmp), seed, bar)
+        bar = _bar(len(parts) * policy.rounds, f"time {config.name} on {target.name}/{backend}", progress)
+        with bar:
+            timings = time_items(openers, policy, seed=seed, progress=_grow(bar))
+    by_key = {p.key: p for p in parts}
+    fixed = {k: (list(by_key[k].input_shape), timings[k]) for k in fixed_keys(config)}
+    stages = []
+    for s, st in enumerate(config.stages, 1):
+        blocks = {op: {h: timings[f"s{s}.{op}.h{h}"] for h in config.heads} for op in config.ops}
+        shape = next(p.input_shape for p in parts if p.stage == s)
+        stages.append(StageEntry(s, st.depth, list(shape), blocks))
+    settings = {"policy": policy.to_dict(), "batch": 1, "seed": seed,
+                "duration_s": round(time.monotonic() - t0, 1)}
+    if backend == "onnxruntime":
+        settings.update({"exporter": EXPORTER, "opset": target.opset, "dynamic_batch": DYNAMIC_BATCH})
+    return LatencyTable(space=config.name, space_hash=config.hash, target=target_record(target),
+                        backend=backend, created=_now(), fingerprint=fingerprint(target, backend),
+                        timing=settings, fixed=fixed, stages=stages)
+
+
+def random_subnets(config: SpaceConfig, n: int, seed: int) -> list[dict[str, Any]]:
+    """n distinct uniform draws from the space (fewer if the space is smaller than n)."""
+    from ..space.supernet import random_sample
+
+    rng = random.Random(seed)
+    seen: set[tuple] = set()
+    out: list[dict[str, Any]] = []
+    for _ in range(100 * n):
+        if len(out) == n:
+            break
+        s = random_sample(config, rng)
+        key = tuple(s.items())
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out
+
+
+def measure_subnets(config: SpaceConfig, target: Target, samples: list[Mapping[str, Any]], backend: str,
+                    policy: TimingPolicy, seed: int = 0, progress: bool = True) -> list[Any]:
+    """End-to-end per-clip timing of whole subnets, as deployed (one exported model per subnet)."""
+    from ..space.model import SSTSpace
+
+    _check_backend(target, backend)
+    with _torch_threads(target.threads), tempfile.TemporaryDirectory(prefix="sst-validate-") as tmp:
+        space = SSTSpace(config)
+        shape = config.input_shape(1)
+        bar = _bar(len(samples), f"export {len(samples)} {config.name} subnets", progress)
+        openers: dict[str, Opener] = {}
+        with bar:
+            for i, sample in enumerate(samples):
+                sub = space.freeze(dict(sample)).eval()
+                openers.update(_prepare([(f"subnet{i:03d}", sub, shape)], target, backend, Path(tmp),
+                                        seed + i, bar))
+        del space
+        bar = _bar(len(samples) * policy.rounds, f"time {len(samples)} subnets", progress)
+        with bar:
+            timings = time_items(openers, policy, seed=seed, progress=_grow(bar))
+    return [timings[f"subnet{i:03d}"] for i in range(len(samples))]
+
+
+def validate_table(table: LatencyTable, config: SpaceConfig, target: Target, n: int, seed: int = 0,
+                   policy: TimingPolicy | None = None, progress: bool = True,
+                   plot_path: str | Path | None = None) -> dict[str, Any]:
+    """Measure n random subnets end to end, store the correction and the figures in the table.
+
+    Returns the validation record (also in `table.validation`); draws the plot when `plot_path` is given.
+    """
+    if n < 1:
+        raise SSTEdgeError(f"--validate needs at least 1 subnet, got {n}")
+    policy = policy or TimingPolicy()
+    t0 = time.monotonic()
+    samples = random_subnets(config, n, seed)
+    measured = measure_subnets(config, target, samples, table.backend, policy, seed, progress)
+    raw = [table.predict_ms(s, raw=True) for s in samples]
+    med = [t.median_ms for t in measured]
+    correction, result = summarize(raw, med)
+    loo = result["loo"]
+    record: dict[str, Any] = {
+        "subnets": len(samples),
+        "seed": seed,
+        "created": _now(),
+        "duration_s": round(time.monotonic() - t0, 1),
+        "policy": policy.to_dict(),
+        "correction_method": "measured ~= scale * sum + offset, least squares on relative error (scale "
+                             f"only below {MIN_AFFINE} subnets); 'corrected_loo' figures are leave-one-out",
+        "figures": result["figures"],
+        "plot": None,
+        "measurements": [
+            {"predicted_raw_ms": round(r, 4),
+             "predicted_loo_ms": None if loo is None else round(loo[i], 4),
+             "measured": t.to_dict(), "sample": dict(s)}
+            for i, (s, r, t) in enumerate(zip(samples, raw, measured, strict=True))],
+    }
+    if plot_path is not None and len(samples) >= 2:
+        title = (f"{table.space} on {table.target_name} ({table.backend}), {len(samples)} subnets\n"
+                 f"{table.fingerprint.get('cpu_model')}, {table.fingerprint.get('threads')} thread(s)")
+        plot_validation(plot_path, raw, med, loo, title, result["figures"])
+        record["plot"] = Path(plot_path).name
+    table.correction = correction
+    table.validation = record
+    return record
+
+
+# ------------------------------------------------------------------------------------ verb-level calls
+def default_table_path(config: SpaceConfig, target: Target, backend: str) -> Path:
+    suffix = "" if backend == target.backend else f".{backend}"
+    return Path("latency_tables") / f"{config.name}.{target.name}{suffix}.json"
+
+
+def plot_path_for(table_path: Path) -> Path:
+    return table_path.with_name(table_path.stem + ".validation.png")
+
+
+def profile_to_file(space: str | Path | SpaceConfig, target: str | Path | Target,
+                    out: str | Path | None = None, backend: str | None = None, validate: int = 0,
+                    seed: int = 0, policy: TimingPolicy | None = None, overwrite: bool = False,
+                    progress: bool = True) -> tuple[LatencyTable, Path]:
+    """Profile a space on a target, optionally validate, and write the table (and plot) atomically."""
+    config = space if isinstance(space, SpaceConfig) else load_space(space)
+    tgt = load_target(target)
+    backend = backend or tgt.backend
+    path = Path(out) if out is not None else default_table_path(config, tgt, backend)
+    if path.exists() and not overwrite:
+        raise SSTEdgeError("exists already; pass --overwrite to replace it, or --table to re-validate it",
+                           path)
+    _check_backend(tgt, backend)
+    table = profile_space(config, tgt, backend, policy, seed, progress)
+    if validate:
+        validate_table(table, config, tgt, validate, seed, policy, progress, plot_path_for(path))
+    return table, table.save(path)
+
+
+def validate_file(table: str | Path, validate: int, space: str | Path | SpaceConfig | None = None,
+                  target: str | Path | Target | None = None, allow_foreign: bool = False, seed: int = 0,
+                  policy: TimingPolicy | None = None, out: str | Path | None = None,
+                  progress: bool = True) -> tuple[LatencyTable, Path]:
+    """Re-validate an existing table here (refused if foreign unless allowed) and write it back."""
+    tab = read_table(table)  # checked below, against the space and target it names (or those given)
+    config = space if isinstance(space, SpaceConfig) else load_space(space or tab.space)
+    tgt = load_target(target or tab.target_name)
+    check_table(tab, config, tgt, allow_foreign, backend=tab.backend)
+    path = Path(out) if out is not None else tab.path
+    validate_table(tab, config, tgt, validate, seed, policy, progress, plot_path_for(path))
+    return tab, tab.save(path)
+
+
+def describe(table: LatencyTable) -> str:
+    """A plain-text summary: what was measured where, the parts, and the validation figures."""
+    fp = table.fingerprint
+    lines = [f"{table.path or '<memory>'}: space {table.space} ({table.space_hash}), target "
+             f"{table.target_name}, backend {table.backend}, created {table.created}",
+             f"  device: {fp.get('cpu_model')}, {fp.get('cpu_count')} CPUs"
+             + (f", GPU {fp['gpu']}" if fp.get("gpu") else "")
+             + f"; {fp.get('execution_provider')}, {fp.get('precision')}, {fp.get('threads')} thread(s)",
+             f"  fixed parts {table.fixed_ms:.3f} ms: "
+             + ", ".join(f"{k} {t.median_ms:.3f}" for k, (_, t) in table.fixed.items())]
+    for st in table.stages:
+        cells = ", ".join(f"{op}/{h} {t.median_ms:.3f}"
+                          for op, hs in st.blocks.items() for h, t in hs.items())
+        lines.append(f"  stage {st.stage} (x{st.depth}, input {st.input_shape}): {cells}")
+    if table.correction:
+        c = table.correction
+        lines.append(f"  correction ({c.kind}, {c.fitted_on} subnets): measured = {c.scale:.4f} x sum "
+                     f"{c.offset_ms:+.3f} ms")
+    if table.validation:
+        for name, f in table.validation.get("figures", {}).items():
+            lines.append(f"  {name:>20}: within 5% {f['within_5pct'] * 100:5.1f}%, within 10% "
+                         f"{f['within_10pct'] * 100:5.1f}%, RMSPE {f['rmspe_pct']:.2f}%, mean error "
+                         f"{f['mean_error_pct']:+.2f}%, Kendall tau {f['kendall_tau']:.3f}")
+    else:
+        lines.append("  not validated (run `sst-edge profile --table ... --validate N`)")
+    if table.foreign:
+        lines.append("  FOREIGN: " + "; ".join(table.foreign))
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""Timing many things on a noisy shared machine: warm-up, interleaved rounds, one session at a time.
+
+Two vCPUs shared with a host (and with whatever else runs) slow down for stretches. So every item is
+timed in several rounds, in a fresh shuffled order each round, and its samples from all rounds are pooled:
+a slow stretch lands on many items a little instead of on one item a lot. Only one runtime session exists
+at a time (many live sessions with spinning threads time ~2x slow). An item whose median is not yet
+stable (95% confidence interval of the median wider than `rel_ci`) gets extra rounds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+Run = Callable[[], object]
+Opener = Callable[[], contextlib.AbstractContextManager[Run]]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Per-call latency of one item, pooled over rounds (milliseconds, rounded to 0.1 us)."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    count: int
+
+    @classmethod
+    def from_samples(cls, samples_ms: list[float]) -> Timing:
+        a = np.asarray(samples_ms, dtype=np.float64)
+        p10, med, p90 = np.percentile(a, [10, 50, 90])
+        return cls(round(float(med), 4), round(float(p10), 4), round(float(p90), 4), int(a.size))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Timing:
+        return cls(float(d["median_ms"]), float(d["p10_ms"]), float(d["p90_ms"]), int(d["count"]))
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """How long to time each item. The defaults give a median within ~1% on a quiet machine."""
+
+    warmup_runs: int = 3  # per round, after the session is created (first runs allocate, TensorRT builds)
+    warmup_s: float = 0.1  # ...and at least this long
+    rounds: int = 3
+    max_rounds: int = 6  # extra rounds for items whose median is not yet stable
+    min_runs: int = 10  # per round
+    max_runs: int = 200  # per round
+    min_time_s: float = 0.3  # per round, once min_runs are done
+    rel_ci: float = 0.01  # target half-width of the median's 95% confidence interval, relative
+
+    @classmethod
+    def quick(cls) -> TimingPolicy:
+        """For tests and smoke runs: a handful of runs, numbers not worth keeping."""
+        return cls(warmup_runs=1, warmup_s=0.0, rounds=1, max_rounds=1, min_runs=3, max_runs=5,
+                   min_time_s=0.0, rel_ci=1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def median_ci_halfwidth(samples: list[float]) -> float:
+    """Half-width of a distribution-free 95% confidence interval of the median, relative to the median."""
+    n = len(samples)
+    if n < 6:
+        return math.inf
+    x = sorted(samples)
+    half = 1.96 * math.sqrt(n) / 2
+    lo, hi = max(0, math.floor(n / 2 - half)), min(n - 1, math.ceil(n / 2 + half))
+    med = x[n // 2] if n % 2 else (x[n // 2 - 1] + x[n // 2]) / 2
+    return (x[hi] - x[lo]) / 2 / med if med > 0 else math.inf
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def time_round(opener: Opener, policy: TimingPolicy) -> list[float]:
+    """Open one session, warm it up, and time calls until the round's run and time quota are met."""
+    out: list[float] = []
+    with opener() as run, _gc_paused():
+        t_end = time.perf_counter() + policy.warmup_s
+        k = 0
+        while k < policy.warmup_runs or (time.perf_counter() < t_end and k < 10 * policy.warmup_runs + 10):
+            run()
+            k += 1
+        start = time.perf_counter()
+        while len(out) < policy.max_runs:
+            t0 = time.perf_counter_ns()
+            run()
+            out.append((time.perf_counter_ns() - t0) / 1e6)
+            if len(out) >= policy.min_runs and time.perf_counter() - start >= policy.min_time_s:
+                break
+    return out
+
+
+def time_items(openers: dict[str, Opener], policy: TimingPolicy, seed: int = 0,
+               progress: Callable[[str], None] | None = None) -> dict[str, Timing]:
+    """Time every item in interleaved rounds (shuffled order per round); returns pooled timings.
+
+    `progress(key)` is called after each (round, item); extra rounds announce themselves by calling it
+    more often than rounds x items, so a progress bar should grow its total when needed.
+    """
+    rng = random.Random(seed)
+    samples: dict[str, list[float]] = {k: [] for k in openers}
+    pending = list(openers)
+    for r in range(policy.max_rounds):
+        if r >= policy.rounds:
+            pending = [k for k in pending if median_ci_halfwidth(samples[k]) > policy.rel_ci]
+            if not pending:
+                break
+        order = list(pending)
+        rng.shuffle(order)
+        for key in order:
+            samples[key] += time_round(openers[key], policy)
+            if progress is not None:
+                progress(key)
+    return {k: Timing.from_samples(v) for k, v in samples.items()}
