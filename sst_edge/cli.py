@@ -136,7 +136,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                                    "(space, data, training with shrinking, latency table, search, export, "
                                    "enrollment, classification) and print a summary table of each stage's "
                                    "output, time and figures.")
-    p.add_argument("--out", default="demo_out", help="folder for everything the demo writes (default demo_out)")
+    p.add_argument("--out", default="demo_out",
+                   help="folder for everything the demo writes (default demo_out)")
     p.add_argument("--space", default="sst_tiny", help="search space (default sst_tiny)")
     p.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
     p.set_defaults(func=_cmd_demo)

@@ -1,4 +1,4 @@
-"""`sst-edge demo`: the whole path on the built-in synthetic dataset and sst_tiny, with a summary at the end."""
+"""`sst-edge demo`: the whole path on the synthetic dataset and sst_tiny, with a summary at the end."""
 
 from __future__ import annotations
 
@@ -66,7 +66,8 @@ def run_demo(out: str | Path = "demo_out", space: str = "sst_tiny", seed: int = 
         report = check_dataset(root)
         print_report(report)
         st.output = str(root)
-        st.figures = {"classes": len(report.clips), "clips": report.n_clips, "unreadable": report.n_unreadable}
+        st.figures = {"classes": len(report.clips), "clips": report.n_clips,
+                      "unreadable": report.n_unreadable}
 
     _run(console, stages, "space", space_stage)
     _run(console, stages, "data", data_stage)

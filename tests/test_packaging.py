@@ -21,8 +21,8 @@ def test_wheel_ships_the_data_folders(tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = ("import sst_edge, sst_edge.resources as r; "
-            "assert sst_edge.__file__.startswith(%r), sst_edge.__file__; "
-            "print(r.resolve('space', 'sst_paper'))" % str(site))
+            f"assert sst_edge.__file__.startswith({str(site)!r}), sst_edge.__file__; "
+            "print(r.resolve('space', 'sst_paper'))")
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, capture_output=True, text=True,

@@ -89,7 +89,8 @@ def test_fvcore_counts_attention():
     sample = {k: ("sab" if k.endswith("_op") else 16) for k in config.choices()}
     model = SSTSpace(config).freeze(sample).eval()
     x = torch.zeros(config.input_shape(1))
-    plain = FlopCountAnalysis(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False).total()
+    analysis = FlopCountAnalysis(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    plain = analysis.total()
     ours = subnet_cost(config, sample).flops
     t, n1 = config.frames, (config.size // 16) ** 2
     width = 16 * config.stages[0].head_dim
@@ -100,7 +101,8 @@ def test_fvcore_counts_attention():
 def test_paper_space_contains_the_papers_8_frame_model():
     """SST's searched 8-frame model: 8.89M params, 13.64 GFLOPs (multiply-adds)."""
     config = load_space("sst_paper")
-    lo, hi = predicted_cost(config, extreme_sample(config)), predicted_cost(config, extreme_sample(config, largest=True))
+    lo = predicted_cost(config, extreme_sample(config))
+    hi = predicted_cost(config, extreme_sample(config, largest=True))
     assert lo.gflops < 13.64 < hi.gflops
     assert lo.mparams < 8.89 < hi.mparams
 
@@ -133,7 +135,8 @@ def test_activation_refuses_incomplete_samples():
 def test_bad_space_yaml_names_every_problem():
     with pytest.raises(SSTEdgeError) as e:
         parse_space({"name": "x", "input": {"frames": 4, "size": 60}, "patch_embed": {"channels": [8, 8]},
-                     "choices": {"ops": ["tab", "conv"], "heads": [6]}, "stages": [{"channels": 8}]}, "x.yaml")
+                     "choices": {"ops": ["tab", "conv"], "heads": [6]}, "stages": [{"channels": 8}]},
+                    "x.yaml")
     text = str(e.value)
     for bit in ("x.yaml", "input.size", "patch_embed.channels", "choices.ops", "stages[1]: missing 'depth'"):
         assert bit in text

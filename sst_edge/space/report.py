@@ -81,10 +81,12 @@ def show_space(space: str | Path, restrict: str | Path | None = None, samples: i
         labels.add_row(str(s), str(l), ol, ",".join(ch[ol]), hl, ",".join(map(str, ch[hl])))
     console.print(labels)
     n = space_size(config, keep)
-    console.print(f"{len(ch)} labels, {n:,} architectures ({n:.3g})" + ("  [restricted]" if keep else ""))
+    restricted = "  [restricted]" if keep else ""
+    console.print(f"{len(ch)} labels, {n:,} architectures ({n:.3g}){restricted}")
 
     rng = random.Random(seed)
-    rows = [("smallest", extreme_sample(config, keep)), ("largest", extreme_sample(config, keep, largest=True))]
+    rows = [("smallest", extreme_sample(config, keep)),
+            ("largest", extreme_sample(config, keep, largest=True))]
     rows += [(f"random {i + 1}", random_sample(config, rng, keep)) for i in range(samples)]
     table = Table(title=f"subnets at {config.frames}x{config.size}x{config.size} (FLOPs = multiply-adds)")
     for col in ("subnet", "GFLOPs (fvcore)", "GFLOPs (NNI expr.)", "params (M)", "ops tab/sab"):

@@ -77,7 +77,8 @@ def load_shared_weights(model: nn.Module, state: Mapping[str, torch.Tensor]) -> 
                 missing.append(key)
                 continue
             if src.shape != target.shape:
-                if src.dim() != target.dim() or any(s < t for s, t in zip(src.shape, target.shape, strict=True)):
+                narrower = any(s < t for s, t in zip(src.shape, target.shape, strict=True))
+                if src.dim() != target.dim() or narrower:
                     raise SSTEdgeError(f"weight '{key}' has shape {tuple(src.shape)}, "
                                        f"which cannot hold {tuple(target.shape)}")
                 src = src[tuple(slice(0, t) for t in target.shape)]
