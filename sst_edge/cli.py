@@ -122,6 +122,235 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(func=_cmd_data_check)
 
 
+# --------------------------------------------------------------------------------------- train, eval
+def _window(text: str) -> int | None:
+    if text.lower() in ("none", "all"):
+        return None
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"window must be >= 0 or 'none', got {text}")
+    return value
+
+
+def _add_head_options(p: argparse.ArgumentParser) -> None:
+    from .fewshot import DEFAULT_TAU, DEFAULT_WINDOW
+
+    p.add_argument("--tau", type=float, default=DEFAULT_TAU,
+                   help=f"temperature of the head's softmax and logits (default {DEFAULT_TAU})")
+    p.add_argument("--window", type=_window, default=DEFAULT_WINDOW, metavar="W",
+                   help="alignment: a query frame looks at support frames at most W segments away, or "
+                        f"'none' for all (default {DEFAULT_WINDOW})")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .fewshot import HeadConfig
+    from .train.config import ShrinkConfig, TrainConfig
+    from .train.loop import train_supernet
+
+    cfg = TrainConfig(
+        space=args.space, data=str(Path(args.data).resolve()),
+        split=str(Path(args.split).resolve()) if args.split else None, way=args.way, shot=args.shot,
+        query=args.query, episodes=args.episodes, epochs=args.epochs, lr=args.lr, lr_warmup=args.lr_warmup,
+        weight_decay=args.weight_decay, clip_grad=args.clip_grad,
+        head=HeadConfig(args.head, args.tau, args.window),
+        shrink=ShrinkConfig(warmup=args.warmup, period=args.shrink_period, drop_percent=args.drop_percent,
+                            threshold=args.threshold, lam=args.lam, min_count=args.min_count),
+        latency_table=args.latency_table, resize=args.resize, hflip=args.hflip,
+        val_episodes=args.val_episodes, seed=args.seed, workers=args.workers, threads=args.threads,
+        log_every=args.log_every)
+    r = train_supernet(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    if r.rank == 0:  # under torchrun every rank returns here; one report is enough
+        val = [v for v in r.val_acc if v is not None]
+        print(f"trained {r.epochs} epochs ({r.steps} steps) in {r.seconds:.0f} s: loss "
+              f"{r.first_epoch_loss:.4f} (epoch 1) -> {r.last_epoch_loss:.4f} (epoch {r.epochs})"
+              + (f", validation accuracy {val[-1]:.3f}" if val else ""))
+        print(f"shrinking dropped {len(r.dropped)} candidates: {r.full_space_size:,} -> {r.space_size:,} "
+              f"architectures" + (f" ({', '.join(r.dropped)})" if r.dropped else ""))
+        print(f"wrote {r.out}/: supernet.safetensors, shrunk.json, metrics.jsonl, run.json, loss.png, "
+              "scores.png")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a supernet with search-space shrinking",
+        description="Train the weight-sharing supernet of a space on few-shot episodes (one uniformly drawn "
+                    "subnet per episode) and shrink the space as it trains (Algorithm 1 of SST: after "
+                    "--warmup epochs, every --shrink-period epochs score each candidate op / head count by "
+                    "normalised mean loss + lambda x normalised mean cost and drop the worst). Writes OUT/"
+                    "supernet.safetensors, OUT/shrunk.json (for --restrict and search), checkpoints every "
+                    "epoch, metrics.jsonl, run.json and loss/score plots. Runs under torchrun "
+                    "(DistributedDataParallel on gloo) unchanged.")
+    p.add_argument("--space", required=True, help="space name (search_spaces/NAME.yaml) or path")
+    p.add_argument("--data", required=True, help="dataset folder (DATA/<class>/<clip>.mp4)")
+    p.add_argument("--split", help="folder of train/val/test split files (default DATA/splits, else a "
+                                   "seeded split of the class folders)")
+    p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT from its newest checkpoint (same options required)")
+    g = p.add_argument_group("episodes and optimisation")
+    g.add_argument("--way", type=int, default=5, help="classes per episode (default 5)")
+    g.add_argument("--shot", type=int, default=1, help="support clips per class (default 1)")
+    g.add_argument("--query", type=int, default=3, help="query clips per class (default 3)")
+    g.add_argument("--episodes", type=int, default=200,
+                   help="episodes (steps) per epoch and rank (default 200)")
+    g.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
+    g.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
+    g.add_argument("--lr-warmup", type=int, default=100,
+                   help="steps of linear learning-rate warm-up before the cosine decay (default 100)")
+    g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default 0.05)")
+    g.add_argument("--clip-grad", type=float, default=1.0, help="gradient-norm clipping, 0 = off (default 1)")
+    g.add_argument("--head", choices=["alignment", "prototype"], default="alignment",
+                   help="few-shot head trained through (default alignment)")
+    _add_head_options(g)
+    g.add_argument("--resize", type=int, help="shorter side before the crop (default size x 8/7)")
+    g.add_argument("--hflip", action="store_true",
+                   help="random horizontal flips (off by default: a flip turns left-to-right motion into "
+                        "right-to-left, another class)")
+    s = p.add_argument_group("space shrinking (Algorithm 1)")
+    s.add_argument("--warmup", type=int, default=2, help="epochs before losses and costs are recorded "
+                                                         "(default 2)")
+    s.add_argument("--shrink-period", type=int, default=2, help="epochs between shrink events (default 2)")
+    s.add_argument("--drop-percent", type=float, default=10.0,
+                   help="drop at most this %% of the remaining candidates per event (default 10)")
+    s.add_argument("--threshold", type=float, default=0.75,
+                   help="only candidates scoring at least this may be dropped (default 0.75)")
+    s.add_argument("--lambda", dest="lam", type=float, default=0.5,
+                   help="weight of the normalised cost in the score (default 0.5)")
+    s.add_argument("--min-count", type=int, default=5,
+                   help="records a candidate needs since the last event to be scored (default 5)")
+    s.add_argument("--latency-table", help="shrink on this latency table's predicted ms (name or path) "
+                                           "instead of FLOPs")
+    o = p.add_argument_group("run")
+    o.add_argument("--val-episodes", type=int, default=50,
+                   help="validation episodes per epoch on meta-val classes, 0 = none (default 50)")
+    o.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    o.add_argument("--workers", type=int, default=1, help="data-loading processes per rank (default 1)")
+    o.add_argument("--threads", type=int,
+                   help="torch threads per process (default: cores / processes - workers, at least 1)")
+    o.add_argument("--log-every", type=int, default=10, help="steps per metrics.jsonl line (default 10)")
+    o.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .fileio import atomic_write_json
+    from .train.evaluate import evaluate
+
+    if args.model is not None:
+        raise SSTEdgeError("evaluating an exported model (--model) is not implemented yet: use --weights "
+                           "with a training run", args.model)
+    heads = ["alignment", "prototype"] if args.head == "both" else [args.head]
+    r = evaluate(args.space, args.weights, args.data, split_dir=args.split, split=args.eval_split,
+                 subnet=args.subnet, way=args.way, shot=args.shot, query=args.query, episodes=args.episodes,
+                 seed=args.seed, heads=heads, tau=args.tau, window=args.window,
+                 reversed_pairs=args.reversed_pairs, resize=args.resize, workers=args.workers,
+                 threads=args.threads, progress=not args.no_progress)
+    print("\n".join(r.lines()))
+    if args.out:
+        print(f"wrote {atomic_write_json(args.out, r.to_dict())}")
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval", help="few-shot accuracy with its 95%% confidence interval on held-out classes",
+        description="Accuracy of a subnet on fixed, seeded N-way K-shot episodes of held-out (meta-test) "
+                    "classes, with the 95%% confidence interval 1.96 x std / sqrt(episodes), as the "
+                    "few-shot literature reports it. The subnet: --subnet, else the largest (most FLOPs) "
+                    "subnet of the run's shrunk space.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--weights", help="a training run folder (runs/NAME) or a supernet .safetensors")
+    src.add_argument("--model", help="an exported model folder (models/NAME): not implemented yet")
+    p.add_argument("--space", required=True, help="space name or path (must match the weights)")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--split", help="folder of train/val/test split files (default DATA/splits)")
+    p.add_argument("--eval-split", choices=["test", "val", "train"], default="test",
+                   help="classes to evaluate on (default test: meta-test)")
+    p.add_argument("--subnet", help="subnet document (best.json); default the largest of the shrunk space")
+    p.add_argument("--way", type=int, default=5, help="classes per episode (default 5)")
+    p.add_argument("--shot", type=int, default=1, help="support clips per class (default 1)")
+    p.add_argument("--query", type=int, default=1, help="query clips per class (default 1)")
+    p.add_argument("--episodes", type=int, default=600, help="episodes (default 600)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the episodes (default 0)")
+    p.add_argument("--head", choices=["alignment", "prototype", "both"], default="alignment",
+                   help="few-shot head; both = the two on the same episodes and features (default alignment)")
+    _add_head_options(p)
+    p.add_argument("--reversed-pairs", action="store_true",
+                   help="2-way episodes of class pairs that are each other played backwards (listed in "
+                        "DATA/classes.json by the synthetic dataset): only temporal order separates them")
+    p.add_argument("--resize", type=int, help="shorter side before the centre crop (default size x 8/7)")
+    p.add_argument("--workers", type=int, default=1, help="data-loading processes (default 1)")
+    p.add_argument("--threads", type=int, help="torch threads (default: cores - workers)")
+    p.add_argument("--out", help="also write the result as JSON here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_eval)
+
+
+# -------------------------------------------------------------------------------------------- search
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .search import SearchSettings, run_search
+
+    settings = SearchSettings(
+        trials=args.trials, population=args.population, sample_size=args.sample_size, seed=args.seed,
+        way=args.way, shot=args.shot, query=args.query, episodes=args.episodes, split=args.split,
+        split_dir=args.split_dir, concurrency=args.concurrency, budget_ms=args.budget_ms,
+        budget_gflops=args.budget_gflops, table=args.latency_table,
+        allow_foreign_table=args.allow_foreign_table, head=args.head, baseline=not args.no_baseline,
+        threads=args.threads, port=args.port)
+    summary = run_search(args.space, args.weights, args.data, args.out, settings, restrict=args.restrict)
+    best, rnd = summary["best"], summary["random_best"]
+    cost = "latency_ms" if args.budget_ms is not None else "gflops"
+    print(f"best: accuracy {best['accuracy']:.3f} +- {best['ci95']:.3f}, {cost} {best[cost]:.4g} "
+          f"({summary['trials']} trials, {summary['over_budget']} over budget)")
+    if rnd:
+        print(f"random baseline: accuracy {rnd['accuracy']:.3f} +- {rnd['ci95']:.3f}, {cost} {rnd[cost]:.4g}")
+    print(f"wrote {args.out}/best.json, trials.csv, pareto.png, search.json")
+    return 0
+
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search", help="hardware-aware search over a trained supernet (NNI experiment, budget)",
+        description="Search the (shrunk) space of a trained supernet with NNI's RegularizedEvolution under "
+                    "a latency budget (a latency table's prediction) or a FLOPs budget, enforced as an NNI "
+                    "ExpressionConstraint. Every candidate inherits its weights from the supernet and is "
+                    "scored on the same fixed, seeded validation episodes. A random baseline of the same "
+                    "number of subnets under the same budget runs in the same command. Writes best.json, "
+                    "trials.csv, pareto.png (accuracy vs cost, Pareto front, budget line), search.json.")
+    p.add_argument("--space", required=True, help="space name or path")
+    p.add_argument("--weights", required=True, help="training run folder (or supernet .safetensors)")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--out", required=True, help="output folder (new)")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--budget-ms", type=float, help="latency budget in ms (needs --latency-table)")
+    budget.add_argument("--budget-gflops", type=float, help="FLOPs budget in G multiply-adds")
+    p.add_argument("--latency-table", help="latency table (name or path) for --budget-ms")
+    p.add_argument("--allow-foreign-table", action="store_true",
+                   help="use a table made for another device or target anyway")
+    p.add_argument("--restrict", help="shrunk-space JSON (default: shrunk.json of the training run, if any)")
+    p.add_argument("--trials", type=int, default=40, help="evolution trials (default 40)")
+    p.add_argument("--population", type=int, default=12, help="evolution population (default 12)")
+    p.add_argument("--sample-size", type=int, default=4, help="tournament sample size (default 4)")
+    p.add_argument("--episodes", type=int, default=40, help="validation episodes per candidate (default 40)")
+    p.add_argument("--way", type=int, default=5)
+    p.add_argument("--shot", type=int, default=1)
+    p.add_argument("--query", type=int, default=2, help="queries per class (default 2)")
+    p.add_argument("--split", default="val", choices=["train", "val", "test"],
+                   help="classes the candidates are scored on (default val; keep test for the end)")
+    p.add_argument("--split-dir", help="folder of split files (default DATA/splits)")
+    p.add_argument("--head", default="alignment", choices=["alignment", "prototype"])
+    p.add_argument("--concurrency", type=int, default=1,
+                   help="1: NNI's in-process engine; N > 1: NNI's local engine with N trial processes")
+    p.add_argument("--port", type=int, default=8745, help="port of NNI's manager (local engine)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the random baseline")
+    p.add_argument("--threads", type=int, help="torch threads (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_search)
+
+
 # ---------------------------------------------------------------------------------------------- demo
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
@@ -143,6 +372,55 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+# ------------------------------------------------------------------------------------------- profile
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from .cost.profile import describe, run_profile
+
+    table = run_profile(space=args.space, target=args.target, table=args.table, out=args.out,
+                        backend=args.backend, validate=args.validate, seed=args.seed, rounds=args.rounds,
+                        clock=args.clock, quick=args.quick, overwrite=args.overwrite,
+                        allow_foreign=args.allow_foreign_table, progress=not args.no_progress)
+    print(describe(table))
+    return 0
+
+
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile", help="measure a latency table on this device, or check / re-validate one",
+        description="Measure a latency lookup table: every fixed part and every (stage, op, heads) block of "
+                    "a space, timed per clip (batch 1) as the target deploys it (ONNX Runtime with its "
+                    "execution provider, precision and threads; or PyTorch eager with --backend torch). "
+                    "With --validate N, also time N random whole subnets, fit a correction for what the "
+                    "sum of parts misses, store the figures (within 5%%/10%%, RMSPE, Kendall's tau; "
+                    "raw and leave-one-out corrected) and draw TABLE.validation.png. With --table, check "
+                    "a table against its space, target and this device (and re-validate it with "
+                    "--validate N).")
+    p.add_argument("--space", help="space name (search_spaces/NAME.yaml) or path; with --table, the space "
+                                   "to check against (default: the one the table names)")
+    p.add_argument("--target", help="deployment target (export/NAME.yaml) or path, e.g. cpu-fp32")
+    p.add_argument("--table", help="an existing table (latency_tables/NAME.json or a path) to check, print "
+                                   "or re-validate instead of measuring a new one")
+    p.add_argument("--out", help="where to write the table (default latency_tables/SPACE.TARGET.json; "
+                                 "with --table, the table itself)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out table")
+    p.add_argument("--backend", choices=["onnxruntime", "torch"],
+                   help="runtime to time on (default: the target's; torch = PyTorch eager)")
+    p.add_argument("--validate", type=int, default=0, metavar="N",
+                   help="time N random whole subnets end to end and store the accuracy figures (0 = no)")
+    p.add_argument("--seed", type=int, default=0, help="seed for inputs, round order and subnets (default 0)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved timing rounds per part (default 3; unstable medians get up to 6)")
+    p.add_argument("--clock", default="auto", choices=["auto", "wall", "thread"],
+                   help="auto (default): the calling thread's CPU time for one-thread CPU targets (other "
+                        "processes do not inflate it), wall time otherwise")
+    p.add_argument("--quick", action="store_true",
+                   help="a handful of runs per part: for smoke tests, not for tables worth keeping")
+    p.add_argument("--allow-foreign-table", action="store_true",
+                   help="use a --table made for another space, target or device (mismatches are listed)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_profile)
+
+
 # ---------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -155,7 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_space(sub)
     _add_data(sub)
+    _add_search(sub)
     _add_demo(sub)
+    _add_profile(sub)
+    _add_train(sub)
+    _add_eval(sub)
     return parser
 
 

@@ -38,10 +38,10 @@ def resolve(kind: str, name_or_path: str | Path) -> Path:
     p = Path(name_or_path)
     if p.is_file():
         return p
-    looks_like_path = p.suffix or len(p.parts) > 1
-    if not looks_like_path:
+    if len(p.parts) == 1:  # a bare name, maybe with dots ("sst_tiny.cpu-fp32") or its suffix
+        stem = p.name[: -len(SUFFIXES[kind])] if p.name.endswith(SUFFIXES[kind]) else p.name
         for d in data_dirs(kind):
-            cand = d / f"{p.name}{SUFFIXES[kind]}"
+            cand = d / f"{stem}{SUFFIXES[kind]}"
             if cand.is_file():
                 return cand
     names = ", ".join(available(kind)) or "none"

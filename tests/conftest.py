@@ -49,3 +49,17 @@ def make_video(tmp_path: Path) -> Callable[..., Path]:
 def bframe_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """50 frames of 160x120 H.264 with B-frames and a keyframe every 8 frames."""
     return write_video(tmp_path_factory.mktemp("video") / "bframes.mp4", moving_frames(), gop=8, bframes=2)
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A briefly trained sst_tiny supernet (shrunk once), shared by the search, export and runtime tests."""
+    from sst_edge.train.config import ShrinkConfig, TrainConfig
+    from sst_edge.train.loop import train_supernet
+
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    cfg = TrainConfig(space="sst_tiny", data=str(synth_dataset), episodes=40, epochs=3, val_episodes=6,
+                      lr_warmup=20, workers=0, threads=1,
+                      shrink=ShrinkConfig(warmup=1, period=1, min_count=3))
+    train_supernet(cfg, out, progress=False)
+    return out

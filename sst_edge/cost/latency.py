@@ -283,6 +283,7 @@ def _profiler_class() -> type:
             self.expression = table.expression(raw=raw, restrict=restrict)
 
     LatencyProfiler.__module__ = __name__
+    LatencyProfiler.__qualname__ = "LatencyProfiler"
     return LatencyProfiler
 
 

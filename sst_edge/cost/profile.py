@@ -10,10 +10,11 @@ be idle), then `timing.time_items` times the parts in interleaved rounds, one se
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,10 @@ from ..space.config import SpaceConfig, load_space
 from .fingerprint import fingerprint
 from .latency import LatencyTable, StageEntry, check_table, read_table, target_record
 from .parts import Part, fixed_keys, space_parts
-from .timing import Opener, Run, TimingPolicy, time_items
+from .timing import CLOCKS, Opener, Run, TimingPolicy, time_items
 from .validation import MIN_AFFINE, plot_validation, summarize
 
 EXPORTER = "torch.onnx.export(dynamo=False), TorchScript exporter"
-DYNAMIC_BATCH = True
 
 
 def _now() -> str:
@@ -117,14 +117,28 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="step", disable=not enabled, leave=True, dynamic_ncols=True)
 
 
-def _grow(bar: Any) -> Callable[[str], None]:
-    def tick(_key: str) -> None:
-        if bar.n + 1 > bar.total:
-            bar.total = bar.n + 1
-            bar.refresh()
-        bar.update(1)
+def _timed(openers: dict[str, Opener], policy: TimingPolicy, seed: int, desc: str,
+           progress: bool) -> dict[str, Any]:
+    bar = _bar(len(openers) * policy.rounds, desc, progress)
 
-    return tick
+    def grow(n: int) -> None:
+        bar.total += n
+        bar.refresh()
+
+    with bar:
+        return time_items(openers, policy, seed=seed, progress=lambda _k: bar.update(1), extra_round=grow)
+
+
+def resolve_clock(target: Target, clock: str = "auto") -> str:
+    """`thread` CPU time for single-thread CPU targets (immune to other processes), else `wall`."""
+    if clock == "auto":
+        return "thread" if not target.uses_gpu and target.threads == 1 else "wall"
+    if clock == "thread" and (target.uses_gpu or target.threads != 1):
+        raise SSTEdgeError(f"the thread clock needs a one-thread CPU target; '{target.name}' has "
+                           f"{target.threads} thread(s) on {target.device}: use the wall clock")
+    if clock not in CLOCKS:
+        raise SSTEdgeError(f"unknown clock {clock!r} (known: auto, {', '.join(CLOCKS)})")
+    return clock
 
 
 def _prepare(items: list[tuple[str, nn.Module, tuple[int, ...]]], target: Target, backend: str,
@@ -135,7 +149,7 @@ def _prepare(items: list[tuple[str, nn.Module, tuple[int, ...]]], target: Target
     for key, module, shape in items:
         x = torch.randn(shape, generator=gen)
         if backend == "onnxruntime":
-            path = export_for_target(module, x, workdir / f"{key}.onnx", target, dynamic_batch=DYNAMIC_BATCH)
+            path = export_for_target(module, x, workdir / f"{key}.onnx", target)
             openers[key] = _ort_opener(path, target, x.numpy())
         else:
             openers[key] = _torch_opener(module, target, x)
@@ -150,6 +164,7 @@ def profile_space(config: SpaceConfig, target: Target, backend: str | None = Non
     backend = backend or target.backend
     _check_backend(target, backend)
     policy = policy or TimingPolicy()
+    policy = dataclasses.replace(policy, clock=resolve_clock(target, policy.clock))
     t0 = time.monotonic()
     with _torch_threads(target.threads), tempfile.TemporaryDirectory(prefix="sst-profile-") as tmp:
         parts: list[Part] = space_parts(config)
@@ -157,9 +172,8 @@ def profile_space(config: SpaceConfig, target: Target, backend: str | None = Non
         with bar:
             openers = _prepare([(p.key, p.module, p.input_shape) for p in parts], target, backend,
                                Path(tmp), seed, bar)
-        bar = _bar(len(parts) * policy.rounds, f"time {config.name} on {target.name}/{backend}", progress)
-        with bar:
-            timings = time_items(openers, policy, seed=seed, progress=_grow(bar))
+        timings = _timed(openers, policy, seed, f"time {config.name} parts on {target.name}/{backend}",
+                         progress)
     by_key = {p.key: p for p in parts}
     fixed = {k: (list(by_key[k].input_shape), timings[k]) for k in fixed_keys(config)}
     stages = []
@@ -170,7 +184,7 @@ def profile_space(config: SpaceConfig, target: Target, backend: str | None = Non
     settings = {"policy": policy.to_dict(), "batch": 1, "seed": seed,
                 "duration_s": round(time.monotonic() - t0, 1)}
     if backend == "onnxruntime":
-        settings.update({"exporter": EXPORTER, "opset": target.opset, "dynamic_batch": DYNAMIC_BATCH})
+        settings.update({"exporter": EXPORTER, "opset": target.opset, "dynamic_batch": target.dynamic_batch})
     return LatencyTable(space=config.name, space_hash=config.hash, target=target_record(target),
                         backend=backend, created=_now(), fingerprint=fingerprint(target, backend),
                         timing=settings, fixed=fixed, stages=stages)
@@ -211,9 +225,7 @@ def measure_subnets(config: SpaceConfig, target: Target, samples: list[Mapping[s
                 openers.update(_prepare([(f"subnet{i:03d}", sub, shape)], target, backend, Path(tmp),
                                         seed + i, bar))
         del space
-        bar = _bar(len(samples) * policy.rounds, f"time {len(samples)} subnets", progress)
-        with bar:
-            timings = time_items(openers, policy, seed=seed, progress=_grow(bar))
+        timings = _timed(openers, policy, seed, f"time {len(samples)} subnets", progress)
     return [timings[f"subnet{i:03d}"] for i in range(len(samples))]
 
 
@@ -226,7 +238,9 @@ def validate_table(table: LatencyTable, config: SpaceConfig, target: Target, n: 
     """
     if n < 1:
         raise SSTEdgeError(f"--validate needs at least 1 subnet, got {n}")
-    policy = policy or TimingPolicy()
+    # Whole subnets are timed on the clock the parts were timed on, whatever `policy` says.
+    clock = (table.timing.get("policy") or {}).get("clock", "wall")
+    policy = dataclasses.replace(policy or TimingPolicy(), clock=clock)
     t0 = time.monotonic()
     samples = random_subnets(config, n, seed)
     measured = measure_subnets(config, target, samples, table.backend, policy, seed, progress)
@@ -331,3 +345,29 @@ def describe(table: LatencyTable) -> str:
     if table.foreign:
         lines.append("  FOREIGN: " + "; ".join(table.foreign))
     return "\n".join(lines)
+
+
+def run_profile(space: str | None = None, target: str | None = None, table: str | None = None,
+                out: str | None = None, backend: str | None = None, validate: int = 0, seed: int = 0,
+                rounds: int = 3, clock: str = "auto", quick: bool = False, overwrite: bool = False,
+                allow_foreign: bool = False, progress: bool = True) -> LatencyTable:
+    """The `profile` verb: measure a new table (--space, --target), or check or re-validate one (--table)."""
+    if rounds < 1:
+        raise SSTEdgeError(f"--rounds must be at least 1, got {rounds}")
+    if validate < 0:
+        raise SSTEdgeError(f"--validate must be at least 0, got {validate}")
+    policy = TimingPolicy.quick() if quick else TimingPolicy(rounds=rounds, max_rounds=max(rounds, 6))
+    policy = dataclasses.replace(policy, clock=clock)
+    if table is None:
+        if space is None or target is None:
+            raise SSTEdgeError("give --space and --target to measure a table, or --table to check one")
+        tab, _ = profile_to_file(space, target, out, backend, validate, seed, policy, overwrite, progress)
+        return tab
+    if backend is not None:
+        raise SSTEdgeError("--backend is for measuring a new table; a table is validated on its own backend")
+    if validate:
+        tab, _ = validate_file(table, validate, space, target, allow_foreign, seed, policy, out, progress)
+        return tab
+    tab = read_table(table)
+    config = load_space(space or tab.space)
+    return check_table(tab, config, load_target(target or tab.target_name), allow_foreign, tab.backend)

@@ -103,10 +103,12 @@ def convert_fp16(src: str | Path, dst: str | Path) -> Path:
     return atomic_write(dst, lambda p: onnx.save(half, str(p)))
 
 
-def export_for_target(module: nn.Module, example_input: torch.Tensor, path: str | Path, target: Target,
-                      dynamic_batch: bool = True) -> Path:
-    """Export, then apply the target's precision step: the file its session should load."""
+def export_for_target(module: nn.Module, example_input: torch.Tensor, path: str | Path,
+                      target: Target) -> Path:
+    """Export with the target's opset and batch axis, then apply its precision step (int8 quantization,
+    fp16 conversion for the CUDA provider): the file the target's session should load."""
     path = Path(path)
+    dynamic_batch = target.dynamic_batch
     needs_step = target.precision == "int8" or (
         target.precision == "fp16" and target.provider != "TensorrtExecutionProvider")
     if not needs_step:

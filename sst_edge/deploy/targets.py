@@ -25,7 +25,7 @@ QUANT_MODES = ("dynamic", "static")
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 KNOWN_PROVIDERS = ("CPUExecutionProvider", *GPU_PROVIDERS)
 _KEYS = {"name", "description", "backend", "device", "execution_providers", "provider_options", "precision",
-         "opset", "threads", "graph_optimization", "quantization"}
+         "opset", "dynamic_batch", "threads", "graph_optimization", "quantization"}
 _QUANT_KEYS = {"mode", "op_types", "per_channel", "reduce_range", "calibration"}
 
 
@@ -49,6 +49,7 @@ class Target:
     execution_providers: tuple[str, ...]
     precision: str
     opset: int = 17
+    dynamic_batch: bool = True
     threads: int = 1
     graph_optimization: str = "all"
     provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -164,6 +165,7 @@ def parse_target(doc: Any, source: str = "<memory>") -> Target:
     opset = _check_type(doc, "opset", int, problems)
     if opset is not None and not 13 <= opset <= 21:
         problems.append(f"opset: expected 13..21, got {opset}")
+    dynamic_batch = _check_type(doc, "dynamic_batch", bool, problems)
     threads = _check_type(doc, "threads", int, problems)
     if threads is not None and threads < 0:
         problems.append(f"threads: expected >= 0 (0 = the runtime's default), got {threads}")
@@ -193,7 +195,9 @@ def parse_target(doc: Any, source: str = "<memory>") -> Target:
         raise SSTEdgeError("invalid deployment target", source, problems)
     return Target(
         name=name, backend=backend, device=device, execution_providers=tuple(providers),
-        precision=precision, opset=17 if opset is None else opset, threads=1 if threads is None else threads,
+        precision=precision, opset=17 if opset is None else opset,
+        dynamic_batch=True if dynamic_batch is None else dynamic_batch,
+        threads=1 if threads is None else threads,
         graph_optimization=graph_opt, provider_options={k: dict(v) for k, v in popts.items()},
         quantization=quant, description=str(doc.get("description", "")).strip(), source=source,
     )

@@ -8,21 +8,34 @@ values of any label; the supernet weights stay loadable because widths only shri
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from .._nni import LayerChoice, ModelSpace, nni
+from .._nni import LayerChoice, ModelSpace, nni, recursive_freeze
 from .blocks import FrameFeatures, PatchEmbed, SpaceTimeBlock, SpatialDownsample
 from .config import SpaceConfig, heads_label, op_label
 
 Restriction = Mapping[str, Sequence]
 
 
+@dataclass(frozen=True)
+class Budget:
+    """A cost limit that search enforces through an NNI ExpressionConstraint on the space."""
+
+    gflops: float | None = None
+    latency_ms: float | None = None
+    table: str | None = None  # latency table (name or path), needed with latency_ms
+    allow_foreign_table: bool = False
+
+
 class SSTSpace(ModelSpace):
     """Input [B, T, 3, H, W] -> per-frame features [B, T, C_out]."""
 
-    def __init__(self, config: SpaceConfig, restrict: Restriction | None = None):
+    def __init__(self, config: SpaceConfig, restrict: Restriction | None = None,
+                 budget: Budget | None = None):
         super().__init__()
         self.config = config
         restrict = dict(restrict or {})
@@ -50,6 +63,16 @@ class SSTSpace(ModelSpace):
             self.stages.append(nn.Sequential(*blocks))
             prev = st.channels
         self.head = FrameFeatures(prev)
+        from nni.nas.space import current_model
+
+        # A trial rebuilding a frozen model (current_model() set) must not add the constraint again.
+        if budget is not None and current_model() is None:
+            self.add_mutable(budget_constraint(self, config, budget, restrict))
+
+    def freeze(self, sample: dict[str, Any]) -> nn.Module:
+        """A plain model of one subnet; raises if the sample breaks a label or the budget."""
+        self.validate(sample)
+        return recursive_freeze(self, sample, include_root=False)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.embed(x)
@@ -58,3 +81,24 @@ class SSTSpace(ModelSpace):
                 x = self.downsamples[i - 1](x)
             x = stage(x)
         return self.head(x)
+
+
+def budget_constraint(space: SSTSpace, config: SpaceConfig, budget: Budget,
+                      restrict: Restriction | None = None) -> Any:
+    """`cost(sample) <= limit` as an NNI ExpressionConstraint over the space's own labels."""
+    from nni.mutable import ExpressionConstraint
+
+    if budget.latency_ms is not None:
+        from ..cost.latency import load_table
+
+        if budget.table is None:
+            raise ValueError("a latency budget needs a latency table")
+        table = load_table(budget.table, config=config, allow_foreign=budget.allow_foreign_table)
+        expr = table.expression(restrict=restrict) <= budget.latency_ms
+        return ExpressionConstraint(expr, label="latency_budget")
+    if budget.gflops is not None:
+        from .._nni import FlopsParamsProfiler
+
+        flops = FlopsParamsProfiler(space, torch.zeros(config.input_shape(1))).flops_result.flops
+        return ExpressionConstraint(flops <= budget.gflops * 1e9, label="flops_budget")
+    raise ValueError("a budget needs gflops or latency_ms")

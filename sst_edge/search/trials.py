@@ -1,0 +1,147 @@
+"""One trial of the search: score a subnet with weights inherited from the supernet.
+
+The same function runs inside NNI's in-process engine and inside the local engine's trial processes, so
+everything it needs travels as plain paths. Each trial writes its own record (NNI's export was seen pairing
+architectures with the wrong scores under concurrency, so we never rely on it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..fileio import atomic_write_json
+from ..space.config import SpaceConfig, heads_label, op_label
+
+EPISODES_FILE = "val_episodes.safetensors"
+CONTEXT_FILE = "context.json"
+TRIALS_DIR = "trials"
+
+
+def sample_of(model: nn.Module, config: SpaceConfig) -> dict[str, Any]:
+    """Read the architecture back from a frozen subnet (what NNI hands a trial is a model, not a sample)."""
+    sample: dict[str, Any] = {}
+    for (s, l) in config.layers():
+        block = model.stages[s - 1][l - 1]
+        sample[op_label(s, l)] = block.mode
+        sample[heads_label(s, l)] = block.q.out_features // block.head_dim
+    return sample
+
+
+@dataclass
+class CachedEpisodes(torch.utils.data.Dataset):
+    """Validation episodes decoded once: every candidate is scored on exactly the same tensors."""
+
+    clips: list[torch.Tensor]   # [N*K + N*Q, T, 3, H, W] each, support first
+    labels: list[torch.Tensor]  # query labels [N*Q]
+    way: int
+    shot: int
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> Any:
+        from types import SimpleNamespace
+
+        s = self.way * self.shot
+        clips = self.clips[i]
+        return SimpleNamespace(support=clips[:s], query=clips[s:], query_labels=self.labels[i])
+
+    def save(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        from ..fileio import atomic_write
+
+        tensors = {f"clips.{i}": c for i, c in enumerate(self.clips)}
+        tensors |= {f"labels.{i}": y for i, y in enumerate(self.labels)}
+        meta = {"way": str(self.way), "shot": str(self.shot), "episodes": str(len(self.clips))}
+        atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
+
+    @classmethod
+    def load(cls, path: Path) -> CachedEpisodes:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+            n = int(meta["episodes"])
+            clips = [f.get_tensor(f"clips.{i}") for i in range(n)]
+            labels = [f.get_tensor(f"labels.{i}") for i in range(n)]
+        return cls(clips, labels, int(meta["way"]), int(meta["shot"]))
+
+
+_CACHE: dict[str, Any] = {}
+
+
+def _context(workdir: str) -> dict[str, Any]:
+    """Supernet, episodes, heads and cost models of a search, built once per process."""
+    if workdir in _CACHE:
+        return _CACHE[workdir]
+    from ..fewshot import HeadConfig
+    from ..space.config import load_space
+    from ..train.evaluate import load_supernet
+
+    ctx = json.loads((Path(workdir) / CONTEXT_FILE).read_text())
+    torch.set_num_threads(int(ctx.get("threads", 1)))
+    config = load_space(ctx["space"])
+    supernet, _ = load_supernet(ctx["weights"], config)
+    table = None
+    if ctx.get("table"):
+        from ..cost.latency import load_table
+
+        table = load_table(ctx["table"], config=config, allow_foreign=ctx.get("allow_foreign_table", False))
+    built = {
+        "config": config, "supernet": supernet, "table": table, "ctx": ctx,
+        "episodes": CachedEpisodes.load(Path(workdir) / EPISODES_FILE),
+        "head": HeadConfig.from_dict(ctx["head"]),
+    }
+    _CACHE[workdir] = built
+    return built
+
+
+def score(sample: dict[str, Any], workdir: str) -> dict[str, Any]:
+    """Accuracy on the fixed validation episodes, predicted latency, FLOPs and params of one subnet."""
+    from ..cost.flops import predicted_cost
+    from ..train.evaluate import confidence_interval, episode_accuracies
+
+    c = _context(workdir)
+    config = c["config"]
+    t0 = time.perf_counter()
+    acc = episode_accuracies(c["supernet"], config, sample, c["episodes"], [c["head"]])[0]
+    cost = predicted_cost(config, sample)
+    return {
+        "accuracy": float(acc.mean()), "ci95": confidence_interval(acc),
+        "latency_ms": c["table"].predict_ms(sample) if c["table"] is not None else None,
+        "gflops": cost.gflops, "mparams": cost.mparams, "eval_s": time.perf_counter() - t0,
+    }
+
+
+def write_record(workdir: str, kind: str, sample: dict[str, Any], metrics: dict[str, Any]) -> Path:
+    folder = Path(workdir) / TRIALS_DIR
+    name = f"{kind}-{time.time_ns()}-{os.getpid()}.json"
+    return atomic_write_json(folder / name, {"kind": kind, "sample": sample, **metrics})
+
+
+def read_records(workdir: str | Path) -> list[dict[str, Any]]:
+    folder = Path(workdir) / TRIALS_DIR
+    recs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    return sorted(recs, key=lambda r: r["finished"])
+
+
+def nni_trial(model: nn.Module, workdir: str) -> None:
+    """The NNI evaluator: score the subnet `model` stands for and report accuracy as the default metric."""
+    import nni
+
+    c = _context(workdir)
+    sample = sample_of(model, c["config"])
+    metrics = score(sample, workdir)
+    metrics["finished"] = time.time()
+    write_record(workdir, "evolution", sample, metrics)
+    nni.report_final_result({"default": metrics["accuracy"],
+                             **{k: v for k, v in metrics.items() if isinstance(v, float)}})

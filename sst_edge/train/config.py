@@ -1,0 +1,127 @@
+"""Everything that decides a supernet training run, in one JSON-able record.
+
+A checkpoint stores it; `--resume` refuses a configuration that differs in anything that changes the
+trajectory (only `workers` and `threads` may change: they move work, not results; `threads` can change
+float rounding, so bit-exact resumption wants the same value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..errors import SSTEdgeError
+from ..fewshot import HeadConfig
+
+# Fields that may differ between a run and its resumption.
+RESUMABLE_CHANGES = ("workers", "threads")
+
+
+@dataclass(frozen=True)
+class ShrinkConfig:
+    """Algorithm 1 (DESIGN.md "Space shrinking").
+
+    warmup: epochs trained before any loss/cost is recorded (the supernet is too young to judge).
+    period: every `period` epochs after warm-up, score every candidate and drop some.
+    drop_percent: drop at most ceil(drop_percent% of the candidates still in the space) per event.
+    threshold: only candidates whose score S >= threshold may go (S lies in [0, 1 + lam]).
+    lam: weight of the normalised cost in S = norm(mean loss) + lam * norm(mean cost).
+    min_count: a candidate needs this many recorded steps since the last event to be scored.
+    """
+
+    warmup: int = 2
+    period: int = 2
+    drop_percent: float = 10.0
+    threshold: float = 0.75
+    lam: float = 0.5
+    min_count: int = 5
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.warmup < 0:
+            out.append(f"shrink warm-up must be >= 0 epochs, got {self.warmup}")
+        if self.period < 1:
+            out.append(f"shrink period must be >= 1 epoch, got {self.period}")
+        if not 0 <= self.drop_percent <= 100:
+            out.append(f"drop percent must lie in [0, 100], got {self.drop_percent}")
+        if self.lam < 0:
+            out.append(f"lambda must be >= 0, got {self.lam}")
+        if self.min_count < 1:
+            out.append(f"min count must be >= 1, got {self.min_count}")
+        return out
+
+    def is_event(self, epoch: int) -> bool:
+        """True if shrinking happens at the end of (1-based) `epoch`."""
+        return epoch > self.warmup and (epoch - self.warmup) % self.period == 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    space: str
+    data: str
+    split: str | None = None            # folder of train/val/test split files (default DATA/splits)
+    way: int = 5
+    shot: int = 1
+    query: int = 3
+    episodes: int = 200                 # training steps (episodes per rank) per epoch
+    epochs: int = 10
+    lr: float = 1e-3
+    lr_warmup: int = 100                # steps of linear learning-rate warm-up, then cosine to 0
+    weight_decay: float = 0.05
+    clip_grad: float = 1.0
+    head: HeadConfig = field(default_factory=HeadConfig)
+    shrink: ShrinkConfig = field(default_factory=ShrinkConfig)
+    latency_table: str | None = None    # cost = table latency (ms) instead of FLOPs
+    resize: int | None = None           # shorter side before the crop (default size * 8 / 7)
+    hflip: bool = False                 # off: a flip reverses left/right motion (a different class)
+    val_episodes: int = 50
+    seed: int = 0
+    workers: int = 1
+    threads: int | None = None          # torch threads per process (default: cores / processes - workers)
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        problems = list(self.shrink.problems())
+        for name in ("way", "shot", "episodes", "epochs", "log_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("query", "lr_warmup", "val_episodes", "seed", "workers"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.query < 1:
+            problems.append("training needs query >= 1 (the loss is computed on query clips)")
+        if self.way < 2:
+            problems.append(f"way must be >= 2 (a 1-way episode has nothing to tell apart), got {self.way}")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or self.clip_grad < 0:
+            problems.append("weight decay and gradient clipping must be >= 0")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads must be >= 1, got {self.threads}")
+        if problems:
+            raise SSTEdgeError("invalid training configuration", problems=problems)
+
+    def resize_for(self, size: int) -> int:
+        return self.resize if self.resize is not None else int(round(size * 8 / 7))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["head"], d["shrink"] = self.head.to_dict(), asdict(self.shrink)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SSTEdgeError(f"unknown training configuration keys: {', '.join(unknown)}")
+        kw = dict(d)
+        kw["head"] = HeadConfig.from_dict(kw.get("head", {}))
+        kw["shrink"] = ShrinkConfig(**kw.get("shrink", {}))
+        return cls(**kw)
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """What differs from `other` in fields that change a run's trajectory."""
+        a, b = self.to_dict(), other.to_dict()
+        return [f"{k}: {b[k]!r} in the checkpoint, {a[k]!r} now" for k in a
+                if k not in RESUMABLE_CHANGES and a[k] != b[k]]

@@ -1,0 +1,105 @@
+"""Processes and threads: the same training command alone or under `torchrun` (DDP over gloo).
+
+Every rank draws the same subnet at a step (from the seed and the step number) and its own episodes, so
+the path through the supernet is the same everywhere and DDP's gradient all-reduce lines up. DDP runs with
+find_unused_parameters=True: each step leaves the paths not sampled without gradients, on every rank
+alike, and DDP then leaves their .grad None (AdamW skips them; a test checks). Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_world: int = 1
+    owns_group: bool = False  # we initialised the process group, so we tear it down
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum over ranks (a copy; the identity with one process)."""
+        out = values.detach().clone().to(torch.float64)
+        if self.active:
+            dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    def mean(self, *values: float) -> list[float]:
+        """The mean over ranks of a few scalars, in float64 so every rank gets the same bits."""
+        return (self.sum(torch.tensor(values, dtype=torch.float64)) / self.world).tolist()
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+def init_distributed() -> Dist:
+    """Join the gloo process group when started by torchrun (WORLD_SIZE > 1); otherwise one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    owns = False
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+        owns = True
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size(),
+                local_world=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))), owns_group=owns)
+
+
+def shutdown(d: Dist) -> None:
+    if d.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def configure_threads(threads: int | None, workers: int, local_world: int) -> int:
+    """Set torch's intra-op threads; default: this process's share of the cores minus its loader workers.
+
+    On 2 cores with 1 loader worker that is 1 thread: decoding and the step then run side by side, and
+    torch never spins a second thread against the decoder (2 busy threads on 2 shared cores run a step
+    several times slower). DataLoader workers run 1 torch thread each (PyTorch sets that in every worker)
+    and decode with 1 thread (`make_decoder`'s default).
+    """
+    n = threads if threads is not None else max(1, available_cores() // max(1, local_world) - workers)
+    torch.set_num_threads(n)
+    return n
+
+
+def wrap(model: nn.Module, d: Dist) -> nn.Module:
+    """DDP around the supernet when there are several ranks; the supernet itself otherwise."""
+    if not d.active:
+        return model
+    return nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+
+
+def in_sync(model: nn.Module, d: Dist) -> bool:
+    """True if every rank holds the same weights (compares a float64 checksum of all parameters)."""
+    if not d.active:
+        return True
+    with torch.no_grad():
+        s = torch.stack([sum(p.double().sum() for p in model.parameters()),
+                         sum((p.double() ** 2).sum() for p in model.parameters())])
+    lo, hi = s.clone(), s.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    return bool(torch.equal(lo, hi))

@@ -1,0 +1,240 @@
+"""Few-shot accuracy of one subnet of a trained supernet, as the literature reports it.
+
+Fixed, seeded evaluation episodes (centre segments and crops) on held-out classes; accuracy per episode;
+the mean with its 95% confidence interval 1.96 * std / sqrt(episodes). Several heads are scored on the
+same features, so "alignment vs prototype" compares heads, not episodes. The same code gives the
+per-epoch validation accuracy in training (split over ranks under torchrun).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..data.datasets import ClipSet, load_splits
+from ..data.episodes import EpisodeDataset, episode_loader
+from ..data.preprocess import Preprocess
+from ..errors import SSTEdgeError
+from ..fewshot import DEFAULT_TAU, DEFAULT_WINDOW, HeadConfig
+from ..fileio import read_json
+from ..space.config import SpaceConfig, load_space
+from ..space.supernet import activate, build_supernet, load_shared_weights
+from .checkpoint import checkpoint_paths, complete_checkpoints, load_tensors, model_state
+from .distributed import Dist, configure_threads
+
+WEIGHTS_FILE = "supernet.safetensors"
+RESTRICTION_FILE = "shrunk.json"
+SUPERNET_FORMAT = "sst-edge/supernet"
+
+
+def confidence_interval(accuracies: np.ndarray) -> float:
+    """Half-width of the 95% interval of the mean episode accuracy (normal approximation)."""
+    n = len(accuracies)
+    return float(1.96 * np.std(accuracies) / math.sqrt(n)) if n else float("nan")
+
+
+def split_features(features: torch.Tensor, way: int, shot: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N*K + Q, T, C] features of an episode's support then query -> (query, support [N, K, T, C])."""
+    s = way * shot
+    return features[s:], features[:s].reshape(way, shot, *features.shape[1:])
+
+
+def episode_accuracies(supernet: nn.Module, config: SpaceConfig, sample: dict[str, Any],
+                       dataset: EpisodeDataset, heads: Sequence[HeadConfig], workers: int = 0,
+                       d: Dist | None = None, progress: bool = False, desc: str = "eval") -> np.ndarray:
+    """Accuracy of every episode of `dataset` with each head: [len(heads), episodes].
+
+    With several ranks each evaluates a strided share and the shares are summed, so all ranks return the
+    whole array. The supernet is left in eval mode, routed through `sample`.
+    """
+    d = d or Dist()
+    activate(supernet, config, sample)
+    supernet.eval()
+    n = len(dataset)
+    acc = torch.zeros(len(heads), n, dtype=torch.float64)
+    share = range(d.rank, n, d.world)
+    part = _Strided(dataset, share)
+    bar = tqdm(total=len(share), desc=desc, unit="ep", leave=False, disable=not (progress and d.is_main))
+    with torch.no_grad():
+        for j, ep in zip(share, episode_loader(part, workers), strict=True):
+            query, support = split_features(supernet(torch.cat([ep.support, ep.query])), dataset.way,
+                                            dataset.shot)
+            for h, head in enumerate(heads):
+                acc[h, j] = (head.logits(query, support).argmax(1) == ep.query_labels).double().mean()
+            bar.update()
+    bar.close()
+    return d.sum(acc).numpy()
+
+
+class _Strided(torch.utils.data.Dataset):
+    """Episodes `share` (a range) of an EpisodeDataset: one rank's part of an evaluation."""
+
+    def __init__(self, dataset: EpisodeDataset, share: range):
+        self.dataset, self.share = dataset, share
+
+    def __len__(self) -> int:
+        return len(self.share)
+
+    def __getitem__(self, j: int):
+        return self.dataset[self.share[j]]
+
+
+# -------------------------------------------------------------------------------------------- weights
+def resolve_weights(path: str | Path) -> Path:
+    """A run folder -> its final supernet.safetensors, else its newest checkpoint; a file -> itself."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / WEIGHTS_FILE).is_file():
+            return path / WEIGHTS_FILE
+        epochs = complete_checkpoints(path)
+        if epochs:
+            return checkpoint_paths(path, epochs[-1])[0]
+        raise SSTEdgeError(f"no {WEIGHTS_FILE} or checkpoint here (is it a training run folder?)", path)
+    if not path.is_file():
+        raise SSTEdgeError("weights not found (expected a run folder or a .safetensors file)", path)
+    return path
+
+
+def load_supernet(weights: str | Path, config: SpaceConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """A supernet of `config` with the weights of a run folder or safetensors file (checked: space, hash)."""
+    path = resolve_weights(weights)
+    tensors, meta = load_tensors(path)
+    problems = []
+    if meta.get("space") != config.name:
+        problems.append(f"trained for space {meta.get('space')!r}, not '{config.name}'")
+    if meta.get("space_hash") != config.hash:
+        problems.append(f"space hash {meta.get('space_hash')!r} does not match '{config.name}' "
+                        f"({config.hash}): the space YAML changed since training")
+    if problems:
+        raise SSTEdgeError("weights do not fit the space", path, problems)
+    state = model_state(tensors) if any(k.startswith("model.") for k in tensors) else tensors
+    supernet = build_supernet(config)
+    missing = load_shared_weights(supernet, state)
+    if missing:
+        raise SSTEdgeError(f"{len(missing)} supernet tensors missing from the weights", path, missing[:10])
+    return supernet, {**meta, "path": str(path)}
+
+
+def run_restriction(weights: str | Path, config: SpaceConfig) -> dict[str, list] | None:
+    """The shrunk space saved beside the weights (a run folder's shrunk.json), if any."""
+    from ..space.restriction import load_restriction
+
+    path = Path(weights)
+    folder = path if path.is_dir() else path.parent
+    f = folder / RESTRICTION_FILE
+    return load_restriction(f, config).keep if f.is_file() else None
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def reversed_pair_sets(clips: ClipSet) -> list[ClipSet]:
+    """One 2-class ClipSet per reversed pair of `clips` (from the dataset's classes.json)."""
+    meta_path = clips.root / "classes.json"
+    meta = read_json(meta_path, "synthetic dataset description")
+    pairs = meta.get("reversed_pairs") if isinstance(meta, dict) else None
+    if not isinstance(pairs, list):
+        raise SSTEdgeError("lists no 'reversed_pairs' (only the synthetic dataset has them)", meta_path)
+    sets = [ClipSet(f"{clips.name}:{a}|{b}", clips.root, {c: clips.clips[c] for c in sorted((a, b))})
+            for a, b in pairs if a in clips.clips and b in clips.clips]
+    if not sets:
+        raise SSTEdgeError(f"no reversed pair has both classes in split '{clips.name}'", meta_path)
+    return sets
+
+
+@dataclass
+class EvalResult:
+    space: str
+    weights: str
+    sample: dict[str, Any]
+    subnet_source: str
+    split: str
+    way: int
+    shot: int
+    query: int
+    episodes: int
+    seed: int
+    accuracy: dict[str, float] = field(default_factory=dict)   # head -> mean episode accuracy
+    ci95: dict[str, float] = field(default_factory=dict)       # head -> half-width of the 95% interval
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pairs: list[str] = field(default_factory=list)             # reversed pairs evaluated, if any
+    per_pair: dict[str, dict[str, float]] = field(default_factory=dict)  # pair -> head -> accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def lines(self) -> list[str]:
+        what = (f"2-way {self.shot}-shot on {len(self.pairs)} reversed pairs" if self.pairs
+                else f"{self.way}-way {self.shot}-shot")
+        return [f"{what}, split '{self.split}', {self.episodes} episodes x {self.query} queries per class "
+                f"(seed {self.seed}), subnet: {self.subnet_source}"] + [
+            f"  {h:<10} accuracy {100 * a:.2f}% +- {100 * self.ci95[h]:.2f}% (95% CI)"
+            for h, a in self.accuracy.items()] + [
+            f"    {pair}: " + ", ".join(f"{h} {100 * a:.1f}%" for h, a in accs.items())
+            for pair, accs in self.per_pair.items()]
+
+
+def evaluate(space: str | Path | SpaceConfig, weights: str | Path, data: str | Path, *,
+             split_dir: str | Path | None = None, split: str = "test", subnet: str | Path | None = None,
+             sample: dict[str, Any] | None = None, way: int = 5, shot: int = 1, query: int = 1,
+             episodes: int = 600, seed: int = 0, heads: Sequence[str] = ("alignment",),
+             tau: float = DEFAULT_TAU, window: int | None = DEFAULT_WINDOW, reversed_pairs: bool = False,
+             resize: int | None = None, workers: int = 1, threads: int | None = None,
+             progress: bool = True) -> EvalResult:
+    """Accuracy of a subnet of trained supernet weights on fixed episodes of held-out classes.
+
+    The subnet: `subnet` (a subnet document), else `sample`, else the largest (most FLOPs) subnet of the
+    run's shrunk space (shrunk.json beside the weights) or of the whole space. `reversed_pairs`: 2-way
+    episodes, each of one pair of classes that are each other played backwards (synthetic dataset).
+    """
+    from ..space.report import extreme_sample
+    from ..space.subnet import load_subnet
+
+    config = space if isinstance(space, SpaceConfig) else load_space(space)
+    configure_threads(threads, workers, 1)
+    if episodes < 1 or way < 2 or shot < 1 or query < 1:
+        raise SSTEdgeError("evaluation needs episodes >= 1, way >= 2, shot >= 1 and query >= 1")
+    supernet, meta = load_supernet(weights, config)
+    keep = run_restriction(weights, config)
+    if subnet is not None:
+        sample, source = load_subnet(subnet, config)[0].sample, str(subnet)
+    elif sample is not None:
+        source = "given sample"
+    else:
+        sample = extreme_sample(config, keep, largest=True)
+        source = "largest of the shrunk space" if keep else "largest of the space"
+    head_cfgs = [HeadConfig(h, tau, window) for h in heads]
+    splits = load_splits(data, split_dir)
+    clips = splits[split]
+    pre = Preprocess(frames=config.frames, size=config.size,
+                     resize=resize if resize is not None else int(round(config.size * 8 / 7)))
+    sets = reversed_pair_sets(clips) if reversed_pairs else [clips]
+    n_way = 2 if reversed_pairs else way
+    per_set = [episodes // len(sets) + (i < episodes % len(sets)) for i in range(len(sets))]
+    acc = []
+    for i, (cs, n) in enumerate(zip(sets, per_set, strict=True)):
+        if n:
+            ds = EpisodeDataset(cs, pre, way=n_way, shot=shot, query=query, episodes=n, seed=seed + i,
+                                train=False)
+            acc.append(episode_accuracies(supernet, config, sample, ds, head_cfgs, workers, progress=progress,
+                                          desc=cs.name if reversed_pairs else f"eval {split}"))
+    all_acc = np.concatenate(acc, axis=1)
+    result = EvalResult(config.name, meta["path"], dict(sample), source, split, n_way, shot, query,
+                        all_acc.shape[1], seed,
+                        pairs=[cs.name.split(":", 1)[1] for cs in sets] if reversed_pairs else [])
+    if reversed_pairs:
+        result.per_pair = {cs.name.split(":", 1)[1]: {head.kind: float(a[h].mean())
+                                                      for h, head in enumerate(head_cfgs)}
+                           for cs, a in zip([s for s, n in zip(sets, per_set, strict=True) if n], acc,
+                                            strict=True)}
+    for h, head in enumerate(head_cfgs):
+        result.accuracy[head.kind] = float(all_acc[h].mean())
+        result.ci95[head.kind] = confidence_interval(all_acc[h])
+        result.heads[head.kind] = head.to_dict()
+    return result

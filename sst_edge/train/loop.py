@@ -1,0 +1,436 @@
+"""Supernet training: single-path one-shot episodes with search-space shrinking (Algorithm 1).
+
+Each step: one episode, one subnet drawn uniformly from the current (shrunk) space, validated and routed
+(`activate`), the few-shot head's cross-entropy on the query clips, AdamW with a linear warm-up then a
+cosine learning rate, gradient clipping. Everything random is a function of the seed and a position:
+subnet = f(seed, step), episode = f(seed, episode index), so a resumed run, or a run on any number of
+workers, takes exactly the path an uninterrupted one does.
+
+OUT (written by rank 0 only):
+    run.json                 seed, versions, configuration, command, and at the end the results
+    metrics.jsonl            one line per logged window ("step"), epoch ("epoch") and shrink event
+    checkpoint-eNNNN.*       every epoch (see checkpoint.py); `resume=True` continues from the newest
+    shrunk.json              the shrunk space (format of sst_edge.space.restriction), with its history
+    supernet.safetensors     final weights (metadata: space, hash, epoch, step)
+    loss.png, scores.png     loss curve; candidate scores over time with the shrink events marked
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .. import __version__
+from ..data.datasets import load_splits
+from ..data.episodes import EpisodeDataset, episode_loader
+from ..data.errors import DatasetError
+from ..data.preprocess import Preprocess
+from ..errors import SSTEdgeError
+from ..fileio import atomic_write, atomic_write_json, read_json
+from ..space.config import SpaceConfig, load_space
+from ..space.restriction import Restriction, full_restriction
+from ..space.supernet import activate, build_supernet, random_sample
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .distributed import Dist, configure_threads, in_sync, init_distributed, shutdown, wrap
+from .evaluate import RESTRICTION_FILE, SUPERNET_FORMAT, WEIGHTS_FILE, episode_accuracies, split_features
+from .plots import plot_loss, plot_scores
+from .shrink import ShrinkRecords, shrink, space_size
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+
+CostFn = Callable[[dict[str, Any]], float]
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    epochs: int
+    steps: int
+    first_epoch_loss: float
+    last_epoch_loss: float
+    val_acc: list[float | None]
+    keep: dict[str, list]
+    space_size: int
+    full_space_size: int
+    dropped: list[str] = field(default_factory=list)  # "label=value@epoch", in order
+    in_sync: bool = True
+    seconds: float = 0.0
+    rank: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["out"] = str(self.out)
+        return d
+
+
+# ------------------------------------------------------------------------------------ deterministic parts
+def subnet_for_step(config: SpaceConfig, seed: int, step: int, keep: dict[str, list]) -> dict[str, Any]:
+    """The subnet of global step `step`: uniform over `keep`, the same on every rank and on resumption."""
+    return random_sample(config, random.Random(f"sst-edge/subnet/{seed}/{step}"), keep)
+
+
+def episode_start(epoch: int, rank: int, world: int, episodes: int) -> int:
+    """Index of the first training episode of rank `rank` in (1-based) `epoch`: disjoint across ranks."""
+    return ((epoch - 1) * world + rank) * episodes
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up over `lr_warmup` steps, then cosine from `lr` to 0 at the last step."""
+    total = cfg.epochs * cfg.episodes
+    if step < cfg.lr_warmup:
+        return cfg.lr * (step + 1) / cfg.lr_warmup
+    span = max(1, total - cfg.lr_warmup)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, (step - cfg.lr_warmup) / span)))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices and convolutions only; not on biases, norms or position embeddings."""
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and "pos_" not in name else plain).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def make_cost(config: SpaceConfig, latency_table: str | None) -> tuple[CostFn, str]:
+    """FLOPs from NNI's expression (default), or a latency table's prediction in ms."""
+    if latency_table:
+        from ..cost.latency import load_table
+
+        table = load_table(latency_table, config=config)
+        return table.predict_ms, "ms"
+    from ..cost.flops import predicted_cost
+
+    return (lambda sample: predicted_cost(config, sample).flops), "flops"
+
+
+def versions() -> dict[str, str]:
+    import nni
+    import safetensors
+
+    return {"sst-edge": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "nni": getattr(nni, "__version__", "?"), "numpy": np.__version__,
+            "safetensors": safetensors.__version__, "platform": platform.platform()}
+
+
+# ------------------------------------------------------------------------------------------ metrics log
+class MetricsLog:
+    """metrics.jsonl: appended line by line, flushed; on resumption cut back to the checkpoint's epoch."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut short by a kill: what follows cannot be trusted
+        return out
+
+    def truncate(self, epoch: int) -> None:
+        if self.enabled:
+            kept = [r for r in self.records() if r.get("epoch", 0) <= epoch]
+            atomic_write(self.path, lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in kept)))
+
+    def reset(self) -> None:
+        if self.enabled:
+            self.path.unlink(missing_ok=True)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------- trainer
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, out: Path, d: Dist, cost_fn: CostFn | None, cost_unit: str | None,
+                 progress: bool):
+        self.cfg, self.out, self.d, self.progress = cfg, out, d, progress
+        self.space = load_space(cfg.space)
+        self.threads = configure_threads(cfg.threads, cfg.workers, d.local_world)
+        if cost_fn is None:
+            cost_fn, cost_unit = make_cost(self.space, cfg.latency_table)
+        self.cost_fn, self.cost_unit = cost_fn, cost_unit or "cost"
+        self._cost_cache: dict[tuple, float] = {}
+        self.splits = load_splits(cfg.data, cfg.split)
+        s = self.space
+        self.pre = Preprocess(frames=s.frames, size=s.size, resize=cfg.resize_for(s.size), hflip=cfg.hflip)
+        self.val = self._val_dataset()
+        from ..cost.flops import cost_expression
+
+        cost_expression(s)  # built once, now: building it draws from torch's RNG (a fresh SSTSpace)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.supernet = build_supernet(s)
+        self.model = wrap(self.supernet, d)
+        self.optimizer = torch.optim.AdamW(param_groups(self.supernet, cfg.weight_decay), lr=cfg.lr)
+        self.restriction = full_restriction(s)
+        self.records = ShrinkRecords()
+        self.epoch = 0
+        self.step = 0
+        self.log = MetricsLog(out / METRICS_FILE, d.is_main)
+
+    def _val_dataset(self) -> EpisodeDataset | None:
+        if not self.cfg.val_episodes:
+            return None
+        try:
+            return EpisodeDataset(self.splits.val, self.pre, way=self.cfg.way, shot=self.cfg.shot, query=1,
+                                  episodes=self.cfg.val_episodes, seed=self.cfg.seed, train=False)
+        except DatasetError as e:
+            if self.d.is_main:
+                tqdm.write(f"sst-edge: no validation ({e})", file=sys.stderr)
+            return None
+
+    def cost(self, sample: dict[str, Any]) -> float:
+        key = tuple(sample.values())
+        if key not in self._cost_cache:
+            with torch.random.fork_rng(devices=[]):  # a cost function must not move training's RNG
+                self._cost_cache[key] = float(self.cost_fn(sample))
+        return self._cost_cache[key]
+
+    # ----------------------------------------------------------------------------- start or resume
+    def start(self, found: tuple[dict[str, Any], dict[str, torch.Tensor]] | None) -> None:
+        """A fresh run (found None) or the state of a checkpoint that `check_start` accepted."""
+        if found is None:
+            if self.d.is_main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                self.log.reset()
+                self._write_run_record(resumed=False)
+            return
+        doc, tensors = found
+        self.supernet.load_state_dict(ckpt.model_state(tensors), strict=True)
+        ckpt.restore_optimizer(self.optimizer, tensors, doc["optimizer"]["param_groups"])
+        ckpt.restore_rng(doc, tensors)
+        self.epoch, self.step = doc["epoch"], doc["step"]
+        self.restriction = Restriction(self.space.name, self.space.hash,
+                                       {k: list(v) for k, v in doc["shrink"]["restriction"]["keep"].items()},
+                                       list(doc["shrink"]["restriction"]["history"]))
+        self.records = ShrinkRecords.from_list(doc["shrink"]["records"])
+        if self.d.is_main:
+            for tmp in self.out.glob(".*.tmp"):  # left by a kill during an atomic write
+                tmp.unlink(missing_ok=True)
+            self.log.truncate(self.epoch)
+            self._write_run_record(resumed=True)
+            tqdm.write(f"resuming {self.out} after epoch {self.epoch} (step {self.step}, "
+                       f"{self.restriction_size():,} architectures left)", file=sys.stderr)
+
+    def restriction_size(self) -> int:
+        return space_size(self.restriction.keep)
+
+    def _write_run_record(self, resumed: bool, result: dict[str, Any] | None = None) -> None:
+        path = self.out / RUN_FILE
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        old = read_json(path, "run record") if path.is_file() else {}
+        rec = {"format": "sst-edge/run", "space": self.space.name, "space_hash": self.space.hash,
+               "seed": self.cfg.seed, "config": self.cfg.to_dict(), "cost_unit": self.cost_unit,
+               "world_size": self.d.world, "threads_per_process": self.threads, "versions": versions(),
+               "command": sys.argv, "started": old.get("started", now),
+               "resumed": old.get("resumed", []) + ([now] if resumed else []),
+               "status": "finished" if result is not None else "running"}
+        if result is not None:
+            rec["finished"], rec["result"] = now, result
+        atomic_write_json(path, rec)
+
+    # ------------------------------------------------------------------------------------- one epoch
+    def train_epoch(self) -> dict[str, Any]:
+        cfg, d = self.cfg, self.d
+        epoch = self.epoch + 1
+        ds = EpisodeDataset(self.splits.train, self.pre, way=cfg.way, shot=cfg.shot, query=cfg.query,
+                            episodes=cfg.episodes, seed=cfg.seed, train=True,
+                            start=episode_start(epoch, d.rank, d.world, cfg.episodes))
+        bar = tqdm(total=cfg.episodes, desc=f"epoch {epoch}/{cfg.epochs}", unit="ep", leave=True,
+                   disable=not (self.progress and d.is_main), dynamic_ncols=True)
+        record = epoch > cfg.shrink.warmup
+        window: list[tuple[float, float, float]] = []
+        losses, accs, skipped = [], [], 0
+        t0 = time.perf_counter()
+        self.model.train()
+        for ep in episode_loader(ds, cfg.workers):
+            sample = subnet_for_step(self.space, cfg.seed, self.step, self.restriction.keep)
+            activate(self.supernet, self.space, sample, self.restriction.keep)
+            lr = learning_rate(cfg, self.step)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            query, support = split_features(self.model(torch.cat([ep.support, ep.query])), cfg.way, cfg.shot)
+            logits = cfg.head.logits(query, support)
+            loss = F.cross_entropy(logits, ep.query_labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_grad > 0:
+                nn.utils.clip_grad_norm_(self.supernet.parameters(), cfg.clip_grad)
+            self.optimizer.step()
+            acc = (logits.argmax(1) == ep.query_labels).double().mean().item()
+            loss_v, acc_v = d.mean(loss.item(), acc)
+            cost = self.cost(sample)
+            if record:
+                self.records.add(sample, loss_v, cost)
+            self.step += 1
+            skipped += len(ep.skipped)
+            losses.append(loss_v)
+            accs.append(acc_v)
+            window.append((loss_v, acc_v, cost))
+            if len(window) == cfg.log_every:
+                w = np.array(window)
+                self.log.write({"kind": "step", "epoch": epoch, "step": self.step, "loss": w[:, 0].mean(),
+                                "acc": w[:, 1].mean(), "cost": w[:, 2].mean(), "lr": lr})
+                window.clear()
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", acc=f"{np.mean(accs[-50:]):.2f}",
+                            lr=f"{lr:.1e}", space=f"{self.restriction_size():.2g}", refresh=False)
+            bar.update()
+        bar.close()
+        return {"kind": "epoch", "epoch": epoch, "step": self.step, "train_loss": float(np.mean(losses)),
+                "train_acc": float(np.mean(accs)), "skipped_clips": skipped,
+                "seconds": time.perf_counter() - t0}
+
+    def maybe_shrink(self, epoch: int) -> None:
+        if not self.cfg.shrink.is_event(epoch):
+            return
+        keep, event = shrink(self.restriction.keep, self.records, self.cfg.shrink, epoch, self.step,
+                             self.cost_unit)
+        self.restriction = Restriction(self.space.name, self.space.hash, keep,
+                                       [*self.restriction.history, event])
+        self.records.clear()
+        self.log.write({"kind": "shrink", **event})
+        if self.d.is_main:
+            self.restriction.save(self.out / RESTRICTION_FILE)
+            gone = ", ".join(f"{c['label']}={c['value']} (S={c['score']:.2f}: loss {c['mean_loss']:.3f}, "
+                             f"{self.cost_unit} {c['mean_cost']:.4g}, n={c['count']})"
+                             for c in event["dropped"])
+            tqdm.write(f"epoch {epoch}: shrink dropped {len(event['dropped'])} "
+                       f"{'candidate' if len(event['dropped']) == 1 else 'candidates'}"
+                       f"{': ' + gone if gone else ''}; {event['space_size_before']:,} -> "
+                       f"{event['space_size_after']:,} architectures", file=sys.stderr)
+
+    def validate(self) -> float | None:
+        if self.val is None:
+            return None
+        from ..space.report import extreme_sample
+
+        sample = extreme_sample(self.space, self.restriction.keep, largest=True)
+        acc = episode_accuracies(self.supernet, self.space, sample, self.val, [self.cfg.head],
+                                 self.cfg.workers, self.d)
+        self.model.train()
+        return float(acc[0].mean())
+
+    def checkpoint(self) -> None:
+        if not self.d.is_main:
+            return
+        sidecar = {
+            "step": self.step, "space": self.space.name, "space_hash": self.space.hash, "seed": self.cfg.seed,
+            "world_size": self.d.world, "config": self.cfg.to_dict(), "cost_unit": self.cost_unit,
+            "sampler": {"next_step": self.step,
+                        "next_episode_start": episode_start(self.epoch + 1, 0, self.d.world,
+                                                            self.cfg.episodes),
+                        "subnet_seed": f"sst-edge/subnet/{self.cfg.seed}/<step>"},
+            "shrink": {"records": self.records.to_list(), "restriction": self.restriction.to_dict()},
+            "versions": {k: v for k, v in versions().items() if k != "platform"},
+        }
+        ckpt.save_checkpoint(self.out, self.epoch, self.supernet, self.optimizer, sidecar,
+                        {"space": self.space.name, "space_hash": self.space.hash})
+
+    # ------------------------------------------------------------------------------------------- run
+    def run(self) -> TrainResult:
+        t0 = time.perf_counter()
+        while self.epoch < self.cfg.epochs:
+            rec = self.train_epoch()
+            self.epoch = rec["epoch"]
+            self.maybe_shrink(self.epoch)
+            rec["val_acc"] = self.validate()
+            rec["space_size"] = self.restriction_size()
+            self.log.write(rec)
+            self.checkpoint()
+            if self.d.is_main:
+                val = f", val acc {rec['val_acc']:.3f}" if rec["val_acc"] is not None else ""
+                tqdm.write(f"epoch {self.epoch}: loss {rec['train_loss']:.4f}, acc {rec['train_acc']:.3f}"
+                           f"{val} ({rec['seconds']:.0f} s)", file=sys.stderr)
+            self.d.barrier()
+        synced = in_sync(self.supernet, self.d)
+        result = self.finish(synced, time.perf_counter() - t0)
+        self.d.barrier()
+        return result
+
+    def finish(self, synced: bool, seconds: float) -> TrainResult:
+        epochs = [r for r in self.log.records() if r.get("kind") == "epoch"]  # rank 0 wrote, all read
+        dropped = [f"{c['label']}={c['value']}@{e['epoch']}" for e in self.restriction.history
+                   for c in e["dropped"]]
+        result = TrainResult(
+            out=self.out, epochs=self.epoch, steps=self.step,
+            first_epoch_loss=epochs[0]["train_loss"] if epochs else float("nan"),
+            last_epoch_loss=epochs[-1]["train_loss"] if epochs else float("nan"),
+            val_acc=[r.get("val_acc") for r in epochs], keep=self.restriction.keep,
+            space_size=self.restriction_size(), full_space_size=space_size(full_restriction(self.space).keep),
+            dropped=dropped, in_sync=synced, seconds=seconds, rank=self.d.rank)
+        if self.d.is_main:
+            ckpt.save_tensors(self.out / WEIGHTS_FILE, self.supernet.state_dict(),
+                         {"format": SUPERNET_FORMAT, "space": self.space.name, "space_hash": self.space.hash,
+                          "epoch": self.epoch, "step": self.step})
+            self.restriction.save(self.out / RESTRICTION_FILE)
+            plot_loss(self.log.records(), self.out / "loss.png")
+            plot_scores(self.restriction.history, self.out / "scores.png")
+            self._write_run_record(resumed=False, result=result.to_dict())
+        return result
+
+
+def check_start(cfg: TrainConfig, out: Path, resume: bool,
+                world: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """Refuse to overwrite a run, to resume nothing, or to resume with other settings (before any work)."""
+    found = ckpt.load_checkpoint(out)
+    if not resume:
+        if found is not None:
+            raise SSTEdgeError(f"already holds a training run (checkpoint of epoch {found[0]['epoch']}): "
+                               "pass --resume to continue it, or choose another --out", out)
+        return None
+    if found is None:
+        raise SSTEdgeError("no checkpoint to resume from (none written yet?)", out)
+    doc = found[0]
+    space = load_space(cfg.space)
+    problems = []
+    if doc.get("space_hash") != space.hash:
+        problems.append(f"space hash {doc.get('space_hash')} in the checkpoint, {space.hash} now")
+    if doc.get("world_size") != world:
+        problems.append(f"{doc.get('world_size')} processes in the checkpoint, {world} now "
+                        "(each rank's episodes depend on the number of ranks)")
+    problems += cfg.differences(TrainConfig.from_dict(doc["config"]))
+    if problems:
+        raise SSTEdgeError("cannot resume: the run was started differently", out, problems)
+    return found
+
+
+def train_supernet(config: TrainConfig, out: str | Path, *, resume: bool = False,
+                   cost_fn: CostFn | None = None, cost_unit: str | None = None,
+                   progress: bool = True) -> TrainResult:
+    """Train a supernet of `config.space` with shrinking; see the module docstring for what OUT holds.
+
+    `cost_fn(sample) -> float` replaces the cost used by shrinking (default: FLOPs, or the latency
+    table's `predict_ms` when `config.latency_table` is set). Under torchrun every rank calls this.
+    """
+    d = init_distributed()
+    try:
+        found = check_start(config, Path(out), resume, d.world)
+        trainer = _Trainer(config, Path(out), d, cost_fn, cost_unit, progress)
+        trainer.start(found)
+        return trainer.run()
+    finally:
+        shutdown(d)
