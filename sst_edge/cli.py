@@ -157,7 +157,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         head=HeadConfig(args.head, args.tau, args.window),
         shrink=ShrinkConfig(warmup=args.warmup, period=args.shrink_period, drop_percent=args.drop_percent,
                             threshold=args.threshold, lam=args.lam, min_count=args.min_count),
-        latency_table=args.latency_table, resize=args.resize, hflip=args.hflip,
+        latency_table=args.latency_table, allow_foreign_table=args.allow_foreign_table, resize=args.resize,
+        hflip=args.hflip,
         val_episodes=args.val_episodes, seed=args.seed, workers=args.workers, threads=args.threads,
         log_every=args.log_every)
     r = train_supernet(cfg, args.out, resume=args.resume, progress=not args.no_progress)
@@ -223,6 +224,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="records a candidate needs since the last event to be scored (default 5)")
     s.add_argument("--latency-table", help="shrink on this latency table's predicted ms (name or path) "
                                            "instead of FLOPs")
+    s.add_argument("--allow-foreign-table", action="store_true",
+                   help="use a --latency-table measured on another device (the mismatches are shown)")
     o = p.add_argument_group("run")
     o.add_argument("--val-episodes", type=int, default=50,
                    help="validation episodes per epoch on meta-val classes, 0 = none (default 50)")

@@ -46,7 +46,8 @@ def reference_alignment(q: np.ndarray, s: np.ndarray, tau: float, window: int | 
         for c in range(n):
             dist = []
             for t, qt in enumerate(qc):
-                pairs = [(kk, u) for kk in range(k) for u in range(ts) if window is None or abs(t - u) <= window]
+                pairs = [(kk, u) for kk in range(k) for u in range(ts)
+                         if window is None or abs(t - u) <= window]
                 w = np.array([qt @ s[c, kk, u] / tau for kk, u in pairs])
                 w = np.exp(w - w.max())
                 w /= w.sum()

@@ -4,7 +4,8 @@ Every part is run as deployment runs it: exported with `deploy.onnx_export` (sam
 precision step) and timed in an ONNX Runtime session made by `make_session` from the target (provider,
 threads, graph optimisation); or, as a second backend, in PyTorch eager with the target's threads and
 device. Batch 1: latencies are per clip. Exports all happen before any timing (the exporter's threads must
-be idle), then `timing.time_items` times the parts in interleaved rounds, one session at a time.
+be idle), then `timing.time_items` times the parts, and the whole subnets that validate them, in one
+pool of interleaved rounds, one session at a time.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from ..errors import SSTEdgeError
 from ..space.config import SpaceConfig, load_space
 from .fingerprint import fingerprint
 from .latency import LatencyTable, StageEntry, check_table, read_table, target_record
-from .parts import Part, fixed_keys, space_parts
-from .timing import CLOCKS, Opener, Run, TimingPolicy, time_items
+from .parts import Part, block_key, fixed_keys, space_parts
+from .timing import CLOCKS, Opener, Run, Timing, TimingPolicy, time_items
 from .validation import MIN_AFFINE, plot_validation, summarize
 
 EXPORTER = "torch.onnx.export(dynamo=False), TorchScript exporter"
@@ -118,7 +119,7 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
 
 
 def _timed(openers: dict[str, Opener], policy: TimingPolicy, seed: int, desc: str,
-           progress: bool) -> dict[str, Any]:
+           progress: bool) -> dict[str, Timing]:
     bar = _bar(len(openers) * policy.rounds, desc, progress)
 
     def grow(n: int) -> None:
@@ -158,38 +159,6 @@ def _prepare(items: list[tuple[str, nn.Module, tuple[int, ...]]], target: Target
 
 
 # ------------------------------------------------------------------------------------------- profiling
-def profile_space(config: SpaceConfig, target: Target, backend: str | None = None,
-                  policy: TimingPolicy | None = None, seed: int = 0, progress: bool = True) -> LatencyTable:
-    """Time every fixed part and every (stage, op, heads) block of `config` on `target`."""
-    backend = backend or target.backend
-    _check_backend(target, backend)
-    policy = policy or TimingPolicy()
-    policy = dataclasses.replace(policy, clock=resolve_clock(target, policy.clock))
-    t0 = time.monotonic()
-    with _torch_threads(target.threads), tempfile.TemporaryDirectory(prefix="sst-profile-") as tmp:
-        parts: list[Part] = space_parts(config)
-        bar = _bar(len(parts), f"export {config.name} parts", progress)
-        with bar:
-            openers = _prepare([(p.key, p.module, p.input_shape) for p in parts], target, backend,
-                               Path(tmp), seed, bar)
-        timings = _timed(openers, policy, seed, f"time {config.name} parts on {target.name}/{backend}",
-                         progress)
-    by_key = {p.key: p for p in parts}
-    fixed = {k: (list(by_key[k].input_shape), timings[k]) for k in fixed_keys(config)}
-    stages = []
-    for s, st in enumerate(config.stages, 1):
-        blocks = {op: {h: timings[f"s{s}.{op}.h{h}"] for h in config.heads} for op in config.ops}
-        shape = next(p.input_shape for p in parts if p.stage == s)
-        stages.append(StageEntry(s, st.depth, list(shape), blocks))
-    settings = {"policy": policy.to_dict(), "batch": 1, "seed": seed,
-                "duration_s": round(time.monotonic() - t0, 1)}
-    if backend == "onnxruntime":
-        settings.update({"exporter": EXPORTER, "opset": target.opset, "dynamic_batch": target.dynamic_batch})
-    return LatencyTable(space=config.name, space_hash=config.hash, target=target_record(target),
-                        backend=backend, created=_now(), fingerprint=fingerprint(target, backend),
-                        timing=settings, fixed=fixed, stages=stages)
-
-
 def random_subnets(config: SpaceConfig, n: int, seed: int) -> list[dict[str, Any]]:
     """n distinct uniform draws from the space (fewer if the space is smaller than n)."""
     from ..space.supernet import random_sample
@@ -208,42 +177,58 @@ def random_subnets(config: SpaceConfig, n: int, seed: int) -> list[dict[str, Any
     return out
 
 
-def measure_subnets(config: SpaceConfig, target: Target, samples: list[Mapping[str, Any]], backend: str,
-                    policy: TimingPolicy, seed: int = 0, progress: bool = True) -> list[Any]:
-    """End-to-end per-clip timing of whole subnets, as deployed (one exported model per subnet)."""
+def _subnet_key(i: int) -> str:
+    return f"subnet{i:03d}"
+
+
+def _time_pool(config: SpaceConfig, target: Target, backend: str, policy: TimingPolicy, seed: int,
+               progress: bool, parts: list[Part], samples: list[Mapping[str, Any]]) -> dict[str, Timing]:
+    """Export parts and whole subnets, then time them all in ONE interleaved pool.
+
+    One pool, because the speed of this shared machine drifts by 5-10% over minutes (other processes
+    compete for caches and memory bandwidth, which no clock excludes): parts timed first and subnets
+    later would compare two machine states, not a sum with a whole.
+    """
     from ..space.model import SSTSpace
 
-    _check_backend(target, backend)
-    with _torch_threads(target.threads), tempfile.TemporaryDirectory(prefix="sst-validate-") as tmp:
-        space = SSTSpace(config)
-        shape = config.input_shape(1)
-        bar = _bar(len(samples), f"export {len(samples)} {config.name} subnets", progress)
-        openers: dict[str, Opener] = {}
+    with _torch_threads(target.threads), tempfile.TemporaryDirectory(prefix="sst-profile-") as tmp:
+        bar = _bar(len(parts) + len(samples), f"export {config.name}", progress)
         with bar:
-            for i, sample in enumerate(samples):
-                sub = space.freeze(dict(sample)).eval()
-                openers.update(_prepare([(f"subnet{i:03d}", sub, shape)], target, backend, Path(tmp),
-                                        seed + i, bar))
-        del space
-        timings = _timed(openers, policy, seed, f"time {len(samples)} subnets", progress)
-    return [timings[f"subnet{i:03d}"] for i in range(len(samples))]
+            openers = _prepare([(p.key, p.module, p.input_shape) for p in parts], target, backend,
+                               Path(tmp), seed, bar)
+            if samples:
+                space = SSTSpace(config)
+                for i, sample in enumerate(samples):
+                    sub = space.freeze(dict(sample)).eval()
+                    openers.update(_prepare([(_subnet_key(i), sub, config.input_shape(1))], target, backend,
+                                            Path(tmp), seed + 1 + i, bar))
+                del space
+        what = " + ".join(x for x in (f"{len(parts)} parts" if parts else "",
+                                       f"{len(samples)} subnets" if samples else "") if x)
+        return _timed(openers, policy, seed, f"time {what} on {target.name}/{backend}", progress)
 
 
-def validate_table(table: LatencyTable, config: SpaceConfig, target: Target, n: int, seed: int = 0,
-                   policy: TimingPolicy | None = None, progress: bool = True,
-                   plot_path: str | Path | None = None) -> dict[str, Any]:
-    """Measure n random subnets end to end, store the correction and the figures in the table.
+def _table_from(config: SpaceConfig, target: Target, backend: str, policy: TimingPolicy, seed: int,
+                parts: list[Part], timings: Mapping[str, Timing], duration_s: float) -> LatencyTable:
+    by_key = {p.key: p for p in parts}
+    fixed = {k: (list(by_key[k].input_shape), timings[k]) for k in fixed_keys(config)}
+    stages = []
+    for s, st in enumerate(config.stages, 1):
+        blocks = {op: {h: timings[block_key(s, op, h)] for h in config.heads} for op in config.ops}
+        shape = next(p.input_shape for p in parts if p.stage == s)
+        stages.append(StageEntry(s, st.depth, list(shape), blocks))
+    settings = {"policy": policy.to_dict(), "batch": 1, "seed": seed, "duration_s": round(duration_s, 1)}
+    if backend == "onnxruntime":
+        settings.update({"exporter": EXPORTER, "opset": target.opset, "dynamic_batch": target.dynamic_batch})
+    return LatencyTable(space=config.name, space_hash=config.hash, target=target_record(target),
+                        backend=backend, created=_now(), fingerprint=fingerprint(target, backend),
+                        timing=settings, fixed=fixed, stages=stages)
 
-    Returns the validation record (also in `table.validation`); draws the plot when `plot_path` is given.
-    """
-    if n < 1:
-        raise SSTEdgeError(f"--validate needs at least 1 subnet, got {n}")
-    # Whole subnets are timed on the clock the parts were timed on, whatever `policy` says.
-    clock = (table.timing.get("policy") or {}).get("clock", "wall")
-    policy = dataclasses.replace(policy or TimingPolicy(), clock=clock)
-    t0 = time.monotonic()
-    samples = random_subnets(config, n, seed)
-    measured = measure_subnets(config, target, samples, table.backend, policy, seed, progress)
+
+def _record_validation(table: LatencyTable, samples: list[Mapping[str, Any]], measured: list[Timing],
+                       seed: int, policy: TimingPolicy, duration_s: float, with_parts: bool,
+                       plot_path: str | Path | None) -> dict[str, Any]:
+    """Fit the correction, compute the figures, draw the plot, and store them in the table."""
     raw = [table.predict_ms(s, raw=True) for s in samples]
     med = [t.median_ms for t in measured]
     correction, result = summarize(raw, med)
@@ -252,7 +237,8 @@ def validate_table(table: LatencyTable, config: SpaceConfig, target: Target, n: 
         "subnets": len(samples),
         "seed": seed,
         "created": _now(),
-        "duration_s": round(time.monotonic() - t0, 1),
+        "duration_s": round(duration_s, 1),
+        "timed_with_parts": with_parts,
         "policy": policy.to_dict(),
         "correction_method": "measured ~= scale * sum + offset, least squares on relative error (scale "
                              f"only below {MIN_AFFINE} subnets); 'corrected_loo' figures are leave-one-out",
@@ -272,6 +258,54 @@ def validate_table(table: LatencyTable, config: SpaceConfig, target: Target, n: 
     table.correction = correction
     table.validation = record
     return record
+
+
+def profile_space(config: SpaceConfig, target: Target, backend: str | None = None,
+                  policy: TimingPolicy | None = None, seed: int = 0, progress: bool = True,
+                  validate: int = 0, plot_path: str | Path | None = None) -> LatencyTable:
+    """Time every fixed part and every (stage, op, heads) block of `config` on `target`.
+
+    With `validate` = N, N random whole subnets are timed in the same interleaved rounds as the parts,
+    and the table gets its correction and validation figures (and the plot at `plot_path`).
+    """
+    backend = backend or target.backend
+    _check_backend(target, backend)
+    if validate < 0:
+        raise SSTEdgeError(f"--validate must be at least 0, got {validate}")
+    policy = policy or TimingPolicy()
+    policy = dataclasses.replace(policy, clock=resolve_clock(target, policy.clock))
+    t0 = time.monotonic()
+    parts: list[Part] = space_parts(config)
+    samples = random_subnets(config, validate, seed) if validate else []
+    timings = _time_pool(config, target, backend, policy, seed, progress, parts, samples)
+    duration = time.monotonic() - t0
+    table = _table_from(config, target, backend, policy, seed, parts, timings, duration)
+    if samples:
+        measured = [timings[_subnet_key(i)] for i in range(len(samples))]
+        _record_validation(table, samples, measured, seed, policy, duration, True, plot_path)
+    return table
+
+
+def validate_table(table: LatencyTable, config: SpaceConfig, target: Target, n: int, seed: int = 0,
+                   policy: TimingPolicy | None = None, progress: bool = True,
+                   plot_path: str | Path | None = None) -> dict[str, Any]:
+    """Measure n random subnets of an existing table end to end; store the correction and figures.
+
+    The parts were timed earlier, maybe under another machine load: on a shared machine prefer
+    `profile --validate N`, which times parts and subnets together. Returns the validation record.
+    """
+    if n < 1:
+        raise SSTEdgeError(f"--validate needs at least 1 subnet, got {n}")
+    _check_backend(target, table.backend)
+    # Whole subnets are timed on the clock the parts were timed on, whatever `policy` says.
+    clock = (table.timing.get("policy") or {}).get("clock", "wall")
+    policy = dataclasses.replace(policy or TimingPolicy(), clock=clock)
+    t0 = time.monotonic()
+    samples = random_subnets(config, n, seed)
+    timings = _time_pool(config, target, table.backend, policy, seed, progress, [], samples)
+    measured = [timings[_subnet_key(i)] for i in range(len(samples))]
+    return _record_validation(table, samples, measured, seed, policy, time.monotonic() - t0, False,
+                              plot_path)
 
 
 # ------------------------------------------------------------------------------------ verb-level calls
@@ -296,10 +330,7 @@ def profile_to_file(space: str | Path | SpaceConfig, target: str | Path | Target
     if path.exists() and not overwrite:
         raise SSTEdgeError("exists already; pass --overwrite to replace it, or --table to re-validate it",
                            path)
-    _check_backend(tgt, backend)
-    table = profile_space(config, tgt, backend, policy, seed, progress)
-    if validate:
-        validate_table(table, config, tgt, validate, seed, policy, progress, plot_path_for(path))
+    table = profile_space(config, tgt, backend, policy, seed, progress, validate, plot_path_for(path))
     return table, table.save(path)
 
 

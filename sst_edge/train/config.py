@@ -72,6 +72,7 @@ class TrainConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     shrink: ShrinkConfig = field(default_factory=ShrinkConfig)
     latency_table: str | None = None    # cost = table latency (ms) instead of FLOPs
+    allow_foreign_table: bool = False   # use a table measured for another device (warns)
     resize: int | None = None           # shorter side before the crop (default size * 8 / 7)
     hflip: bool = False                 # off: a flip reverses left/right motion (a different class)
     val_episodes: int = 50

@@ -108,12 +108,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
-def make_cost(config: SpaceConfig, latency_table: str | None) -> tuple[CostFn, str]:
+def make_cost(config: SpaceConfig, latency_table: str | None,
+              allow_foreign: bool = False) -> tuple[CostFn, str]:
     """FLOPs from NNI's expression (default), or a latency table's prediction in ms."""
     if latency_table:
         from ..cost.latency import load_table
 
-        table = load_table(latency_table, config=config)
+        table = load_table(latency_table, config=config, allow_foreign=allow_foreign)
         return table.predict_ms, "ms"
     from ..cost.flops import predicted_cost
 
@@ -170,7 +171,7 @@ class _Trainer:
         self.space = load_space(cfg.space)
         self.threads = configure_threads(cfg.threads, cfg.workers, d.local_world)
         if cost_fn is None:
-            cost_fn, cost_unit = make_cost(self.space, cfg.latency_table)
+            cost_fn, cost_unit = make_cost(self.space, cfg.latency_table, cfg.allow_foreign_table)
         self.cost_fn, self.cost_unit = cost_fn, cost_unit or "cost"
         self._cost_cache: dict[tuple, float] = {}
         self.splits = load_splits(cfg.data, cfg.split)
@@ -216,7 +217,8 @@ class _Trainer:
         if found is None:
             if self.d.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)
-                self.log.reset()
+                self.log.reset()  # what a run killed before its first checkpoint left
+                (self.out / RUN_FILE).unlink(missing_ok=True)
                 self._write_run_record(resumed=False)
             return
         doc, tensors = found
@@ -292,17 +294,22 @@ class _Trainer:
             accs.append(acc_v)
             window.append((loss_v, acc_v, cost))
             if len(window) == cfg.log_every:
-                w = np.array(window)
-                self.log.write({"kind": "step", "epoch": epoch, "step": self.step, "loss": w[:, 0].mean(),
-                                "acc": w[:, 1].mean(), "cost": w[:, 2].mean(), "lr": lr})
-                window.clear()
+                self._log_window(window, epoch, lr)
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", acc=f"{np.mean(accs[-50:]):.2f}",
                             lr=f"{lr:.1e}", space=f"{self.restriction_size():.2g}", refresh=False)
             bar.update()
         bar.close()
+        if window:
+            self._log_window(window, epoch, lr)
         return {"kind": "epoch", "epoch": epoch, "step": self.step, "train_loss": float(np.mean(losses)),
                 "train_acc": float(np.mean(accs)), "skipped_clips": skipped,
                 "seconds": time.perf_counter() - t0}
+
+    def _log_window(self, window: list[tuple[float, float, float]], epoch: int, lr: float) -> None:
+        w = np.array(window)
+        self.log.write({"kind": "step", "epoch": epoch, "step": self.step, "loss": w[:, 0].mean(),
+                        "acc": w[:, 1].mean(), "cost": w[:, 2].mean(), "lr": lr})
+        window.clear()
 
     def maybe_shrink(self, epoch: int) -> None:
         if not self.cfg.shrink.is_event(epoch):

@@ -63,7 +63,7 @@ def plot_loss(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
                    label="shrink event" if i == 0 else None)
     lines = ax.get_legend_handles_labels()
     more = acc_ax.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper right", fontsize=8)
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="center right", fontsize=8)
     ax.set_title("supernet training")
     fig.tight_layout()
     return _save(fig, Path(path))
@@ -102,7 +102,7 @@ def plot_scores(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
         ax.set_title(f"{name} candidates")
         ax.set_xlabel("step (shrink events dotted)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, loc="best")
     lam = history[0].get("lam") if history else None
     axes[0].set_ylabel(f"score = norm. loss + {lam} x norm. cost (lower is better)")
     if not history:

@@ -1,0 +1,57 @@
+"""Shrinking on latency: an injected cost function through the library, a latency table through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sst_edge.cli import main
+from sst_edge.cost.latency import load_table
+from sst_edge.space.config import load_space
+from sst_edge.train.config import ShrinkConfig, TrainConfig
+from sst_edge.train.loop import train_supernet
+
+TINY = dict(way=3, shot=1, query=1, episodes=8, epochs=1, val_episodes=0, lr_warmup=4, workers=0, threads=1,
+            log_every=4)
+
+
+def test_an_injected_cost_decides_what_goes(synth_dataset: Path, tmp_path: Path) -> None:
+    """A cost that makes 16 heads in s1_l1 ten times dearer than anything else: lambda=5 drops exactly it."""
+    calls = []
+
+    def slow_heads(sample: dict) -> float:
+        calls.append(sample)
+        return 10.0 if sample["s1_l1_heads"] == 16 else 1.0
+
+    cfg = TrainConfig(space="sst_tiny", data=str(synth_dataset), **TINY,
+                      shrink=ShrinkConfig(warmup=0, period=1, drop_percent=2, threshold=1.0, lam=5.0,
+                                          min_count=1))
+    result = train_supernet(cfg, tmp_path / "run", cost_fn=slow_heads, cost_unit="ms", progress=False)
+    assert calls and result.dropped == ["s1_l1_heads=16@1"]
+    (event,) = json.loads((tmp_path / "run" / "shrunk.json").read_text())["history"]
+    assert event["cost_unit"] == "ms" and event["dropped"][0]["mean_cost"] == 10.0
+
+
+def event_keep(event: dict) -> dict[str, list]:
+    keep: dict[str, list] = {}
+    for c in event["candidates"]:
+        keep.setdefault(c["label"], []).append(c["value"])
+    return keep
+
+
+def test_latency_table_from_the_command_line(synth_dataset: Path, tmp_path: Path) -> None:
+    table = "sst_tiny.cpu-fp32"  # shipped in latency_tables/; measured on another device when run elsewhere
+    out = tmp_path / "run"
+    args = ["train", "--space", "sst_tiny", "--data", str(synth_dataset), "--out", str(out), "--no-progress",
+            "--latency-table", table, "--allow-foreign-table", "--warmup", "0", "--shrink-period", "1",
+            "--min-count", "1", "--threshold", "0.5"]
+    for k, v in TINY.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    assert main(args) == 0
+    (event,) = json.loads((out / "shrunk.json").read_text())["history"]
+    assert event["cost_unit"] == "ms" and event["dropped"]
+    predicted = load_table(table, config=load_space("sst_tiny"), allow_foreign=True)
+    costs = [c["mean_cost"] for c in event["candidates"] if c["mean_cost"] is not None]
+    extremes = [predicted.predict_ms({k: v[i] for k, v in event_keep(event).items()}) for i in (0, -1)]
+    assert min(extremes) * 0.5 < min(costs) <= max(costs) < max(extremes) * 2  # table ms, not FLOPs
+    assert json.loads((out / "run.json").read_text())["cost_unit"] == "ms"
