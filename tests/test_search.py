@@ -37,7 +37,8 @@ def _nni_processes() -> list[str]:
 def test_in_process_search_meets_the_budget(trained_run, synth_dataset, tmp_path):
     budget = _budget(trained_run, 0.5)
     out = tmp_path / "search"
-    settings = SearchSettings(trials=10, population=4, sample_size=2, episodes=8, budget_gflops=budget, seed=1)
+    settings = SearchSettings(trials=10, population=4, sample_size=2, episodes=8, budget_gflops=budget,
+                              seed=1)
     summary = run_search("sst_tiny", trained_run, synth_dataset, out, settings)
     records = list(csv.DictReader((out / "trials.csv").open()))
     assert sum(r["kind"] == "evolution" for r in records) == 10
