@@ -78,7 +78,9 @@ def test_fingerprint_and_settings_recorded(table: LatencyTable, tiny) -> None:
     assert table.space == "sst_tiny" and table.space_hash == tiny.hash
     assert table.target["name"] == "cpu-fp32" and table.target["hash"] == load_target("cpu-fp32").hash
     assert table.timing["policy"]["clock"] == "thread"  # one-thread CPU target
-    assert table.timing["opset"] == 17
+    assert table.timing["opset"] == 17 and table.timing["dynamic_batch"] is True
+    bg = table.timing["background"]  # how loaded the machine was: parts and subnets share one pool
+    assert bg["rounds"] == 22 + 6 and bg["mean_cores"] >= 0 and table.validation["background"] is None
 
 
 # ------------------------------------------------------------------------------------------- prediction
@@ -270,6 +272,21 @@ def test_timing_statistics() -> None:
     assert (t.p10_ms, t.median_ms, t.p90_ms, t.count) == (10.9, 50.5, 90.1, 100)
     assert median_ci_halfwidth([1.0] * 50) == 0
     assert median_ci_halfwidth([1.0, 2.0]) == float("inf")
+
+
+def test_load_meter_reads_this_machine() -> None:
+    import time
+
+    from sst_edge.cost.background import BackgroundLog, LoadMeter, wait_quiet
+
+    meter = LoadMeter()
+    time.sleep(0.05)
+    load = meter.cores()
+    assert load is None or load >= 0
+    assert wait_quiet(threshold=float("inf"), max_wait_s=0, window_s=0.01)
+    log = BackgroundLog(0.25, loads=[0.1, 0.3], redone=1, disturbed=1)
+    assert log.to_dict() == {"threshold_cores": 0.25, "rounds": 2, "redone": 1, "disturbed": 1,
+                             "mean_cores": 0.2, "max_cores": 0.3}
 
 
 def test_random_subnets_are_distinct(tiny) -> None:

@@ -28,6 +28,7 @@ from ..deploy.onnx_export import export_for_target, make_session
 from ..deploy.targets import BACKENDS, Target, load_target
 from ..errors import SSTEdgeError
 from ..space.config import SpaceConfig, load_space
+from .background import BackgroundLog
 from .fingerprint import fingerprint
 from .latency import LatencyTable, StageEntry, check_table, read_table, target_record
 from .parts import Part, block_key, fixed_keys, space_parts
@@ -119,7 +120,7 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
 
 
 def _timed(openers: dict[str, Opener], policy: TimingPolicy, seed: int, desc: str,
-           progress: bool) -> dict[str, Timing]:
+           progress: bool) -> tuple[dict[str, Timing], BackgroundLog]:
     bar = _bar(len(openers) * policy.rounds, desc, progress)
 
     def grow(n: int) -> None:
@@ -182,7 +183,8 @@ def _subnet_key(i: int) -> str:
 
 
 def _time_pool(config: SpaceConfig, target: Target, backend: str, policy: TimingPolicy, seed: int,
-               progress: bool, parts: list[Part], samples: list[Mapping[str, Any]]) -> dict[str, Timing]:
+               progress: bool, parts: list[Part],
+               samples: list[Mapping[str, Any]]) -> tuple[dict[str, Timing], BackgroundLog]:
     """Export parts and whole subnets, then time them all in ONE interleaved pool.
 
     One pool, because the speed of this shared machine drifts by 5-10% over minutes (other processes
@@ -209,7 +211,8 @@ def _time_pool(config: SpaceConfig, target: Target, backend: str, policy: Timing
 
 
 def _table_from(config: SpaceConfig, target: Target, backend: str, policy: TimingPolicy, seed: int,
-                parts: list[Part], timings: Mapping[str, Timing], duration_s: float) -> LatencyTable:
+                parts: list[Part], timings: Mapping[str, Timing], duration_s: float,
+                background: BackgroundLog) -> LatencyTable:
     by_key = {p.key: p for p in parts}
     fixed = {k: (list(by_key[k].input_shape), timings[k]) for k in fixed_keys(config)}
     stages = []
@@ -217,7 +220,8 @@ def _table_from(config: SpaceConfig, target: Target, backend: str, policy: Timin
         blocks = {op: {h: timings[block_key(s, op, h)] for h in config.heads} for op in config.ops}
         shape = next(p.input_shape for p in parts if p.stage == s)
         stages.append(StageEntry(s, st.depth, list(shape), blocks))
-    settings = {"policy": policy.to_dict(), "batch": 1, "seed": seed, "duration_s": round(duration_s, 1)}
+    settings = {"policy": policy.to_dict(), "batch": 1, "seed": seed, "duration_s": round(duration_s, 1),
+                "background": background.to_dict()}
     if backend == "onnxruntime":
         settings.update({"exporter": EXPORTER, "opset": target.opset, "dynamic_batch": target.dynamic_batch})
     return LatencyTable(space=config.name, space_hash=config.hash, target=target_record(target),
@@ -226,7 +230,7 @@ def _table_from(config: SpaceConfig, target: Target, backend: str, policy: Timin
 
 
 def _record_validation(table: LatencyTable, samples: list[Mapping[str, Any]], measured: list[Timing],
-                       seed: int, policy: TimingPolicy, duration_s: float, with_parts: bool,
+                       seed: int, policy: TimingPolicy, duration_s: float, background: BackgroundLog | None,
                        plot_path: str | Path | None) -> dict[str, Any]:
     """Fit the correction, compute the figures, draw the plot, and store them in the table."""
     raw = [table.predict_ms(s, raw=True) for s in samples]
@@ -238,7 +242,8 @@ def _record_validation(table: LatencyTable, samples: list[Mapping[str, Any]], me
         "seed": seed,
         "created": _now(),
         "duration_s": round(duration_s, 1),
-        "timed_with_parts": with_parts,
+        # None: timed together with the parts (see timing.background); else the load while timing alone
+        "background": None if background is None else background.to_dict(),
         "policy": policy.to_dict(),
         "correction_method": "measured ~= scale * sum + offset, least squares on relative error (scale "
                              f"only below {MIN_AFFINE} subnets); 'corrected_loo' figures are leave-one-out",
@@ -277,12 +282,12 @@ def profile_space(config: SpaceConfig, target: Target, backend: str | None = Non
     t0 = time.monotonic()
     parts: list[Part] = space_parts(config)
     samples = random_subnets(config, validate, seed) if validate else []
-    timings = _time_pool(config, target, backend, policy, seed, progress, parts, samples)
+    timings, background = _time_pool(config, target, backend, policy, seed, progress, parts, samples)
     duration = time.monotonic() - t0
-    table = _table_from(config, target, backend, policy, seed, parts, timings, duration)
+    table = _table_from(config, target, backend, policy, seed, parts, timings, duration, background)
     if samples:
         measured = [timings[_subnet_key(i)] for i in range(len(samples))]
-        _record_validation(table, samples, measured, seed, policy, duration, True, plot_path)
+        _record_validation(table, samples, measured, seed, policy, duration, None, plot_path)
     return table
 
 
@@ -302,9 +307,9 @@ def validate_table(table: LatencyTable, config: SpaceConfig, target: Target, n: 
     policy = dataclasses.replace(policy or TimingPolicy(), clock=clock)
     t0 = time.monotonic()
     samples = random_subnets(config, n, seed)
-    timings = _time_pool(config, target, table.backend, policy, seed, progress, [], samples)
+    timings, background = _time_pool(config, target, table.backend, policy, seed, progress, [], samples)
     measured = [timings[_subnet_key(i)] for i in range(len(samples))]
-    return _record_validation(table, samples, measured, seed, policy, time.monotonic() - t0, False,
+    return _record_validation(table, samples, measured, seed, policy, time.monotonic() - t0, background,
                               plot_path)
 
 
@@ -362,6 +367,14 @@ def describe(table: LatencyTable) -> str:
         cells = ", ".join(f"{op}/{h} {t.median_ms:.3f}"
                           for op, hs in st.blocks.items() for h, t in hs.items())
         lines.append(f"  stage {st.stage} (x{st.depth}, input {st.input_shape}): {cells}")
+    for what, bg in (("parts", table.timing.get("background")),
+                     ("validation", (table.validation or {}).get("background"))):
+        if bg and bg.get("rounds"):
+            warn = bg["disturbed"] > 0.05 * bg["rounds"]
+            lines.append(f"  background load while timing {what}: mean {bg['mean_cores']:.2f} cores, max "
+                         f"{bg['max_cores']:.2f}; {bg['redone']} of {bg['rounds']} rounds redone, "
+                         f"{bg['disturbed']} kept disturbed (> {bg['threshold_cores']} cores)"
+                         + ("  <- disturbed: re-run on a quiet machine" if warn else ""))
     if table.correction:
         c = table.correction
         lines.append(f"  correction ({c.kind}, {c.fitted_on} subnets): measured = {c.scale:.4f} x sum "

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from .background import BackgroundLog, LoadMeter, wait_quiet
+
 Run = Callable[[], object]
 Opener = Callable[[], contextlib.AbstractContextManager[Run]]
 CLOCKS = {"wall": time.perf_counter_ns, "thread": time.thread_time_ns}
@@ -68,12 +70,15 @@ class TimingPolicy:
     min_time_s: float = 0.3  # per round, once min_runs are done
     rel_ci: float = 0.01  # target half-width of the median's 95% confidence interval, relative
     clock: str = "auto"  # "wall" or "thread" (see the module docstring); profile.py resolves "auto"
+    max_background: float = 0.25  # cores busy elsewhere above which a round counts as disturbed
+    retries: int = 2  # times a disturbed round is redone, each after waiting for a quiet moment
+    quiet_wait_s: float = 5.0  # longest wait for a quiet moment before each redo
 
     @classmethod
     def quick(cls) -> TimingPolicy:
         """For tests and smoke runs: a handful of runs, numbers not worth keeping."""
         return cls(warmup_runs=1, warmup_s=0.0, rounds=1, max_rounds=1, min_runs=3, max_runs=5,
-                   min_time_s=0.0, rel_ci=1.0)
+                   min_time_s=0.0, rel_ci=1.0, retries=0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,15 +129,19 @@ def time_round(opener: Opener, policy: TimingPolicy) -> list[float]:
 
 def time_items(openers: dict[str, Opener], policy: TimingPolicy, seed: int = 0,
                progress: Callable[[str], None] | None = None,
-               extra_round: Callable[[int], None] | None = None) -> dict[str, Timing]:
-    """Time every item in interleaved rounds (shuffled order per round); returns pooled timings.
+               extra_round: Callable[[int], None] | None = None) -> tuple[dict[str, Timing], BackgroundLog]:
+    """Time every item in interleaved rounds (shuffled order per round); returns pooled timings and the
+    background-load log.
 
-    `progress(key)` is called after each (round, item); `extra_round(n)` before each round beyond
-    `policy.rounds`, with the number of items it will time (to grow a progress bar).
+    A round during which other processes used more than `policy.max_background` cores is thrown away
+    and redone after a quiet moment, at most `policy.retries` times; then it is kept and counted as
+    disturbed. `progress(key)` is called after each (round, item); `extra_round(n)` before each round
+    beyond `policy.rounds`, with the number of items it will time (to grow a progress bar).
     """
     if policy.clock not in CLOCKS:
         raise ValueError(f"unknown clock {policy.clock!r} (known: {', '.join(CLOCKS)})")
     rng = random.Random(seed)
+    log = BackgroundLog(policy.max_background)
     samples: dict[str, list[float]] = {k: [] for k in openers}
     pending = list(openers)
     for r in range(policy.max_rounds):
@@ -145,7 +154,20 @@ def time_items(openers: dict[str, Opener], policy: TimingPolicy, seed: int = 0,
         order = list(pending)
         rng.shuffle(order)
         for key in order:
-            samples[key] += time_round(openers[key], policy)
+            for attempt in range(policy.retries + 1):
+                meter = LoadMeter()
+                got = time_round(openers[key], policy)
+                load = meter.cores()
+                if load is None or load <= policy.max_background:
+                    break
+                if attempt == policy.retries:
+                    log.disturbed += 1
+                    break
+                log.redone += 1
+                wait_quiet(policy.max_background, policy.quiet_wait_s)
+            if load is not None:
+                log.loads.append(load)
+            samples[key] += got
             if progress is not None:
                 progress(key)
-    return {k: Timing.from_samples(v) for k, v in samples.items()}
+    return {k: Timing.from_samples(v) for k, v in samples.items()}, log
