@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
+	rm -rf demo_out
 	$(VENV)/bin/sst-edge demo --out demo_out
 
 lint: $(STAMP)

@@ -149,8 +149,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train.config import ShrinkConfig, TrainConfig
     from .train.loop import train_supernet
 
+    space = args.space
+    if space is None:
+        if args.subnet is None:
+            raise SSTEdgeError("--space is required (unless --subnet names the space)")
+        from .train.finetune import subnet_space
+
+        space = subnet_space(args.subnet)
     cfg = TrainConfig(
-        space=args.space, data=str(Path(args.data).resolve()),
+        space=space, data=str(Path(args.data).resolve()),
         split=str(Path(args.split).resolve()) if args.split else None, way=args.way, shot=args.shot,
         query=args.query, episodes=args.episodes, epochs=args.epochs, lr=args.lr, lr_warmup=args.lr_warmup,
         weight_decay=args.weight_decay, clip_grad=args.clip_grad,
@@ -160,17 +167,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         latency_table=args.latency_table, allow_foreign_table=args.allow_foreign_table, resize=args.resize,
         hflip=args.hflip,
         val_episodes=args.val_episodes, seed=args.seed, workers=args.workers, threads=args.threads,
-        log_every=args.log_every)
+        log_every=args.log_every, subnet=str(Path(args.subnet).resolve()) if args.subnet else None,
+        init=str(Path(args.init).resolve()) if args.init else None)
     r = train_supernet(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     if r.rank == 0:  # under torchrun every rank returns here; one report is enough
         val = [v for v in r.val_acc if v is not None]
-        print(f"trained {r.epochs} epochs ({r.steps} steps) in {r.seconds:.0f} s: loss "
-              f"{r.first_epoch_loss:.4f} (epoch 1) -> {r.last_epoch_loss:.4f} (epoch {r.epochs})"
-              + (f", validation accuracy {val[-1]:.3f}" if val else ""))
-        print(f"shrinking dropped {len(r.dropped)} candidates: {r.full_space_size:,} -> {r.space_size:,} "
-              f"architectures" + (f" ({', '.join(r.dropped)})" if r.dropped else ""))
-        print(f"wrote {r.out}/: supernet.safetensors, shrunk.json, metrics.jsonl, run.json, loss.png, "
-              "scores.png")
+        print(f"{'fine-tuned' if r.subnet else 'trained'} {r.epochs} epochs ({r.steps} steps) in "
+              f"{r.seconds:.0f} s: loss {r.first_epoch_loss:.4f} (epoch 1) -> {r.last_epoch_loss:.4f} "
+              f"(epoch {r.epochs})" + (f", validation accuracy {val[-1]:.3f}" if val else ""))
+        if r.subnet:
+            print(f"wrote {r.out}/: supernet.safetensors (the subnet of {args.subnet} alone), shrunk.json, "
+                  "metrics.jsonl, run.json, loss.png")
+        else:
+            print(f"shrinking dropped {len(r.dropped)} candidates: {r.full_space_size:,} -> "
+                  f"{r.space_size:,} architectures" + (f" ({', '.join(r.dropped)})" if r.dropped else ""))
+            print(f"wrote {r.out}/: supernet.safetensors, shrunk.json, metrics.jsonl, run.json, loss.png, "
+                  "scores.png")
     return 0
 
 
@@ -183,8 +195,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                     "normalised mean loss + lambda x normalised mean cost and drop the worst). Writes OUT/"
                     "supernet.safetensors, OUT/shrunk.json (for --restrict and search), checkpoints every "
                     "epoch, metrics.jsonl, run.json and loss/score plots. Runs under torchrun "
-                    "(DistributedDataParallel on gloo) unchanged.")
-    p.add_argument("--space", required=True, help="space name (search_spaces/NAME.yaml) or path")
+                    "(DistributedDataParallel on gloo) unchanged. With --subnet and --init, fine-tune the "
+                    "subnet that search found, alone, from the weights it inherits from that run (same "
+                    "loop, checkpoints, --resume and torchrun; no shrinking).")
+    p.add_argument("--space", help="space name (search_spaces/NAME.yaml) or path (required unless --subnet)")
     p.add_argument("--data", required=True, help="dataset folder (DATA/<class>/<clip>.mp4)")
     p.add_argument("--split", help="folder of train/val/test split files (default DATA/splits, else a "
                                    "seeded split of the class folders)")
@@ -226,6 +240,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                                            "instead of FLOPs")
     s.add_argument("--allow-foreign-table", action="store_true",
                    help="use a --latency-table measured on another device (the mismatches are shown)")
+    f = p.add_argument_group("fine-tuning a found subnet")
+    f.add_argument("--subnet", help="subnet document (best.json): train only this subnet; names the space")
+    f.add_argument("--init", help="with --subnet: the supernet run (runs/NAME, or a .safetensors) whose "
+                                  "weights the subnet starts from")
     o = p.add_argument_group("run")
     o.add_argument("--val-episodes", type=int, default=50,
                    help="validation episodes per epoch on meta-val classes, 0 = none (default 50)")
@@ -262,8 +280,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "eval", help="few-shot accuracy with its 95%% confidence interval on held-out classes",
         description="Accuracy of a subnet on fixed, seeded N-way K-shot episodes of held-out (meta-test) "
                     "classes, with the 95%% confidence interval 1.96 x std / sqrt(episodes), as the "
-                    "few-shot literature reports it. The subnet: --subnet, else the largest (most FLOPs) "
-                    "subnet of the run's shrunk space.")
+                    "few-shot literature reports it. The subnet: --subnet, else the subnet of a fine-tuning "
+                    "run, else the largest (most FLOPs) subnet of the run's shrunk space.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", help="a training run folder (runs/NAME) or a supernet .safetensors")
     src.add_argument("--model", help="an exported model folder (models/NAME): not implemented yet")
@@ -272,7 +290,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="folder of train/val/test split files (default DATA/splits)")
     p.add_argument("--eval-split", choices=["test", "val", "train"], default="test",
                    help="classes to evaluate on (default test: meta-test)")
-    p.add_argument("--subnet", help="subnet document (best.json); default the largest of the shrunk space")
+    p.add_argument("--subnet", help="subnet document (best.json); default the fine-tuned subnet of a "
+                                    "fine-tuning run, else the largest of the shrunk space")
     p.add_argument("--way", type=int, default=5, help="classes per episode (default 5)")
     p.add_argument("--shot", type=int, default=1, help="support clips per class (default 1)")
     p.add_argument("--query", type=int, default=1, help="query clips per class (default 1)")

@@ -94,7 +94,8 @@ def test_predict_is_fixed_plus_sum_of_blocks(table: LatencyTable, tiny) -> None:
 
 def test_correction_is_applied(table: LatencyTable, tiny) -> None:
     c = table.correction
-    assert c is not None and c.kind == "affine" and c.fitted_on == 6 and c.scale > 0
+    # affine, or scale only when a noisy quick profile gives no usable spread (see fit_correction)
+    assert c is not None and c.kind in ("affine", "scale") and c.fitted_on == 6 and c.scale > 0
     for s in samples(tiny, 3):
         assert table.predict_ms(s) == c.apply(table.predict_ms(s, raw=True))
 

@@ -255,14 +255,25 @@ def _record_validation(table: LatencyTable, samples: list[Mapping[str, Any]], me
              "measured": t.to_dict(), "sample": dict(s)}
             for i, (s, r, t) in enumerate(zip(samples, raw, measured, strict=True))],
     }
-    if plot_path is not None and len(samples) >= 2:
-        title = (f"{table.space} on {table.target_name} ({table.backend}), {len(samples)} subnets\n"
-                 f"{table.fingerprint.get('cpu_model')}, {table.fingerprint.get('threads')} thread(s)")
-        plot_validation(plot_path, raw, med, loo, title, result["figures"])
-        record["plot"] = Path(plot_path).name
     table.correction = correction
     table.validation = record
+    if plot_path is not None and len(samples) >= 2:
+        record["plot"] = draw_validation(table, plot_path).name
     return record
+
+
+def draw_validation(table: LatencyTable, path: str | Path) -> Path:
+    """Draw (or redraw) a validated table's predicted-vs-measured PNG from the numbers it stores."""
+    v = table.validation
+    if not v or len(v.get("measurements", [])) < 2:
+        raise SSTEdgeError("the table has no validation to plot (run profile --validate N)", table.path)
+    ms = v["measurements"]
+    loo = [m["predicted_loo_ms"] for m in ms]
+    title = (f"{table.space} on {table.target_name} ({table.backend}), {len(ms)} subnets\n"
+             f"{table.fingerprint.get('cpu_model')}, {table.fingerprint.get('threads')} thread(s)")
+    raw = [m["predicted_raw_ms"] for m in ms]
+    measured = [m["measured"]["median_ms"] for m in ms]
+    return plot_validation(path, raw, measured, None if None in loo else loo, title, v["figures"])
 
 
 def profile_space(config: SpaceConfig, target: Target, backend: str | None = None,

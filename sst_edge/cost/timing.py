@@ -71,8 +71,9 @@ class TimingPolicy:
     rel_ci: float = 0.01  # target half-width of the median's 95% confidence interval, relative
     clock: str = "auto"  # "wall" or "thread" (see the module docstring); profile.py resolves "auto"
     max_background: float = 0.25  # cores busy elsewhere above which a round counts as disturbed
-    retries: int = 2  # times a disturbed round is redone, each after waiting for a quiet moment
-    quiet_wait_s: float = 5.0  # longest wait for a quiet moment before each redo
+    retries: int = 2  # times a disturbed round is redone, each once a quiet moment has been seen
+    quiet_wait_s: float = 5.0  # longest wait for a quiet moment before a redo
+    wait_budget_s: float = 300.0  # total waiting per pool: under sustained load, stop waiting and go on
 
     @classmethod
     def quick(cls) -> TimingPolicy:
@@ -129,19 +130,22 @@ def time_round(opener: Opener, policy: TimingPolicy) -> list[float]:
 
 def time_items(openers: dict[str, Opener], policy: TimingPolicy, seed: int = 0,
                progress: Callable[[str], None] | None = None,
-               extra_round: Callable[[int], None] | None = None) -> tuple[dict[str, Timing], BackgroundLog]:
+               extra_round: Callable[[int], None] | None = None,
+               ) -> tuple[dict[str, Timing], BackgroundLog]:
     """Time every item in interleaved rounds (shuffled order per round); returns pooled timings and the
     background-load log.
 
     A round during which other processes used more than `policy.max_background` cores is thrown away
-    and redone after a quiet moment, at most `policy.retries` times; then it is kept and counted as
-    disturbed. `progress(key)` is called after each (round, item); `extra_round(n)` before each round
-    beyond `policy.rounds`, with the number of items it will time (to grow a progress bar).
+    and redone once a quiet moment is seen, at most `policy.retries` times; if none comes (or the pool's
+    waiting budget is spent) it is kept and counted as disturbed.
+    `progress(key)` is called after each (round, item); `extra_round(n)` before each round beyond
+    `policy.rounds`, with the number of items it will time (to grow a progress bar).
     """
     if policy.clock not in CLOCKS:
         raise ValueError(f"unknown clock {policy.clock!r} (known: {', '.join(CLOCKS)})")
     rng = random.Random(seed)
     log = BackgroundLog(policy.max_background)
+    budget = policy.wait_budget_s
     samples: dict[str, list[float]] = {k: [] for k in openers}
     pending = list(openers)
     for r in range(policy.max_rounds):
@@ -160,11 +164,15 @@ def time_items(openers: dict[str, Opener], policy: TimingPolicy, seed: int = 0,
                 load = meter.cores()
                 if load is None or load <= policy.max_background:
                     break
-                if attempt == policy.retries:
+                quiet = False
+                if attempt < policy.retries and budget > 0:
+                    t0 = time.perf_counter()
+                    quiet = wait_quiet(policy.max_background, min(policy.quiet_wait_s, budget))
+                    budget -= time.perf_counter() - t0
+                if not quiet:
                     log.disturbed += 1
                     break
                 log.redone += 1
-                wait_quiet(policy.max_background, policy.quiet_wait_s)
             if load is not None:
                 log.loads.append(load)
             samples[key] += got

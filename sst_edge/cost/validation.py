@@ -89,7 +89,7 @@ def plot_validation(path: str | Path, raw: list[float], measured: list[float], c
     lo, hi = float(min(m.min(), min(raw))) * 0.9, float(max(m.max(), max(raw))) * 1.1
     fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
     xs = np.linspace(lo, hi, 50)
-    ax.fill_between(xs, xs / 1.1, xs / 0.9, color="0.9", label="measured within +-10%")
+    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="0.9", label="predicted within +-10% of measured")
     ax.plot(xs, xs, color="0.5", lw=1)
 
     def label(name: str, key: str) -> str:

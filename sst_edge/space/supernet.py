@@ -8,6 +8,7 @@ its tensors is the leading slice of the full supernet's, exactly as NNI's weight
 from __future__ import annotations
 
 import random
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,10 +34,35 @@ def _supernet_modules(supernet: nn.Module) -> list[nn.Module]:
     return [m for m in supernet.modules() if isinstance(m, BaseSuperNetModule)]
 
 
+_CHOICES: weakref.WeakKeyDictionary[nn.Module, dict[str, list]] = weakref.WeakKeyDictionary()
+
+
+def supernet_choices(supernet: nn.Module) -> dict[str, list]:
+    """The values each label can take in this supernet: fewer than the space's in a restricted one.
+
+    Read from the supernet's own mutables (cached: they never change), so a supernet loaded from weights
+    of a shrunk or fine-tuned run validates samples against what it actually holds.
+    """
+    if supernet not in _CHOICES:
+        _CHOICES[supernet] = {label: list(m.values) for label, m in supernet.simplify().items()
+                              if hasattr(m, "values")}
+    return _CHOICES[supernet]
+
+
+def _allowed(supernet: nn.Module, restrict: Mapping[str, Sequence] | None) -> dict[str, list]:
+    """The supernet's choices narrowed by `restrict`: NNI routes to a missing candidate without a word."""
+    held = supernet_choices(supernet)
+    if not restrict:
+        return held
+    return {label: [v for v in values if v in restrict[label]] if label in restrict else values
+            for label, values in held.items()}
+
+
 def activate(supernet: nn.Module, config: SpaceConfig, sample: Mapping[str, Any],
              restrict: Mapping[str, Sequence] | None = None) -> None:
-    """Route the supernet through one subnet. Raises on any unknown, missing or out-of-range label."""
-    problems = sample_problems(config, sample, restrict)
+    """Route the supernet through one subnet. Raises on any unknown, missing or out-of-range label,
+    out-of-range meaning outside `restrict` or outside what the supernet was built with."""
+    problems = sample_problems(config, sample, _allowed(supernet, restrict))
     if problems:
         raise SSTEdgeError("cannot activate this sample", None, problems)
     memo = dict(sample)
@@ -47,7 +73,7 @@ def activate(supernet: nn.Module, config: SpaceConfig, sample: Mapping[str, Any]
 def freeze_subnet(supernet: nn.Module, config: SpaceConfig, sample: Mapping[str, Any],
                   restrict: Mapping[str, Sequence] | None = None) -> nn.Module:
     """A plain nn.Module of one subnet whose weights are sliced copies of the supernet's."""
-    problems = sample_problems(config, sample, restrict)
+    problems = sample_problems(config, sample, _allowed(supernet, restrict))
     if problems:
         raise SSTEdgeError("cannot freeze this sample", None, problems)
     return supernet.freeze(dict(sample))

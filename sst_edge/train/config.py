@@ -80,9 +80,16 @@ class TrainConfig:
     workers: int = 1
     threads: int | None = None          # torch threads per process (default: cores / processes - workers)
     log_every: int = 10
+    # Fine-tuning (both or neither): train only the subnet of this document, starting from its weights
+    # in this run (folder or .safetensors); shrinking is off, the rest is as for a supernet.
+    subnet: str | None = None
+    init: str | None = None
 
     def __post_init__(self) -> None:
         problems = list(self.shrink.problems())
+        if (self.subnet is None) != (self.init is None):
+            problems.append("fine-tuning needs both a subnet document (--subnet) and the run whose weights "
+                            "it starts from (--init)")
         for name in ("way", "shot", "episodes", "epochs", "log_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")

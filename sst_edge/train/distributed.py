@@ -85,11 +85,14 @@ def configure_threads(threads: int | None, workers: int, local_world: int) -> in
     return n
 
 
-def wrap(model: nn.Module, d: Dist) -> nn.Module:
-    """DDP around the supernet when there are several ranks; the supernet itself otherwise."""
+def wrap(model: nn.Module, d: Dist, find_unused: bool = True) -> nn.Module:
+    """DDP around the supernet when there are several ranks; the supernet itself otherwise.
+
+    `find_unused=False` for a single-path model (fine-tuning): every parameter gets a gradient each step,
+    and DDP warns about, and pays for, the search for unused ones."""
     if not d.active:
         return model
-    return nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    return nn.parallel.DistributedDataParallel(model, find_unused_parameters=find_unused)
 
 
 def in_sync(model: nn.Module, d: Dist) -> bool:

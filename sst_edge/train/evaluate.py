@@ -103,24 +103,58 @@ def resolve_weights(path: str | Path) -> Path:
     return path
 
 
-def load_supernet(weights: str | Path, config: SpaceConfig) -> tuple[nn.Module, dict[str, Any]]:
-    """A supernet of `config` with the weights of a run folder or safetensors file (checked: space, hash)."""
-    path = resolve_weights(weights)
-    tensors, meta = load_tensors(path)
+def weights_problems(meta: dict[str, Any], config: SpaceConfig) -> list[str]:
+    """Why weights with this metadata cannot belong to `config` (another space, or its YAML changed)."""
     problems = []
     if meta.get("space") != config.name:
         problems.append(f"trained for space {meta.get('space')!r}, not '{config.name}'")
     if meta.get("space_hash") != config.hash:
         problems.append(f"space hash {meta.get('space_hash')!r} does not match '{config.name}' "
                         f"({config.hash}): the space YAML changed since training")
+    return problems
+
+
+def load_weights(weights: str | Path,
+                 config: SpaceConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
+    """Model state, metadata and file of a run folder or safetensors file, checked against `config`."""
+    path = resolve_weights(weights)
+    tensors, meta = load_tensors(path)
+    problems = weights_problems(meta, config)
     if problems:
         raise SSTEdgeError("weights do not fit the space", path, problems)
     state = model_state(tensors) if any(k.startswith("model.") for k in tensors) else tensors
-    supernet = build_supernet(config)
-    missing = load_shared_weights(supernet, state)
+    return state, meta, path
+
+
+def single_path(sample: dict[str, Any]) -> dict[str, list]:
+    """The restriction holding exactly one subnet: what a fine-tuning run trains and saves."""
+    return {label: [value] for label, value in sample.items()}
+
+
+def load_supernet(weights: str | Path, config: SpaceConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """A supernet of `config` with the weights of a run folder or safetensors file (checked: space, hash).
+
+    Built with the shapes the weights have: the whole space for a supernet run (shrinking drops no
+    tensor, so subnets outside the shrunk space stay loadable), the one subnet for a fine-tuned run
+    (metadata "subnet"). `supernet_choices` of the result says which; `activate` refuses the rest.
+    """
+    from ..space.subnet import sample_problems
+
+    state, meta, path = load_weights(weights, config)
+    tuned = meta.get("subnet")
+    if tuned is not None:
+        problems = sample_problems(config, tuned) if isinstance(tuned, dict) else ["not an object"]
+        if problems:
+            raise SSTEdgeError("the fine-tuned subnet in the metadata does not fit the space", path, problems)
+        tuned = {k: tuned[k] for k in config.choices()}  # the metadata's JSON has its keys sorted
+    supernet = build_supernet(config, single_path(tuned) if tuned else None)
+    try:
+        missing = load_shared_weights(supernet, state)
+    except SSTEdgeError as e:
+        raise SSTEdgeError(f"weights do not fit the supernet ({e})", path) from None
     if missing:
         raise SSTEdgeError(f"{len(missing)} supernet tensors missing from the weights", path, missing[:10])
-    return supernet, {**meta, "path": str(path)}
+    return supernet, {**meta, "subnet": tuned, "path": str(path)}
 
 
 def run_restriction(weights: str | Path, config: SpaceConfig) -> dict[str, list] | None:
@@ -189,24 +223,32 @@ def evaluate(space: str | Path | SpaceConfig, weights: str | Path, data: str | P
              progress: bool = True) -> EvalResult:
     """Accuracy of a subnet of trained supernet weights on fixed episodes of held-out classes.
 
-    The subnet: `subnet` (a subnet document), else `sample`, else the largest (most FLOPs) subnet of the
-    run's shrunk space (shrunk.json beside the weights) or of the whole space. `reversed_pairs`: 2-way
-    episodes, each of one pair of classes that are each other played backwards (synthetic dataset).
+    The subnet: `subnet` (a subnet document), else `sample`, else the subnet of fine-tuned weights, else
+    the largest (most FLOPs) subnet of the run's shrunk space (shrunk.json beside the weights) or of the
+    whole space. Fine-tuned weights hold one subnet: a `subnet` document must name that one.
+    `reversed_pairs`: 2-way episodes, each of one pair of classes that are each other played backwards
+    (synthetic dataset).
     """
     from ..space.report import extreme_sample
-    from ..space.subnet import load_subnet
+    from ..space.subnet import load_subnet, sample_problems
 
     config = space if isinstance(space, SpaceConfig) else load_space(space)
     configure_threads(threads, workers, 1)
     if episodes < 1 or way < 2 or shot < 1 or query < 1:
         raise SSTEdgeError("evaluation needs episodes >= 1, way >= 2, shot >= 1 and query >= 1")
     supernet, meta = load_supernet(weights, config)
-    keep = run_restriction(weights, config)
+    tuned = meta["subnet"]
     if subnet is not None:
         sample, source = load_subnet(subnet, config)[0].sample, str(subnet)
+        if tuned is not None and sample != tuned:
+            raise SSTEdgeError(f"is not the subnet that {meta['path']} was fine-tuned for (those weights "
+                               "hold no other)", subnet, sample_problems(config, sample, single_path(tuned)))
     elif sample is not None:
         source = "given sample"
+    elif tuned is not None:
+        sample, source = tuned, "fine-tuned subnet"
     else:
+        keep = run_restriction(weights, config)
         sample = extreme_sample(config, keep, largest=True)
         source = "largest of the shrunk space" if keep else "largest of the space"
     head_cfgs = [HeadConfig(h, tau, window) for h in heads]

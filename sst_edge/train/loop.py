@@ -13,6 +13,10 @@ OUT (written by rank 0 only):
     shrunk.json              the shrunk space (format of sst_edge.space.restriction), with its history
     supernet.safetensors     final weights (metadata: space, hash, epoch, step)
     loss.png, scores.png     loss curve; candidate scores over time with the shrink events marked
+
+Fine-tuning (`config.subnet` and `config.init`, see finetune.py) trains one subnet the same way, without
+shrinking: shrunk.json is that single path from the start, the weights' metadata name the subnet, run.json
+records the subnet document, its sample and the init weights, and there is no scores.png.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import Dist, configure_threads, in_sync, init_distributed, shutdown, wrap
 from .evaluate import RESTRICTION_FILE, SUPERNET_FORMAT, WEIGHTS_FILE, episode_accuracies, split_features
+from .finetune import FineTune, load_finetune, load_init
 from .plots import plot_loss, plot_scores
 from .shrink import ShrinkRecords, shrink, space_size
 
@@ -73,6 +78,7 @@ class TrainResult:
     in_sync: bool = True
     seconds: float = 0.0
     rank: int = 0
+    subnet: dict[str, Any] | None = None  # the fine-tuned subnet (None for a supernet run)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -166,8 +172,8 @@ class MetricsLog:
 # ----------------------------------------------------------------------------------------------- trainer
 class _Trainer:
     def __init__(self, cfg: TrainConfig, out: Path, d: Dist, cost_fn: CostFn | None, cost_unit: str | None,
-                 progress: bool):
-        self.cfg, self.out, self.d, self.progress = cfg, out, d, progress
+                 progress: bool, tune: FineTune | None = None):
+        self.cfg, self.out, self.d, self.progress, self.tune = cfg, out, d, progress, tune
         self.space = load_space(cfg.space)
         self.threads = configure_threads(cfg.threads, cfg.workers, d.local_world)
         if cost_fn is None:
@@ -184,10 +190,10 @@ class _Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.supernet = build_supernet(s)
-        self.model = wrap(self.supernet, d)
+        self.supernet = build_supernet(s, tune.keep if tune else None)
+        self.model = wrap(self.supernet, d, find_unused=tune is None)
         self.optimizer = torch.optim.AdamW(param_groups(self.supernet, cfg.weight_decay), lr=cfg.lr)
-        self.restriction = full_restriction(s)
+        self.restriction = Restriction(s.name, s.hash, tune.keep) if tune else full_restriction(s)
         self.records = ShrinkRecords()
         self.epoch = 0
         self.step = 0
@@ -215,11 +221,16 @@ class _Trainer:
     def start(self, found: tuple[dict[str, Any], dict[str, torch.Tensor]] | None) -> None:
         """A fresh run (found None) or the state of a checkpoint that `check_start` accepted."""
         if found is None:
+            if self.tune is not None:
+                load_init(self.supernet, self.tune)  # every rank: the same file, the same weights
             if self.d.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)
                 self.log.reset()  # what a run killed before its first checkpoint left
                 (self.out / RUN_FILE).unlink(missing_ok=True)
                 self._write_run_record(resumed=False)
+                if self.tune is not None:
+                    self.restriction.save(self.out / RESTRICTION_FILE)  # search reads it, as for any run
+                    self._announce_finetune()
             return
         doc, tensors = found
         self.supernet.load_state_dict(ckpt.model_state(tensors), strict=True)
@@ -237,6 +248,24 @@ class _Trainer:
             self._write_run_record(resumed=True)
             tqdm.write(f"resuming {self.out} after epoch {self.epoch} (step {self.step}, "
                        f"{self.restriction_size():,} architectures left)", file=sys.stderr)
+            if self.tune is not None:
+                self._announce_finetune()
+
+    def _announce_finetune(self) -> None:
+        tune = self.tune
+        assert tune is not None
+        start = f" from {tune.init_weights}" if tune.init_weights else ""
+        tqdm.write(f"fine-tuning the subnet of {tune.document}{start}; shrinking is off (a single subnet has "
+                   "nothing to shrink)", file=sys.stderr)
+        for w in tune.warnings:
+            tqdm.write(f"sst-edge: warning: {w}", file=sys.stderr)
+
+    def weights_meta(self) -> dict[str, Any]:
+        """safetensors metadata of checkpoints and final weights; "subnet" makes them loadable alone."""
+        meta: dict[str, Any] = {"space": self.space.name, "space_hash": self.space.hash}
+        if self.tune is not None:
+            meta["subnet"] = dict(self.tune.sample)
+        return meta
 
     def restriction_size(self) -> int:
         return space_size(self.restriction.keep)
@@ -251,6 +280,8 @@ class _Trainer:
                "command": sys.argv, "started": old.get("started", now),
                "resumed": old.get("resumed", []) + ([now] if resumed else []),
                "status": "finished" if result is not None else "running"}
+        if self.tune is not None:  # the record of the fresh start names the init weights; keep it
+            rec["finetune"] = {**self.tune.record(), **old.get("finetune", {})}
         if result is not None:
             rec["finished"], rec["result"] = now, result
         atomic_write_json(path, rec)
@@ -264,7 +295,7 @@ class _Trainer:
                             start=episode_start(epoch, d.rank, d.world, cfg.episodes))
         bar = tqdm(total=cfg.episodes, desc=f"epoch {epoch}/{cfg.epochs}", unit="ep", leave=True,
                    disable=not (self.progress and d.is_main), dynamic_ncols=True)
-        record = epoch > cfg.shrink.warmup
+        record = epoch > cfg.shrink.warmup and self.tune is None
         window: list[tuple[float, float, float]] = []
         losses, accs, skipped = [], [], 0
         t0 = time.perf_counter()
@@ -312,7 +343,7 @@ class _Trainer:
         window.clear()
 
     def maybe_shrink(self, epoch: int) -> None:
-        if not self.cfg.shrink.is_event(epoch):
+        if self.tune is not None or not self.cfg.shrink.is_event(epoch):
             return
         keep, event = shrink(self.restriction.keep, self.records, self.cfg.shrink, epoch, self.step,
                              self.cost_unit)
@@ -355,7 +386,7 @@ class _Trainer:
             "versions": {k: v for k, v in versions().items() if k != "platform"},
         }
         ckpt.save_checkpoint(self.out, self.epoch, self.supernet, self.optimizer, sidecar,
-                        {"space": self.space.name, "space_hash": self.space.hash})
+                             self.weights_meta())
 
     # ------------------------------------------------------------------------------------------- run
     def run(self) -> TrainResult:
@@ -388,14 +419,16 @@ class _Trainer:
             last_epoch_loss=epochs[-1]["train_loss"] if epochs else float("nan"),
             val_acc=[r.get("val_acc") for r in epochs], keep=self.restriction.keep,
             space_size=self.restriction_size(), full_space_size=space_size(full_restriction(self.space).keep),
-            dropped=dropped, in_sync=synced, seconds=seconds, rank=self.d.rank)
+            dropped=dropped, in_sync=synced, seconds=seconds, rank=self.d.rank,
+            subnet=dict(self.tune.sample) if self.tune is not None else None)
         if self.d.is_main:
             ckpt.save_tensors(self.out / WEIGHTS_FILE, self.supernet.state_dict(),
-                         {"format": SUPERNET_FORMAT, "space": self.space.name, "space_hash": self.space.hash,
-                          "epoch": self.epoch, "step": self.step})
+                              {"format": SUPERNET_FORMAT, **self.weights_meta(), "epoch": self.epoch,
+                               "step": self.step})
             self.restriction.save(self.out / RESTRICTION_FILE)
             plot_loss(self.log.records(), self.out / "loss.png")
-            plot_scores(self.restriction.history, self.out / "scores.png")
+            if self.tune is None:
+                plot_scores(self.restriction.history, self.out / "scores.png")
             self._write_run_record(resumed=False, result=result.to_dict())
         return result
 
@@ -420,6 +453,13 @@ def check_start(cfg: TrainConfig, out: Path, resume: bool,
         problems.append(f"{doc.get('world_size')} processes in the checkpoint, {world} now "
                         "(each rank's episodes depend on the number of ranks)")
     problems += cfg.differences(TrainConfig.from_dict(doc["config"]))
+    if cfg.subnet is not None and not problems:
+        from ..space.subnet import load_subnet
+        from .evaluate import single_path
+
+        sample = load_subnet(cfg.subnet, space)[0].sample
+        if single_path(sample) != doc["shrink"]["restriction"]["keep"]:
+            problems.append(f"{cfg.subnet} now describes another subnet than the one this run fine-tunes")
     if problems:
         raise SSTEdgeError("cannot resume: the run was started differently", out, problems)
     return found
@@ -432,11 +472,14 @@ def train_supernet(config: TrainConfig, out: str | Path, *, resume: bool = False
 
     `cost_fn(sample) -> float` replaces the cost used by shrinking (default: FLOPs, or the latency
     table's `predict_ms` when `config.latency_table` is set). Under torchrun every rank calls this.
+    With `config.subnet` and `config.init` it fine-tunes that one subnet instead (finetune.py).
     """
     d = init_distributed()
     try:
         found = check_start(config, Path(out), resume, d.world)
-        trainer = _Trainer(config, Path(out), d, cost_fn, cost_unit, progress)
+        tune = (load_finetune(config, load_space(config.space), with_init=found is None)
+                if config.subnet is not None else None)
+        trainer = _Trainer(config, Path(out), d, cost_fn, cost_unit, progress, tune)
         trainer.start(found)
         return trainer.run()
     finally:
