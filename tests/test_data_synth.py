@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,8 @@ import pytest
 from sst_edge.cli import main
 from sst_edge.data.datasets import load_splits
 from sst_edge.data.decoders import make_decoder
-from sst_edge.data.synth import assign_splits, generate_synthetic, render_clip, synth_classes
+from sst_edge.data.preprocess import sample_indices
+from sst_edge.data.synth import _mask, _objects, assign_splits, generate_synthetic, render_clip, synth_classes
 from sst_edge.errors import SSTEdgeError
 
 
@@ -79,6 +83,80 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path):
     assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
     assert any((a / f).read_bytes() != (c / f).read_bytes() for f in files if f.suffix == ".mp4")
+
+
+def test_same_seed_same_bytes_in_other_processes(tmp_path):
+    """Separate processes (other str-hash salt, other memory layout) must write the same bytes: x264's
+    macroblock tree made about 3 clips in 4 differ between two processes, and some within one."""
+    code = ("import sys\nfrom sst_edge.data.synth import generate_synthetic\n"
+            "for out in sys.argv[1:]:\n"
+            "    generate_synthetic(out, classes=5, clips=2, frames=16, size=32, seed=5, progress=False)\n")
+    for hash_seed, outs in (("0", ["a"]), ("1", ["b", "c"])):  # "c": a second run in a used process
+        subprocess.run([sys.executable, "-c", code, *(str(tmp_path / o) for o in outs)], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": hash_seed}, timeout=120)
+    a = tmp_path / "a"
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert sum(f.suffix == ".mp4" for f in files) == 10
+    for other in (tmp_path / "b", tmp_path / "c"):
+        assert files == sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file())
+        differ = [str(f) for f in files if (a / f).read_bytes() != (other / f).read_bytes()]
+        assert not differ, f"{other.name}: {differ}"
+
+
+def _blocks(x: np.ndarray) -> np.ndarray:
+    """4x4 block means of 64x86 frames: H.264 loss and pixel noise average out, a moved object does not."""
+    return x[:, :64, :84].reshape(len(x), 16, 4, 21, 4, 3).mean(axis=(2, 4))
+
+
+def test_reversed_pairs_differ_at_the_evaluation_frames(synth_dataset):
+    """At the 4 segment-centre frames of a clip, each frame differs visibly from the frame at the same
+    position in its reversed partner, so the order of what a 4-frame model sees tells the pair apart."""
+    meta = json.loads((synth_dataset / "classes.json").read_text())
+    idx = sample_indices(16, 4, train=False)
+    dec = make_decoder("auto")
+    assert len(meta["reversed_pairs"]) == 8
+    for base, rev in meta["reversed_pairs"]:
+        for k in range(10):
+            a = _blocks(dec.read(synth_dataset / base / f"{base}_{k:03d}.mp4", idx).astype(float))
+            b = _blocks(dec.read(synth_dataset / rev / f"{rev}_{k:03d}.mp4", idx).astype(float))
+            least = min(np.abs(a[t] - b[t]).max() for t in range(4))
+            assert least > 15, f"{base} / {rev} clip {k}: a frame differs by only {least:.1f} levels"
+
+
+def _turn_period(shape: str) -> int:
+    """The smallest turn (degrees) after which ``shape`` covers itself again; 360 if no symmetry."""
+    yy, xx = np.mgrid[-1.5:1.5:121j, -1.5:1.5:121j]
+    ref = _mask(shape, xx, yy, 1.0)
+    iou = []
+    for deg in range(361):
+        t = np.deg2rad(deg)
+        m = _mask(shape, xx * np.cos(t) + yy * np.sin(t), -xx * np.sin(t) + yy * np.cos(t), 1.0)
+        iou.append((m & ref).sum() / (m | ref).sum())
+    off = next(d for d, v in enumerate(iou) if v < 0.8)  # turned away from itself; then back, at a peak
+    return next(d for d in range(off, 361) if iou[d] > 0.9 and iou[d] >= max(iou[d - 3:d + 4]))
+
+
+def test_turn_periods_of_shapes():
+    assert [_turn_period(s) for s in ("arrow", "triangle", "bar", "square")] == [360, 120, 180, 90]
+
+
+@pytest.mark.parametrize("frames", [4, 8])
+def test_turning_pairs_show_their_direction(frames):
+    """Between two evaluation frames a rotating shape or an orbiting object turns by less than a third
+    of the turn after which it looks the same, so turning the other way would take at least twice as
+    far: the direction is plain and cw/ccw are told apart (a triangle repeats every 120 and turned 48)."""
+    du = np.diff(sample_indices(16, frames, train=False)).max() / 15  # the phase step; a clip spans <= 1
+    j = {"x0": 0.0, "y0": 0.0, "angle0": 0.0, "freq": 1.0, "phase": 0.0}
+    specs = synth_classes(24)
+    turning = [c for c in specs if c.motion in ("rotate_cw", "orbit_cw") and c.reversed_of is None]
+    assert len(turning) == 2 and all(any(r.reversed_of == c.name for r in specs) for c in turning)
+    for c in turning:
+        (o0,), (o1,) = _objects(c.motion, 0.0, j), _objects(c.motion, du, j)
+        if c.motion == "rotate_cw":
+            turn, period = np.rad2deg(o1["angle"] - o0["angle"]), _turn_period(c.shape)
+        else:  # the position goes round; the shape itself does not turn
+            turn, period = np.rad2deg(np.arctan2(o1["y"], o1["x"]) - np.arctan2(o0["y"], o0["x"])), 360
+        assert 0 < turn < period / 3, f"{c.name}: turns {turn:.0f} degrees of {period}"
 
 
 @pytest.mark.parametrize("n", [4, 5, 6, 7, 9, 13, 20, 24, 31, 40, 57])

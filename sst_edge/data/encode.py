@@ -14,9 +14,11 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 12, crf: int = 
                 bframes: int = 2, preset: str = "medium", rotation: int = 0) -> Path:
     """Encode uint8 ``[N, H, W, 3]`` frames (H and W even) as H.264/yuv420p, written atomically.
 
-    A short GOP with B-frames makes decoders reorder and seek, as real datasets do. x264 runs on one
-    thread so the same frames always give the same bytes. ``rotation`` sets the display-rotation flag
-    (counter-clockwise degrees) that phone videos carry.
+    A short GOP with B-frames makes decoders reorder and seek, as real datasets do. The same frames give
+    the same bytes in any process: x264 runs on one thread and without its macroblock-tree rate control
+    (mbtree), whose SIMD code made the output depend on the state of the process's memory, so that the
+    same frames encoded twice, in two processes or even in one, could differ by several levels.
+    ``rotation`` sets the display-rotation flag (counter-clockwise degrees) that phone videos carry.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -30,7 +32,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 12, crf: int = 
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
             stream.options = {"crf": str(crf), "g": str(gop), "bf": str(bframes), "preset": preset,
-                              "threads": "1"}
+                              "threads": "1", "x264-params": "mbtree=0"}
             if rotation:
                 stream.set_display_rotation(rotation)
             for frame in frames:

@@ -4,6 +4,9 @@ Each class is a motion of a shape of a colour: moving, rotating, growing, fading
 oscillating, blinking, bouncing... Some pairs of classes are the same clips played backwards (move right /
 move left, grow / shrink, fall / rise): their frames are identical as sets, so only the order of frames
 separates them, and a model must use time. Clip j of a reversed class is clip j of its partner reversed.
+Between two frames sampled at segment centres (4 to 8 of 16) a turning pair turns well under half the turn
+after which it looks the same, so clockwise and counter-clockwise differ: rotate_cw turns an arrow (no
+rotational symmetry; a triangle repeats every 120 degrees) by at most 48 degrees.
 
 Every clip varies (start position, extent and speed of the motion, object size, colour shade, background
 level, texture and noise), so clips of one class differ. Split files in the ARN/OTAM format put both
@@ -35,13 +38,13 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (225, 45, 45), "green": (45, 200, 70), "blue": (55, 90, 235), "yellow": (235, 215, 45),
     "magenta": (215, 55, 205), "cyan": (55, 215, 225), "orange": (245, 140, 35), "white": (240, 240, 240),
 }
-SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "bar")
+SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "bar", "arrow")
 
 # (motion, its reverse or None, shape, colour). Pairs and singles alternate so any prefix is a mix.
 CATALOGUE: tuple[tuple[str, str | None, str, str], ...] = (
     ("move_right", "move_left", "circle", "red"),
     ("oscillate_h", None, "square", "green"),
-    ("rotate_cw", "rotate_ccw", "triangle", "blue"),
+    ("rotate_cw", "rotate_ccw", "arrow", "blue"),  # no rotational symmetry: the turn direction shows
     ("blink", None, "diamond", "yellow"),
     ("grow", "shrink", "square", "magenta"),
     ("bounce", None, "circle", "cyan"),
@@ -130,7 +133,7 @@ def _objects(motion: str, u: float, j: dict) -> list[dict]:
     elif motion == "zigzag":
         x += -_A + 2 * _A * u
         y += 0.12 * np.sin(2 * np.pi * 3 * f * u + ph)
-    elif motion == "rotate_cw":
+    elif motion == "rotate_cw":  # half a turn per clip: <= 48 degrees between 4 segment-centre frames
         angle += np.pi * u
     elif motion == "spin":
         angle += 4 * np.pi * f * u
@@ -142,7 +145,7 @@ def _objects(motion: str, u: float, j: dict) -> list[dict]:
         alpha = u
     elif motion == "blink":
         alpha = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * f * u + ph)
-    elif motion == "orbit_cw":
+    elif motion == "orbit_cw":  # <= 72 degrees round the orbit between 4 segment-centre frames
         theta = j["angle0"] + 1.5 * np.pi * u
         x += 0.22 * np.cos(theta)
         y += 0.22 * np.sin(theta)
@@ -180,6 +183,9 @@ def _mask(shape: str, lx: np.ndarray, ly: np.ndarray, r: float) -> np.ndarray:
         return ((np.abs(lx) <= 0.3 * r) & (np.abs(ly) <= r)) | ((np.abs(ly) <= 0.3 * r) & (np.abs(lx) <= r))
     if shape == "bar":
         return (np.abs(lx) <= r) & (np.abs(ly) <= 0.3 * r)
+    if shape == "arrow":  # pointing along +x before rotation; looks like itself only after a full turn
+        head = (lx >= 0.1 * r) & (lx <= r) & (np.abs(ly) <= 0.65 * (r - lx))
+        return head | ((lx >= -r) & (lx < 0.1 * r) & (np.abs(ly) <= 0.25 * r))
     if shape == "triangle":  # equilateral, circumradius r, apex up before rotation
         inside = np.ones_like(lx, dtype=bool)
         for deg in (90, 210, 330):
