@@ -413,9 +413,11 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
                     "a space, timed per clip (batch 1) as the target deploys it (ONNX Runtime with its "
                     "execution provider, precision and threads; or PyTorch eager with --backend torch). "
                     "With --validate N, also time N random whole subnets, fit a correction for what the "
-                    "sum of parts misses, store the figures (within 5%%/10%%, RMSPE, Kendall's tau; "
-                    "raw and leave-one-out corrected) and draw TABLE.validation.png. With --table, check "
-                    "a table against its space, target and this device (and re-validate it with "
+                    "sum of parts misses, store the figures (within 5%/10%, RMSPE, Kendall's tau; "
+                    "raw and leave-one-out corrected) and draw TABLE.validation.png. Parts and subnets "
+                    "are timed in one interleaved pool; rounds disturbed by other processes are redone "
+                    "when the machine is quiet, and the table records how loaded it was. With --table, "
+                    "check a table against its space, target and this device (and re-validate it with "
                     "--validate N).")
     p.add_argument("--space", help="space name (search_spaces/NAME.yaml) or path; with --table, the space "
                                    "to check against (default: the one the table names)")
@@ -433,8 +435,8 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=3,
                    help="interleaved timing rounds per part (default 3; unstable medians get up to 6)")
     p.add_argument("--clock", default="auto", choices=["auto", "wall", "thread"],
-                   help="auto (default): the calling thread's CPU time for one-thread CPU targets (other "
-                        "processes do not inflate it), wall time otherwise")
+                   help="auto (default): the calling thread's CPU time for one-thread CPU targets (time "
+                        "other processes hold the core is not counted), wall time otherwise")
     p.add_argument("--quick", action="store_true",
                    help="a handful of runs per part: for smoke tests, not for tables worth keeping")
     p.add_argument("--allow-foreign-table", action="store_true",

@@ -20,7 +20,7 @@ from sst_edge.cost.latency import (
     read_table,
 )
 from sst_edge.cost.parts import fixed_keys
-from sst_edge.cost.profile import profile_space, profile_to_file, random_subnets
+from sst_edge.cost.profile import draw_validation, profile_space, profile_to_file, random_subnets
 from sst_edge.cost.timing import Timing, TimingPolicy, median_ci_halfwidth
 from sst_edge.cost.validation import accuracy, fit_correction, leave_one_out
 from sst_edge.deploy.targets import load_target
@@ -161,7 +161,7 @@ def test_round_trip_is_identical(table_path: Path, tmp_path: Path, tiny) -> None
         assert b.predict_ms(s) == a.predict_ms(s) and b.predict_ms(s, raw=True) == a.predict_ms(s, raw=True)
 
 
-def test_validation_record_and_plot(table: LatencyTable, table_path: Path) -> None:
+def test_validation_record_and_plot(table: LatencyTable, table_path: Path, tmp_path: Path) -> None:
     v = table.validation
     assert v is not None and v["subnets"] == 6 and len(v["measurements"]) == 6
     for key in ("raw", "corrected_loo", "corrected_in_sample"):
@@ -173,6 +173,8 @@ def test_validation_record_and_plot(table: LatencyTable, table_path: Path) -> No
     png = table_path.with_name(v["plot"])
     assert png.name == "sst_tiny.cpu-fp32.validation.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = draw_validation(table, tmp_path / "again.png")  # redrawn from the numbers in the file
+    assert again.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_foreign_space_refused(table_path: Path, tiny) -> None:
