@@ -432,8 +432,9 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--validate", type=int, default=0, metavar="N",
                    help="time N random whole subnets end to end and store the accuracy figures (0 = no)")
     p.add_argument("--seed", type=int, default=0, help="seed for inputs, round order and subnets (default 0)")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="interleaved timing rounds per part (default 3; unstable medians get up to 6)")
+    p.add_argument("--rounds", type=int, default=8,
+                   help="interleaved timing rounds per part and subnet, ~10 runs each (default 8; "
+                        "unstable medians get 2 more)")
     p.add_argument("--clock", default="auto", choices=["auto", "wall", "thread"],
                    help="auto (default): the calling thread's CPU time for one-thread CPU targets (time "
                         "other processes hold the core is not counted), wall time otherwise")

@@ -404,14 +404,14 @@ def describe(table: LatencyTable) -> str:
 
 def run_profile(space: str | None = None, target: str | None = None, table: str | None = None,
                 out: str | None = None, backend: str | None = None, validate: int = 0, seed: int = 0,
-                rounds: int = 3, clock: str = "auto", quick: bool = False, overwrite: bool = False,
+                rounds: int = 8, clock: str = "auto", quick: bool = False, overwrite: bool = False,
                 allow_foreign: bool = False, progress: bool = True) -> LatencyTable:
     """The `profile` verb: measure a new table (--space, --target), or check or re-validate one (--table)."""
     if rounds < 1:
         raise SSTEdgeError(f"--rounds must be at least 1, got {rounds}")
     if validate < 0:
         raise SSTEdgeError(f"--validate must be at least 0, got {validate}")
-    policy = TimingPolicy.quick() if quick else TimingPolicy(rounds=rounds, max_rounds=max(rounds, 6))
+    policy = TimingPolicy.quick() if quick else TimingPolicy(rounds=rounds, max_rounds=rounds + 2)
     policy = dataclasses.replace(policy, clock=clock)
     if table is None:
         if space is None or target is None:
