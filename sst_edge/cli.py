@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .cli_deploy import add_export
 from .errors import SSTEdgeError
 
 
@@ -463,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile(sub)
     _add_train(sub)
     _add_eval(sub)
+    add_export(sub)
     return parser
 
 

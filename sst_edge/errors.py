@@ -12,6 +12,7 @@ class SSTEdgeError(Exception):
     """
 
     def __init__(self, message: str, path: str | Path | None = None, problems: list[str] | None = None):
+        self.message = message
         self.path = Path(path) if path is not None else None
         self.problems = list(problems or [])
         text = f"{path}: {message}" if path is not None else message

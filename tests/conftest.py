@@ -63,3 +63,26 @@ def trained_run(synth_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
                       shrink=ShrinkConfig(warmup=1, period=1, min_count=3))
     train_supernet(cfg, out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_subnet(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A subnet document of the largest subnet left in `trained_run`'s shrunk space."""
+    from sst_edge.space.config import load_space
+    from sst_edge.space.report import extreme_sample
+    from sst_edge.space.subnet import make_subnet
+    from sst_edge.train.evaluate import run_restriction
+
+    config = load_space("sst_tiny")
+    sample = extreme_sample(config, run_restriction(trained_run, config), largest=True)
+    return make_subnet(config, sample).save(tmp_path_factory.mktemp("subnet") / "best.json")
+
+
+@pytest.fixture(scope="session")
+def exported_model(trained_run: Path, tiny_subnet: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`tiny_subnet` with `trained_run`'s weights exported for cpu-fp32: a model directory."""
+    from sst_edge.deploy.export import export_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    export_model(tiny_subnet, trained_run, "cpu-fp32", out, measure=False, progress=False)
+    return out

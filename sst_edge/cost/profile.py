@@ -43,7 +43,7 @@ def _now() -> str:
 
 
 # --------------------------------------------------------------------------------------------- runners
-def _ort_opener(path: Path, target: Target, x: np.ndarray) -> Opener:
+def ort_opener(path: Path, target: Target, x: np.ndarray) -> Opener:
     @contextlib.contextmanager
     def opener() -> Iterator[Run]:
         box = {"sess": make_session(path, target)}
@@ -69,7 +69,7 @@ def _torch_device(target: Target) -> torch.device:
     return torch.device("cuda")
 
 
-def _torch_opener(module: nn.Module, target: Target, x: torch.Tensor) -> Opener:
+def torch_opener(module: nn.Module, target: Target, x: torch.Tensor) -> Opener:
     device = _torch_device(target)
     dtype = torch.float16 if target.precision == "fp16" else torch.float32
 
@@ -103,7 +103,7 @@ def _check_backend(target: Target, backend: str) -> None:
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
+def torch_threads(n: int) -> Iterator[None]:
     old = torch.get_num_threads()
     if n > 0:
         torch.set_num_threads(n)
@@ -119,7 +119,7 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="step", disable=not enabled, leave=True, dynamic_ncols=True)
 
 
-def _timed(openers: dict[str, Opener], policy: TimingPolicy, seed: int, desc: str,
+def timed(openers: dict[str, Opener], policy: TimingPolicy, seed: int, desc: str,
            progress: bool) -> tuple[dict[str, Timing], BackgroundLog]:
     bar = _bar(len(openers) * policy.rounds, desc, progress)
 
@@ -152,9 +152,9 @@ def _prepare(items: list[tuple[str, nn.Module, tuple[int, ...]]], target: Target
         x = torch.randn(shape, generator=gen)
         if backend == "onnxruntime":
             path = export_for_target(module, x, workdir / f"{key}.onnx", target)
-            openers[key] = _ort_opener(path, target, x.numpy())
+            openers[key] = ort_opener(path, target, x.numpy())
         else:
-            openers[key] = _torch_opener(module, target, x)
+            openers[key] = torch_opener(module, target, x)
         bar.update(1)
     return openers
 
@@ -193,7 +193,7 @@ def _time_pool(config: SpaceConfig, target: Target, backend: str, policy: Timing
     """
     from ..space.model import SSTSpace
 
-    with _torch_threads(target.threads), tempfile.TemporaryDirectory(prefix="sst-profile-") as tmp:
+    with torch_threads(target.threads), tempfile.TemporaryDirectory(prefix="sst-profile-") as tmp:
         bar = _bar(len(parts) + len(samples), f"export {config.name}", progress)
         with bar:
             openers = _prepare([(p.key, p.module, p.input_shape) for p in parts], target, backend,
@@ -207,7 +207,7 @@ def _time_pool(config: SpaceConfig, target: Target, backend: str, policy: Timing
                 del space
         what = " + ".join(x for x in (f"{len(parts)} parts" if parts else "",
                                        f"{len(samples)} subnets" if samples else "") if x)
-        return _timed(openers, policy, seed, f"time {what} on {target.name}/{backend}", progress)
+        return timed(openers, policy, seed, f"time {what} on {target.name}/{backend}", progress)
 
 
 def _table_from(config: SpaceConfig, target: Target, backend: str, policy: TimingPolicy, seed: int,

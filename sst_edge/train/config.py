@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..data.preprocess import default_resize
 from ..errors import SSTEdgeError
 from ..fewshot import HeadConfig
 
@@ -110,7 +111,7 @@ class TrainConfig:
             raise SSTEdgeError("invalid training configuration", problems=problems)
 
     def resize_for(self, size: int) -> int:
-        return self.resize if self.resize is not None else int(round(size * 8 / 7))
+        return self.resize if self.resize is not None else default_resize(size)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

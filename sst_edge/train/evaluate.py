@@ -9,7 +9,7 @@ per-epoch validation accuracy in training (split over ranks under torchrun).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..data.datasets import ClipSet, load_splits
 from ..data.episodes import EpisodeDataset, episode_loader
-from ..data.preprocess import Preprocess
+from ..data.preprocess import Preprocess, default_resize
 from ..errors import SSTEdgeError
 from ..fewshot import DEFAULT_TAU, DEFAULT_WINDOW, HeadConfig
 from ..fileio import read_json
@@ -55,9 +55,17 @@ def episode_accuracies(supernet: nn.Module, config: SpaceConfig, sample: dict[st
     With several ranks each evaluates a strided share and the shares are summed, so all ranks return the
     whole array. The supernet is left in eval mode, routed through `sample`.
     """
-    d = d or Dist()
     activate(supernet, config, sample)
     supernet.eval()
+    return embedded_episode_accuracies(supernet, dataset, heads, workers, d, progress, desc)
+
+
+def embedded_episode_accuracies(embed: Callable[[torch.Tensor], torch.Tensor], dataset: EpisodeDataset,
+                                heads: Sequence[HeadConfig], workers: int = 0, d: Dist | None = None,
+                                progress: bool = False, desc: str = "eval") -> np.ndarray:
+    """`episode_accuracies` for any embedding function (clips [B, T, 3, H, W] -> features [B, T, C]):
+    a PyTorch module, or an ONNX Runtime session (deployed models are scored on the same episodes)."""
+    d = d or Dist()
     n = len(dataset)
     acc = torch.zeros(len(heads), n, dtype=torch.float64)
     share = range(d.rank, n, d.world)
@@ -65,7 +73,7 @@ def episode_accuracies(supernet: nn.Module, config: SpaceConfig, sample: dict[st
     bar = tqdm(total=len(share), desc=desc, unit="ep", leave=False, disable=not (progress and d.is_main))
     with torch.no_grad():
         for j, ep in zip(share, episode_loader(part, workers), strict=True):
-            query, support = split_features(supernet(torch.cat([ep.support, ep.query])), dataset.way,
+            query, support = split_features(embed(torch.cat([ep.support, ep.query])), dataset.way,
                                             dataset.shot)
             for h, head in enumerate(heads):
                 acc[h, j] = (head.logits(query, support).argmax(1) == ep.query_labels).double().mean()
@@ -255,7 +263,7 @@ def evaluate(space: str | Path | SpaceConfig, weights: str | Path, data: str | P
     splits = load_splits(data, split_dir)
     clips = splits[split]
     pre = Preprocess(frames=config.frames, size=config.size,
-                     resize=resize if resize is not None else int(round(config.size * 8 / 7)))
+                     resize=resize if resize is not None else default_resize(config.size))
     sets = reversed_pair_sets(clips) if reversed_pairs else [clips]
     n_way = 2 if reversed_pairs else way
     per_set = [episodes // len(sets) + (i < episodes % len(sets)) for i in range(len(sets))]

@@ -1,0 +1,395 @@
+"""`sst-edge export`: one subnet with its trained weights -> a model directory a device can run.
+
+Steps, each of which can fail the export (nothing is left at `out` then): freeze the subnet with the
+weights it inherits (or was fine-tuned with), export fp32 ONNX (TorchScript exporter, the target's opset,
+dynamic batch, T/H/W fixed and the output pinned to [batch, T, C]), `onnx.checker` with the full check,
+the static TensorRT check (a failure only fails TensorRT targets), parity against PyTorch on random clips
+(max abs diff <= 1e-4), then the target's precision step (int8 quantization, fp16), ONNX Runtime's graph
+optimisation saved offline for CPU targets, a latency measurement, and `card.json` with every file's
+sha256. The directory is built beside `out` and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..data.preprocess import Preprocess, default_resize
+from ..errors import SSTEdgeError
+from ..fewshot import HeadConfig
+from ..fileio import read_json, sha256_file
+from ..space.config import SpaceConfig
+from .card import CARD_FILE, ENGINE_FILE, MODEL_FILE, ModelCard, file_record
+from .onnx_export import INPUT_NAME, OUTPUT_NAME, convert_fp16, export_onnx, make_session
+from .quantize import quantize_for_target
+from .targets import Target, load_target
+from .tensorrt import build_engine, check_graph, tensorrt_available, trtexec_command
+
+PARITY_TOL = 1e-4
+PARITY_CLIPS = 3  # a batch of 2 and a batch of 1: the batch axis is dynamic
+CPU = "CPUExecutionProvider"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _log(progress: bool, msg: str) -> None:
+    if progress:
+        from tqdm import tqdm
+
+        tqdm.write(msg)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def load_export_subnet(subnet: str | Path, weights: str | Path) -> tuple[SpaceConfig, dict[str, Any],
+                                                                         nn.Module, dict[str, Any]]:
+    """The subnet document's space, its sample, the frozen module with trained weights, and the weights'
+    metadata. Fine-tuned weights (one subnet) must be of this very subnet."""
+    from ..space.subnet import load_subnet
+    from ..space.supernet import freeze_subnet
+    from ..train.evaluate import load_supernet
+
+    sub, config = load_subnet(subnet)
+    supernet, meta = load_supernet(weights, config)
+    tuned = meta.get("subnet")
+    if tuned is not None and dict(tuned) != dict(sub.sample):
+        diff = [f"{k}: weights {tuned[k]!r}, subnet {sub.sample[k]!r}" for k in sub.sample
+                if tuned.get(k) != sub.sample[k]]
+        raise SSTEdgeError("the weights were fine-tuned for another subnet", meta["path"], diff[:10])
+    try:
+        module = freeze_subnet(supernet, config, sub.sample)
+    except SSTEdgeError as e:
+        raise SSTEdgeError(f"cannot take this subnet from the weights: {e.message}", subnet,
+                           e.problems) from None
+    return config, dict(sub.sample), module.eval(), {**meta, "metrics": sub.metrics}
+
+
+def _run_head(weights: str | Path) -> HeadConfig:
+    """The head the run trained with (run.json beside the weights), else the default."""
+    folder = Path(weights) if Path(weights).is_dir() else Path(weights).parent
+    run = folder / "run.json"
+    if run.is_file():
+        try:
+            head = read_json(run, "run record").get("config", {}).get("head")
+            if isinstance(head, dict):
+                return HeadConfig(**head)
+        except (SSTEdgeError, TypeError, AttributeError):
+            pass
+    return HeadConfig()
+
+
+# ------------------------------------------------------------------------------------------ graph steps
+def pin_output_shape(path: Path, frames: int, channels: int) -> None:
+    """The exporter leaves output dims 1 and 2 symbolic (reshapes with -1 under a dynamic batch): pin them
+    to (T, C), which TensorRT's "static apart from the batch" and the runtime's checks need."""
+    import onnx
+
+    model = onnx.load(str(path))
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) != 3:
+        raise SSTEdgeError(f"the exported output has {len(dims)} dimensions, expected 3 ([batch, T, C])",
+                           path)
+    for d, v in zip(dims[1:], (frames, channels), strict=True):
+        d.ClearField("dim_param")
+        d.dim_value = v
+    onnx.save(model, str(path))
+
+
+def check_onnx(path: Path) -> None:
+    """onnx.checker with the full check (strict shape inference: the pinned output must be consistent)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as e:  # onnx raises ValidationError, InferenceError...
+        raise SSTEdgeError(f"onnx.checker rejected the exported model: {e}", path) from None
+
+
+def optimize_offline(src: Path, dst: Path, target: Target) -> None:
+    """ONNX Runtime's graph optimisation, saved: 'extended' (fusions of GELU, LayerNorm, attention
+    MatMul+Add...) is portable across CPUs; the 'all' level's layout changes are hardware-specific and
+    ORT applies them at session start anyway."""
+    import onnxruntime as ort
+
+    from .onnx_export import session_options
+
+    so = session_options(target)
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(dst)
+    try:
+        ort.InferenceSession(str(src), so, providers=[CPU])
+    except Exception as e:
+        raise SSTEdgeError(f"ONNX Runtime could not optimise the model: {e}", src) from None
+
+
+def parity_clips(config: SpaceConfig, n: int = PARITY_CLIPS, seed: int = 0) -> torch.Tensor:
+    """Random clips as preprocessing makes them (normalised pixels, roughly N(0, 1))."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(config.input_shape(n), generator=g)
+
+
+def _cpu_session(path: Path, target: Target) -> Any:
+    """A CPU session with the target's threads: parity and agreement are checked on the CPU here."""
+    from dataclasses import replace
+
+    return make_session(path, replace(target, execution_providers=(CPU,), provider_options={}))
+
+
+def _ort_features(sess: Any, clips: torch.Tensor) -> np.ndarray:
+    """Run in a batch of 2 and then batches of 1, which exercises the dynamic batch axis."""
+    x = clips.numpy()
+    parts = [sess.run(None, {INPUT_NAME: x[:2]})[0]]
+    parts += [sess.run(None, {INPUT_NAME: x[i:i + 1]})[0] for i in range(2, len(x))]
+    return np.concatenate(parts)
+
+
+def parity(module: nn.Module, path: Path, target: Target, clips: torch.Tensor) -> dict[str, Any]:
+    """Max abs diff between PyTorch and ONNX Runtime (CPU) features of the same clips."""
+    with torch.no_grad():
+        ref = module(clips).numpy()
+    got = _ort_features(_cpu_session(path, target), clips)
+    if got.shape != ref.shape:
+        raise SSTEdgeError(f"ONNX Runtime output shape {got.shape} differs from PyTorch's {ref.shape}", path)
+    return agreement(ref, got)
+
+
+def agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
+    a, b = ref.reshape(-1, ref.shape[-1]), got.reshape(-1, got.shape[-1])
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    return {"clips": int(ref.shape[0]), "max_abs_diff": float(np.abs(ref - got).max()),
+            "mean_abs": float(np.abs(ref).mean()), "min_cosine": float(cos.min()),
+            "mean_cosine": float(cos.mean())}
+
+
+# ----------------------------------------------------------------------------------------- directories
+def _check_out(out: Path, overwrite: bool) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise SSTEdgeError("the output exists and is not a directory", out)
+    if any(out.iterdir()):
+        if not (out / CARD_FILE).is_file():
+            raise SSTEdgeError("the output directory is not empty and holds no model card: refusing to "
+                               "replace it", out)
+        if not overwrite:
+            raise SSTEdgeError("a model already exists here (pass --overwrite to replace it)", out)
+
+
+@contextlib.contextmanager
+def staging(out: Path) -> Iterator[Path]:
+    """A directory beside `out` that replaces it only when the block succeeds (old model kept until then)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, old / "model")
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- latency
+def measure_latency(paths: dict[str, Path], target: Target, config: SpaceConfig, rounds: int = 3,
+                    progress: bool = False) -> dict[str, dict[str, Any]]:
+    """Per-clip latency (batch 1) of each model file on the target, interleaved in one pool of rounds.
+    Empty when the target's provider is not on this machine (a GPU target exported on a CPU box)."""
+    from dataclasses import replace
+
+    from ..cost.profile import ort_opener, resolve_clock, timed
+    from ..cost.timing import TimingPolicy
+    from .onnx_export import available_providers
+
+    if target.provider not in available_providers():
+        return {}
+    x = parity_clips(config, 1).numpy()
+    policy = replace(TimingPolicy(rounds=rounds, max_rounds=rounds + 2), clock=resolve_clock(target))
+    openers = {k: ort_opener(p, target, x) for k, p in paths.items()}
+    timings, _ = timed(openers, policy, 0, "measure latency", progress)
+    return {k: {**t.to_dict(), "clock": policy.clock} for k, t in timings.items()}
+
+
+def predicted_latency(config: SpaceConfig, sample: dict[str, Any], target: Target) -> dict[str, Any]:
+    """From the shipped or local latency table of this space x target, when it was made on this device."""
+    from ..cost.latency import load_table
+
+    name = f"{config.name}.{target.name}"
+    try:
+        table = load_table(name, config, target)
+    except SSTEdgeError as e:
+        return {"ms": None, "table": name, "why": e.message}
+    return {"ms": round(table.predict_ms(sample), 4), "raw_ms": round(table.predict_ms(sample, raw=True), 4),
+            "table": name}
+
+
+# ------------------------------------------------------------------------------------------------ export
+def export_model(subnet: str | Path, weights: str | Path, target: str | Path | Target, out: str | Path, *,
+                 data: str | Path | None = None, quantization: str | None = None,
+                 episodes: int = 100, measure: bool = True, overwrite: bool = False,
+                 progress: bool = True) -> ModelCard:
+    """The `export` verb. `data`: a dataset directory for static-quantization calibration clips and the
+    int8 accuracy check on validation episodes; `quantization` overrides the target's mode."""
+    out = Path(out)
+    target = load_target(target)
+    _check_out(out, overwrite)
+    config, sample, module, meta = load_export_subnet(subnet, weights)
+    head = _run_head(weights)
+
+    def say(msg: str) -> None:
+        _log(progress, msg)
+
+    extra: dict[str, Any] = {"created": _now(), "sst_edge": __version__}
+    with staging(out) as tmp:
+        fp32 = tmp / "model.fp32.onnx"
+        say(f"export  {config.name} subnet -> ONNX opset {target.opset} ({target.name})")
+        export_onnx(module, torch.zeros(config.input_shape(1)), fp32, target.opset, target.dynamic_batch)
+        pin_output_shape(fp32, config.frames, config.stages[-1].channels)
+        check_onnx(fp32)
+        trt = check_graph(fp32)
+        trt.trtexec = trtexec_command(MODEL_FILE, ENGINE_FILE, config.input_shape(1), fp16=target.precision
+                                      == "fp16")
+        if target.provider == "TensorrtExecutionProvider" and not trt.ok:
+            raise SSTEdgeError("the graph is not what TensorRT takes", subnet, trt.problems())
+        clips = parity_clips(config)
+        par = parity(module, fp32, target, clips)
+        say(f"parity  PyTorch vs ONNX Runtime fp32: max abs diff {par['max_abs_diff']:.2e} "
+            f"(limit {PARITY_TOL:g}) on {par['clips']} random clips")
+        if not par["max_abs_diff"] <= PARITY_TOL:
+            raise SSTEdgeError(f"parity check failed: max abs diff {par['max_abs_diff']:.3g} > "
+                               f"{PARITY_TOL:g} between PyTorch and ONNX Runtime", subnet)
+        final = tmp / MODEL_FILE
+        extra["parity"] = {**par, "tolerance": PARITY_TOL, "reference": "PyTorch eager, fp32",
+                           "checked": "fp32 graph on CPUExecutionProvider"}
+        if target.precision == "int8":
+            extra["quantization"] = quantize_for_target(
+                fp32, final, target, config, mode=quantization, data=data, clips=clips.numpy(),
+                episodes=episodes, head=head, progress=progress, say=say)
+        elif target.precision == "fp16" and target.provider != "TensorrtExecutionProvider":
+            convert_fp16(fp32, final)
+        elif target.device == "cpu":
+            optimize_offline(fp32, final, target)
+        else:
+            os.replace(fp32, final)
+        if target.device == "cpu" and target.precision == "int8":
+            optimized = tmp / "model.opt.onnx"
+            optimize_offline(final, optimized, target)
+            os.replace(optimized, final)
+        if final.exists() and target.device == "cpu":
+            extra["parity"]["final"] = agreement(module(clips).detach().numpy(),
+                                                 _ort_features(_cpu_session(final, target), clips))
+        extra["tensorrt"] = _tensorrt_step(tmp, final, trt, target, config, say)
+        extra["cost"] = _cost(config, sample)
+        extra["latency"] = {"predicted": predicted_latency(config, sample, target), "measured": None}
+        if measure:
+            refs = {"model": final}
+            if target.precision == "int8":
+                refs["fp32"] = fp32
+            m = measure_latency(refs, target, config, progress=progress)
+            extra["latency"]["measured"] = m.get("model") or {
+                "why": f"{target.provider} is not available here; measure on the device"}
+            if "fp32" in m and "quantization" in extra:
+                extra["quantization"]["latency"] = {
+                    "fp32_ms": m["fp32"]["median_ms"], "int8_ms": m["model"]["median_ms"],
+                    "speedup": round(m["fp32"]["median_ms"] / m["model"]["median_ms"], 3)}
+        fp32.unlink(missing_ok=True)
+        extra["weights"] = {"path": str(meta["path"]), "sha256": sha256_file(meta["path"])}
+        if meta.get("metrics"):
+            extra["subnet_metrics"] = meta["metrics"]
+        files = {p.name: file_record(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        io = ({"name": INPUT_NAME, "shape": ["batch", *config.input_shape(1)[1:]], "dtype": "float32"},
+              {"name": OUTPUT_NAME, "shape": ["batch", config.frames, config.stages[-1].channels],
+               "dtype": "float32"})
+        card = ModelCard(out.name, config.name, config.hash, sample, _target_record(target),
+                         _preprocess(config), *io, head, files, extra)
+        card.save(tmp / CARD_FILE)
+    card.path = out / CARD_FILE
+    return card
+
+
+def _tensorrt_step(tmp: Path, final: Path, trt: Any, target: Target, config: SpaceConfig,
+                   say: Callable[[str], None]) -> dict[str, Any]:
+    rec = trt.to_dict()
+    if target.provider != "TensorrtExecutionProvider":
+        return rec
+    if tensorrt_available():
+        build_engine(final, tmp / ENGINE_FILE, config.input_shape(1), fp16=target.precision == "fp16")
+        rec["engine"] = ENGINE_FILE
+    else:
+        rec["engine"] = None
+        rec["why"] = ("TensorRT is not installed here (building an engine needs an NVIDIA GPU with TensorRT "
+                      ">= 8.6: JetPack 6 on a Jetson, or `pip install tensorrt` beside a CUDA driver); "
+                      "build it on the device with the trtexec command, or let ONNX Runtime's TensorRT "
+                      "provider build and cache it at first run")
+        say(f"tensorrt  no engine built: {rec['why']}")
+    return rec
+
+
+def _cost(config: SpaceConfig, sample: dict[str, Any]) -> dict[str, Any]:
+    from ..cost.flops import subnet_cost
+
+    c = subnet_cost(config, sample)
+    return {"gflops": float(f"{c.gflops:.5g}"), "mparams": float(f"{c.mparams:.5g}"),
+            "convention": "multiply-adds (fvcore)"}
+
+
+def _preprocess(config: SpaceConfig) -> Preprocess:
+    return Preprocess(frames=config.frames, size=config.size, resize=default_resize(config.size))
+
+
+def _target_record(target: Target) -> dict[str, Any]:
+    return {**target.canonical(), "hash": target.hash}
+
+
+def card_summary(card: ModelCard) -> list[str]:
+    """What `sst-edge export` prints: the figures a user checks before shipping the directory."""
+    x = card.extra
+    lines = [f"model     {card.path.parent if card.path else card.name}  ({card.space}, target "
+             f"{card.target['name']}, input {'x'.join(str(d) for d in card.input['shape'])})"]
+    for name, rec in card.files.items():
+        lines.append(f"file      {name}  {rec['bytes'] / 1e6:.2f} MB  sha256 {rec['sha256'][:16]}...")
+    c = x.get("cost", {})
+    lines.append(f"cost      {c.get('gflops')} GFLOPs (multiply-adds), {c.get('mparams')} M params")
+    p = x.get("parity", {})
+    lines.append(f"parity    max abs diff {p.get('max_abs_diff', float('nan')):.2e} vs PyTorch "
+                 f"(limit {p.get('tolerance')})")
+    lat = x.get("latency", {})
+    pred, meas = lat.get("predicted") or {}, lat.get("measured") or {}
+    pred_s = f"{pred['ms']:.2f} ms ({pred['table']})" if pred.get("ms") is not None else \
+        f"n/a ({pred.get('why', 'no table')})"
+    meas_s = f"{meas['median_ms']:.2f} ms median (p10 {meas['p10_ms']:.2f}, p90 {meas['p90_ms']:.2f})" \
+        if "median_ms" in meas else f"n/a ({meas.get('why', 'not measured')})"
+    lines += [f"latency   predicted {pred_s}", f"latency   measured {meas_s} per clip"]
+    q = x.get("quantization")
+    if q:
+        acc = q.get("accuracy", {})
+        acc_s = acc.get("why", "")
+        if "fp32" in acc:
+            acc_s = (f"accuracy fp32 {acc['fp32']:.1%} -> int8 {acc['int8']:.1%} "
+                     f"({acc['change_points']:+.1f} points, {acc['episodes']} {acc['split']} episodes)")
+        sp = q.get("latency", {})
+        sp_s = f"speed x{sp['speedup']:.2f} vs fp32" if sp else ""
+        lines.append(f"int8      {q['mode']}: {acc_s}; {sp_s}".rstrip("; "))
+    t = x.get("tensorrt", {})
+    status = "passed" if t.get("ok") else "FAILED: " + "; ".join(t.get("unsupported", []))
+    lines.append(f"tensorrt  static check {status}" + (f"; engine {t['engine']}" if t.get("engine") else ""))
+    if card.target.get("execution_providers", [""])[0] == "TensorrtExecutionProvider" or not t.get("ok"):
+        lines.append(f"trtexec   {t.get('trtexec')}")
+    return lines

@@ -1,0 +1,171 @@
+"""INT8 for CPU targets: dynamic or static (calibrated) quantization, with the accuracy change measured.
+
+Dynamic: weights int8 offline, activation ranges at run time (no data needed). Static: activation ranges
+fixed from calibration clips of the training split, QDQ format (ONNX Runtime fuses QDQ pairs into integer
+kernels). Both quantize MatMul/Gemm only: quantized convolutions are slower than fp32 on this CPU
+(../shared/notes/measurements.md). An int8 model is only worth shipping next to what it costs in accuracy,
+so with a dataset both models are scored on the same validation episodes through ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SSTEdgeError
+from ..fileio import atomic_write
+from ..space.config import SpaceConfig
+from .onnx_export import INPUT_NAME, _quiet, quantize_dynamic_int8
+from .targets import Target
+
+MODES = ("dynamic", "static")
+METHODS = ("minmax", "entropy", "percentile")
+
+
+def calibration_clips(data: str | Path, config: SpaceConfig, count: int, seed: int = 0,
+                      progress: bool = False) -> list[np.ndarray]:
+    """`count` clips of the training split (seeded), preprocessed as at evaluation, each [1, T, 3, H, W]."""
+    from tqdm import tqdm
+
+    from ..data.datasets import load_splits
+    from ..data.preprocess import Preprocess, default_resize, load_clip
+
+    clips = load_splits(data).train
+    paths = [p for p, _ in clips.items()]
+    if not paths:
+        raise SSTEdgeError("the training split holds no clips to calibrate with", data)
+    chosen = random.Random(seed).sample(paths, min(count, len(paths)))
+    pre = Preprocess(frames=config.frames, size=config.size, resize=default_resize(config.size))
+    return [load_clip(p, pre).numpy()[None] for p in tqdm(chosen, desc="calibration clips", unit="clip",
+                                                          disable=not progress, leave=False)]
+
+
+def quantize_static_int8(src: str | Path, dst: str | Path, clips: list[np.ndarray],
+                         op_types: tuple[str, ...] = ("MatMul", "Gemm"), per_channel: bool = False,
+                         reduce_range: bool = False, method: str = "minmax") -> Path:
+    """ORT `quant_pre_process`, then static QDQ quantization with activation ranges from `clips`."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    if method not in METHODS:
+        raise SSTEdgeError(f"unknown calibration method {method!r} (known: {', '.join(METHODS)})")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(clips)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.it, None)
+            return None if x is None else {INPUT_NAME: x}
+
+    dst = Path(dst)
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        with _quiet():
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+
+        def write(out: Path) -> None:
+            with _quiet():
+                quantize_static(pre, out, Reader(), quant_format=QuantFormat.QDQ,
+                                op_types_to_quantize=list(op_types), per_channel=per_channel,
+                                reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+                                weight_type=QuantType.QInt8, calibrate_method=methods[method])
+
+        return atomic_write(dst, write)
+
+
+def episode_accuracy(paths: dict[str, Path], target: Target, config: SpaceConfig, data: str | Path,
+                     head: Any, episodes: int, split: str = "val", seed: int = 0,
+                     progress: bool = False) -> dict[str, float]:
+    """Mean 5-way 1-shot accuracy of each ONNX model on the same seeded episodes of `split`."""
+    import torch
+
+    from ..data.datasets import load_splits
+    from ..data.episodes import EpisodeDataset
+    from ..data.preprocess import Preprocess, default_resize
+    from ..train.evaluate import embedded_episode_accuracies
+    from .export import _cpu_session
+
+    clips = getattr(load_splits(data), split)
+    way = min(5, len(clips.classes))
+    pre = Preprocess(frames=config.frames, size=config.size, resize=default_resize(config.size))
+    out = {}
+    for key, path in paths.items():
+        sess = _cpu_session(path, target)
+
+        def embed(x: torch.Tensor, sess: Any = sess) -> torch.Tensor:
+            return torch.from_numpy(sess.run(None, {INPUT_NAME: x.numpy()})[0])
+
+        ds = EpisodeDataset(clips, pre, way=way, shot=1, query=1, episodes=episodes, seed=seed, train=False)
+        acc = embedded_episode_accuracies(embed, ds, [head], progress=progress, desc=f"accuracy {key}")
+        out[key] = float(acc[0].mean())
+    return out
+
+
+def quantize_for_target(fp32: Path, dst: Path, target: Target, config: SpaceConfig, *, mode: str | None,
+                        data: str | Path | None, clips: np.ndarray, episodes: int = 100,
+                        head: Any = None, progress: bool = False,
+                        say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Quantize `fp32` into `dst` as the target says (or `mode`); returns the card's quantization record:
+    settings, agreement with fp32 on `clips`, and the accuracy change when `data` is given."""
+    from ..fewshot import HeadConfig
+    from .export import _cpu_session, _ort_features, agreement
+
+    q = target.quantization
+    settings = {"op_types": list(q.op_types) if q else ["MatMul", "Gemm"],
+                "per_channel": q.per_channel if q else False, "reduce_range": q.reduce_range if q else False}
+    mode = mode or (q.mode if q else "dynamic")
+    if mode not in MODES:
+        raise SSTEdgeError(f"unknown quantization mode {mode!r} (known: {', '.join(MODES)})")
+    rec: dict[str, Any] = {"mode": mode, **settings}
+    if mode == "static":
+        if data is None:
+            raise SSTEdgeError("static quantization calibrates on clips of a dataset: pass --data DIR "
+                               "(or use --quantization dynamic)", target.source or target.name)
+        cal = dict(q.calibration) if q and q.calibration else {}
+        count, method = int(cal.get("clips", 64)), str(cal.get("method", "minmax"))
+        seed = int(cal.get("seed", 0))
+        say(f"int8    static quantization, {method} calibration on {count} training clips")
+        cal_clips = calibration_clips(data, config, count, seed, progress)
+        quantize_static_int8(fp32, dst, cal_clips, settings["op_types"], settings["per_channel"],
+                             settings["reduce_range"], method)
+        rec["calibration"] = {"method": method, "clips": len(cal_clips), "seed": seed, "split": "train",
+                              "data": str(data)}
+    else:
+        say("int8    dynamic quantization of " + "/".join(settings["op_types"]))
+        quantize_dynamic_int8(fp32, dst, tuple(settings["op_types"]), settings["per_channel"],
+                              settings["reduce_range"])
+    ref = _ort_features(_cpu_session(fp32, target), _as_tensor(clips))
+    got = _ort_features(_cpu_session(dst, target), _as_tensor(clips))
+    rec["agreement_with_fp32"] = agreement(ref, got)
+    if data is None:
+        rec["accuracy"] = {"why": "pass --data DIR to measure the accuracy change on validation episodes"}
+        return rec
+    head = head or HeadConfig()
+    acc = episode_accuracy({"fp32": fp32, "int8": dst}, target, config, data, head, episodes,
+                           progress=progress)
+    rec["accuracy"] = {"split": "val", "episodes": episodes, "way": 5, "shot": 1, "head": head.kind,
+                       "fp32": acc["fp32"], "int8": acc["int8"],
+                       "change_points": round(100 * (acc["int8"] - acc["fp32"]), 2)}
+    say(f"int8    accuracy on {episodes} val episodes: fp32 {acc['fp32']:.1%}, int8 {acc['int8']:.1%} "
+        f"({rec['accuracy']['change_points']:+.1f} points)")
+    return rec
+
+
+def _as_tensor(x: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x))
