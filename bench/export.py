@@ -52,7 +52,7 @@ def paper_models(tmp: Path) -> tuple[torch.nn.Module, dict[str, Path], torch.Ten
                               ("ort int8 static", "cpu-int8", "static")]:
         out = tmp / key.replace(" ", "_")
         export_model(PAPER_SUBNET, weights, target, out, data=data if mode == "static" else None,
-                     quantization=mode, measure=False, progress=True)
+                     quantization=mode, episodes=0, measure=False, progress=True)
         paths[key] = out / MODEL_FILE
     _, _, module, _ = load_export_subnet(PAPER_SUBNET, weights)
     return module, paths, torch.randn(config.input_shape(1), generator=torch.Generator().manual_seed(0))

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .cli_deploy import add_export
+from .cli_deploy import add_export, add_runtime
 from .errors import SSTEdgeError
 
 
@@ -259,17 +259,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .fileio import atomic_write_json
-    from .train.evaluate import evaluate
 
-    if args.model is not None:
-        raise SSTEdgeError("evaluating an exported model (--model) is not implemented yet: use --weights "
-                           "with a training run", args.model)
     heads = ["alignment", "prototype"] if args.head == "both" else [args.head]
-    r = evaluate(args.space, args.weights, args.data, split_dir=args.split, split=args.eval_split,
-                 subnet=args.subnet, way=args.way, shot=args.shot, query=args.query, episodes=args.episodes,
-                 seed=args.seed, heads=heads, tau=args.tau, window=args.window,
-                 reversed_pairs=args.reversed_pairs, resize=args.resize, workers=args.workers,
-                 threads=args.threads, progress=not args.no_progress)
+    common = dict(split_dir=args.split, split=args.eval_split, way=args.way, shot=args.shot, query=args.query,
+                  episodes=args.episodes, seed=args.seed, heads=heads, tau=args.tau, window=args.window,
+                  reversed_pairs=args.reversed_pairs, threads=args.threads, progress=not args.no_progress)
+    if args.model is not None:
+        from .runtime.verbs import eval_model
+
+        if args.subnet or args.resize:
+            raise SSTEdgeError("--subnet and --resize do not apply to an exported model (its card fixes "
+                               "both)", args.model)
+        r = eval_model(args.model, args.data, workers=max(0, args.workers - 1), **common)
+    else:
+        from .train.evaluate import evaluate
+
+        if args.space is None:
+            raise SSTEdgeError("--weights needs --space (the space the run trained)")
+        r = evaluate(args.space, args.weights, args.data, subnet=args.subnet, resize=args.resize,
+                     workers=args.workers, **common)
     print("\n".join(r.lines()))
     if args.out:
         print(f"wrote {atomic_write_json(args.out, r.to_dict())}")
@@ -285,8 +293,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                     "run, else the largest (most FLOPs) subnet of the run's shrunk space.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", help="a training run folder (runs/NAME) or a supernet .safetensors")
-    src.add_argument("--model", help="an exported model folder (models/NAME): not implemented yet")
-    p.add_argument("--space", required=True, help="space name or path (must match the weights)")
+    src.add_argument("--model", help="an exported model folder (models/NAME): the same episodes, with "
+                                     "features from ONNX Runtime")
+    p.add_argument("--space", help="space name or path (must match the weights; not needed with --model)")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--split", help="folder of train/val/test split files (default DATA/splits)")
     p.add_argument("--eval-split", choices=["test", "val", "train"], default="test",
@@ -465,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     add_export(sub)
+    add_runtime(sub)
     return parser
 
 

@@ -11,6 +11,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+TARGET = "cpu-fp32"
+SHOTS = 5  # clips enrolled per action; the rest of each meta-test class is classified
+
 
 @dataclass
 class Stage:
@@ -18,14 +21,17 @@ class Stage:
     output: str = ""
     seconds: float = 0.0
     figures: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
 
 
 def _run(console: Console, stages: list[Stage], name: str, fn: Callable[[Stage], None]) -> Stage:
     console.rule(f"[bold]{name}")
     stage = Stage(name)
-    t0 = time.perf_counter()
     fn(stage)
-    stage.seconds = time.perf_counter() - t0
+    stage.seconds = stage.elapsed()
     stages.append(stage)
     return stage
 
@@ -38,7 +44,9 @@ def _summary(console: Console, stages: list[Stage], out: Path) -> None:
         figs = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in s.figures.items())
         table.add_row(s.name, s.output, f"{s.seconds:.1f}", figs)
     console.print(table)
-    console.print(f"All files are under {out.resolve()}")
+    console.print(f"All files are under {out.resolve()}; plots:")
+    for png in sorted(out.rglob("*.png")):
+        console.print(f"  {png}", markup=False, highlight=False)
 
 
 def run_demo(out: str | Path = "demo_out", space: str = "sst_tiny", seed: int = 0,
@@ -85,42 +93,100 @@ def run_demo(out: str | Path = "demo_out", space: str = "sst_tiny", seed: int = 
                       "val acc": r.val_acc[-1] or 0.0, "dropped": len(r.dropped),
                       "architectures": f"{r.full_space_size:,} -> {r.space_size:,}"}
 
+    table_path = out / "latency_tables" / f"{space}.{TARGET}.json"
+    model_dir = out / "models" / space
+    gallery_dir = out / "gallery"
+
+    def profile_stage(st: Stage) -> None:
+        from .cost.profile import run_profile
+
+        tab = run_profile(space, TARGET, out=str(table_path), validate=10, rounds=3, seed=seed)
+        loo = tab.validation["figures"]["corrected_loo"]
+        st.output = f"{table_path} (+ .validation.png)"
+        st.figures = {"parts": len(tab.stages) * 6 + len(tab.fixed), "within 10%": loo["within_10pct"],
+                      "RMSPE %": loo["rmspe_pct"], "Kendall tau": loo["kendall_tau"]}
+
     def search_stage(st: Stage) -> None:
-        from .cost.flops import predicted_cost
+        from .cost.latency import load_table
         from .search import SearchSettings, run_search
         from .space.config import load_space
         from .space.report import extreme_sample
         from .train.evaluate import run_restriction
 
         config = load_space(space)
+        table = load_table(table_path, config)
         keep = run_restriction(out / "run", config)
-        lo = predicted_cost(config, extreme_sample(config, keep)).gflops
-        hi = predicted_cost(config, extreme_sample(config, keep, largest=True)).gflops
-        budget = round(lo + 0.6 * (hi - lo), 6)
+        lo = table.predict_ms(extreme_sample(config, keep))
+        hi = table.predict_ms(extreme_sample(config, keep, largest=True))
+        budget = round(lo + 0.6 * (hi - lo), 4)
         settings = SearchSettings(trials=24, population=8, sample_size=3, episodes=30, seed=seed,
-                                  budget_gflops=budget)
+                                  budget_ms=budget, table=str(table_path))
         summary = run_search(space, out / "run", out / "data", out / "search", settings)
         best, rnd = summary["best"], summary["random_best"]
         st.output = f"{out / 'search'} (best.json, trials.csv, pareto.png)"
-        st.figures = {"budget GFLOPs": budget, "best acc": best["accuracy"], "random acc": rnd["accuracy"],
-                      "best GFLOPs": best["gflops"], "best Mparams": best["mparams"],
-                      "over budget": summary["over_budget"]}
+        st.figures = {"budget ms": budget, "best acc": best["accuracy"], "random acc": rnd["accuracy"],
+                      "best ms": best["latency_ms"], "over budget": summary["over_budget"]}
+
+    def export_stage(st: Stage) -> None:
+        from .deploy.export import card_summary, export_model
+
+        card = export_model(out / "search" / "best.json", out / "run", TARGET, model_dir,
+                            latency_table=table_path)
+        for line in card_summary(card):
+            console.print(line, markup=False, highlight=False)
+        x = card.extra
+        st.output = f"{model_dir} (model.onnx, card.json)"
+        st.figures = {"GFLOPs": x["cost"]["gflops"], "Mparams": x["cost"]["mparams"],
+                      "predicted ms": x["latency"]["predicted"].get("ms") or float("nan"),
+                      "measured ms": x["latency"]["measured"]["median_ms"],
+                      "parity": x["parity"]["max_abs_diff"]}
+
+    def runtime_stages() -> None:
+        from .data.datasets import load_splits
+        from .runtime.engine import FewShotRuntime
+        from .runtime.verbs import classify, enroll
+
+        rt = FewShotRuntime(model_dir)
+        test = load_splits(out / "data").test
+        support = {c: list(paths[:SHOTS]) for c, paths in test.clips.items()}
+        queries = [(p, c) for c, paths in test.clips.items() for p in paths[SHOTS:]]
+
+        def enroll_stage(st: Stage) -> None:
+            for label, clips in support.items():
+                enroll(rt, gallery_dir, label, clips, progress=False)
+            st.output = f"{gallery_dir} ({len(support)} actions x {SHOTS} clips, unseen in training)"
+            st.figures = {"labels": len(support), "clips": sum(map(len, support.values())),
+                          "ms per clip": 1000 * st.elapsed() / max(1, sum(map(len, support.values())))}
+
+        def classify_stage(st: Stage) -> None:
+            report = classify(rt, gallery_dir, [p for p, _ in queries], progress=True)
+            right = sum(p.label == c for (_, c), (_, p) in zip(queries, report.results, strict=True))
+            for line in report.lines()[:4]:
+                console.print(line, markup=False, highlight=False)
+            st.output = f"{len(queries)} held-out clips of the enrolled actions"
+            st.figures = {"accuracy": right / len(queries), "chance": 1 / len(support),
+                          "ms per clip": 1000 * st.elapsed() / len(queries)}
+
+        _run(console, stages, "enroll", enroll_stage)
+        _run(console, stages, "classify", classify_stage)
 
     def eval_stage(st: Stage) -> None:
-        from .train.evaluate import evaluate
+        from .runtime.verbs import eval_model
 
-        r = evaluate(space, out / "run", out / "data", subnet=out / "search" / "best.json", episodes=200,
-                     seed=seed, heads=("alignment", "prototype"))
+        r = eval_model(model_dir, out / "data", episodes=200, seed=seed, heads=("alignment", "prototype"))
         for line in r.lines():
-            console.print(line)
-        st.output = "5-way 1-shot, meta-test classes"
+            console.print(line, markup=False, highlight=False)
+        st.output = "5-way 1-shot, meta-test classes, ONNX Runtime"
         st.figures = {"alignment acc": r.accuracy["alignment"], "+-": r.ci95["alignment"],
                       "prototype acc": r.accuracy["prototype"]}
 
     _run(console, stages, "space", space_stage)
     _run(console, stages, "data", data_stage)
     _run(console, stages, "train", train_stage)
+    _run(console, stages, "profile", profile_stage)
     _run(console, stages, "search", search_stage)
+    _run(console, stages, "export", export_stage)
+    runtime_stages()
     _run(console, stages, "eval", eval_stage)
     _summary(console, stages, out)
     return stages

@@ -108,8 +108,9 @@ def test_eval_with_a_subnet_document_and_the_model_option(run_dir: Path, synth_d
                  "--head", "prototype", "--way", "3")
     assert r["subnet_source"] == str(sub) and set(r["accuracy"]) == {"prototype"}
     capsys.readouterr()
-    assert main(["eval", "--space", "sst_tiny", "--model", "models/x", "--data", str(synth_dataset)]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tmp_path / "models" / "x"), "--data", str(synth_dataset)]) == 2
+    err = capsys.readouterr().err
+    assert "models/x" in err and "card.json" in err
     with pytest.raises(SystemExit):
         main(["eval", "--space", "sst_tiny", "--model", "m", "--weights", str(run_dir), "--data", "d"])
     other = ["eval", "--space", "sst_paper", "--weights", str(run_dir), "--data", str(synth_dataset)]

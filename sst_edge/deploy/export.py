@@ -5,7 +5,8 @@ weights it inherits (or was fine-tuned with), export fp32 ONNX (TorchScript expo
 dynamic batch, T/H/W fixed and the output pinned to [batch, T, C]), `onnx.checker` with the full check,
 the static TensorRT check (a failure only fails TensorRT targets), parity against PyTorch on random clips
 (max abs diff <= 1e-4), then the target's precision step (int8 quantization, fp16), ONNX Runtime's graph
-optimisation saved offline for CPU targets, a latency measurement, and `card.json` with every file's
+optimisation (checked by the parity session, which optimises at the target's level), a latency
+measurement, and `card.json` with every file's
 sha256. The directory is built beside `out` and renamed into place at the end.
 """
 
@@ -117,23 +118,6 @@ def check_onnx(path: Path) -> None:
         raise SSTEdgeError(f"onnx.checker rejected the exported model: {e}", path) from None
 
 
-def optimize_offline(src: Path, dst: Path, target: Target) -> None:
-    """ONNX Runtime's graph optimisation, saved: 'extended' (fusions of GELU, LayerNorm, attention
-    MatMul+Add...) is portable across CPUs; the 'all' level's layout changes are hardware-specific and
-    ORT applies them at session start anyway."""
-    import onnxruntime as ort
-
-    from .onnx_export import session_options
-
-    so = session_options(target)
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    so.optimized_model_filepath = str(dst)
-    try:
-        ort.InferenceSession(str(src), so, providers=[CPU])
-    except Exception as e:
-        raise SSTEdgeError(f"ONNX Runtime could not optimise the model: {e}", src) from None
-
-
 def parity_clips(config: SpaceConfig, n: int = PARITY_CLIPS, seed: int = 0) -> torch.Tensor:
     """Random clips as preprocessing makes them (normalised pixels, roughly N(0, 1))."""
     g = torch.Generator().manual_seed(seed)
@@ -227,11 +211,12 @@ def measure_latency(paths: dict[str, Path], target: Target, config: SpaceConfig,
     return {k: {**t.to_dict(), "clock": policy.clock} for k, t in timings.items()}
 
 
-def predicted_latency(config: SpaceConfig, sample: dict[str, Any], target: Target) -> dict[str, Any]:
-    """From the shipped or local latency table of this space x target, when it was made on this device."""
+def predicted_latency(config: SpaceConfig, sample: dict[str, Any], target: Target,
+                      table: str | Path | None = None) -> dict[str, Any]:
+    """From `table`, else the local or shipped table of this space x target, if made on this device."""
     from ..cost.latency import load_table
 
-    name = f"{config.name}.{target.name}"
+    name = str(table) if table is not None else f"{config.name}.{target.name}"
     try:
         table = load_table(name, config, target)
     except SSTEdgeError as e:
@@ -243,10 +228,11 @@ def predicted_latency(config: SpaceConfig, sample: dict[str, Any], target: Targe
 # ------------------------------------------------------------------------------------------------ export
 def export_model(subnet: str | Path, weights: str | Path, target: str | Path | Target, out: str | Path, *,
                  data: str | Path | None = None, quantization: str | None = None,
-                 episodes: int = 100, measure: bool = True, overwrite: bool = False,
-                 progress: bool = True) -> ModelCard:
+                 episodes: int = 100, latency_table: str | Path | None = None, measure: bool = True,
+                 overwrite: bool = False, progress: bool = True) -> ModelCard:
     """The `export` verb. `data`: a dataset directory for static-quantization calibration clips and the
-    int8 accuracy check on validation episodes; `quantization` overrides the target's mode."""
+    int8 accuracy check on validation episodes; `quantization` overrides the target's mode;
+    `latency_table` predicts the latency (default: the table named SPACE.TARGET)."""
     out = Path(out)
     target = load_target(target)
     _check_out(out, overwrite)
@@ -284,20 +270,19 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
                 episodes=episodes, head=head, progress=progress, say=say)
         elif target.precision == "fp16" and target.provider != "TensorrtExecutionProvider":
             convert_fp16(fp32, final)
-        elif target.device == "cpu":
-            optimize_offline(fp32, final, target)
         else:
-            os.replace(fp32, final)
-        if target.device == "cpu" and target.precision == "int8":
-            optimized = tmp / "model.opt.onnx"
-            optimize_offline(final, optimized, target)
-            os.replace(optimized, final)
+            shutil.copyfile(fp32, final)
+        extra["graph_optimization"] = {
+            "level": target.graph_optimization, "when": "at session start",
+            "why": "files optimised offline (ORT's 'basic' or 'extended' level) ran 3-5% slower here than "
+                   "the plain graph optimised by the session itself"}
         if final.exists() and target.device == "cpu":
             extra["parity"]["final"] = agreement(module(clips).detach().numpy(),
                                                  _ort_features(_cpu_session(final, target), clips))
         extra["tensorrt"] = _tensorrt_step(tmp, final, trt, target, config, say)
         extra["cost"] = _cost(config, sample)
-        extra["latency"] = {"predicted": predicted_latency(config, sample, target), "measured": None}
+        extra["latency"] = {"predicted": predicted_latency(config, sample, target, latency_table),
+                            "measured": None}
         if measure:
             refs = {"model": final}
             if target.precision == "int8":

@@ -137,6 +137,11 @@ def available_providers() -> list[str]:
 
 def session_options(target: Target) -> ort.SessionOptions:
     """Threads and graph optimisation from the target; sequential execution (one clip, no inter-op)."""
+    return make_session_options(target.graph_optimization, target.threads)
+
+
+def make_session_options(graph_optimization: str = "all", threads: int = 1) -> ort.SessionOptions:
+    """SessionOptions as every sst-edge session uses them (profiling, export checks, the runtime)."""
     import onnxruntime as ort
 
     levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -144,8 +149,8 @@ def session_options(target: Target) -> ort.SessionOptions:
               "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
               "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
     so = ort.SessionOptions()
-    so.graph_optimization_level = levels[target.graph_optimization]
-    so.intra_op_num_threads = target.threads
+    so.graph_optimization_level = levels.get(graph_optimization, levels["all"])
+    so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3

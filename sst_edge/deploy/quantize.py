@@ -151,8 +151,9 @@ def quantize_for_target(fp32: Path, dst: Path, target: Target, config: SpaceConf
     ref = _ort_features(_cpu_session(fp32, target), _as_tensor(clips))
     got = _ort_features(_cpu_session(dst, target), _as_tensor(clips))
     rec["agreement_with_fp32"] = agreement(ref, got)
-    if data is None:
-        rec["accuracy"] = {"why": "pass --data DIR to measure the accuracy change on validation episodes"}
+    if data is None or episodes <= 0:
+        rec["accuracy"] = {"why": "pass --data DIR (and --episodes > 0) to measure the accuracy change on "
+                                  "validation episodes"}
         return rec
     head = head or HeadConfig()
     acc = episode_accuracy({"fp32": fp32, "int8": dst}, target, config, data, head, episodes,

@@ -207,9 +207,10 @@ class EvalResult:
     heads: dict[str, dict[str, Any]] = field(default_factory=dict)
     pairs: list[str] = field(default_factory=list)             # reversed pairs evaluated, if any
     per_pair: dict[str, dict[str, float]] = field(default_factory=dict)  # pair -> head -> accuracy
+    per_episode: Any = field(default=None, repr=False)  # [heads, episodes] accuracies, not serialised
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "per_episode"}
 
     def lines(self) -> list[str]:
         what = (f"2-way {self.shot}-shot on {len(self.pairs)} reversed pairs" if self.pairs
@@ -260,31 +261,46 @@ def evaluate(space: str | Path | SpaceConfig, weights: str | Path, data: str | P
         sample = extreme_sample(config, keep, largest=True)
         source = "largest of the shrunk space" if keep else "largest of the space"
     head_cfgs = [HeadConfig(h, tau, window) for h in heads]
-    splits = load_splits(data, split_dir)
-    clips = splits[split]
     pre = Preprocess(frames=config.frames, size=config.size,
                      resize=resize if resize is not None else default_resize(config.size))
+    result = EvalResult(config.name, meta["path"], dict(sample), source, split, way, shot, query, episodes,
+                        seed)
+    activate(supernet, config, sample)
+    supernet.eval()
+    return score_episodes(result, supernet, load_splits(data, split_dir)[split], pre, head_cfgs,
+                          reversed_pairs=reversed_pairs, workers=workers, progress=progress)
+
+
+def score_episodes(result: EvalResult, embed: Callable[[torch.Tensor], torch.Tensor], clips: ClipSet,
+                   pre: Preprocess, head_cfgs: Sequence[HeadConfig], *, reversed_pairs: bool = False,
+                   workers: int = 0, progress: bool = True, tag: str = "") -> EvalResult:
+    """Fill `result` (its split, way, shot, query, episodes and seed say which episodes) with the accuracy
+    of each head, features from `embed`: the one protocol of `sst-edge eval`, for PyTorch weights and
+    exported models alike. Reversed pairs: 2-way episodes spread over the pairs, one seed each.
+    `result.per_episode` keeps the accuracies ([heads, episodes]) for episode-by-episode comparisons."""
+    r = result
     sets = reversed_pair_sets(clips) if reversed_pairs else [clips]
-    n_way = 2 if reversed_pairs else way
-    per_set = [episodes // len(sets) + (i < episodes % len(sets)) for i in range(len(sets))]
-    acc = []
+    n_way = 2 if reversed_pairs else r.way
+    per_set = [r.episodes // len(sets) + (i < r.episodes % len(sets)) for i in range(len(sets))]
+    acc, used = [], []
     for i, (cs, n) in enumerate(zip(sets, per_set, strict=True)):
         if n:
-            ds = EpisodeDataset(cs, pre, way=n_way, shot=shot, query=query, episodes=n, seed=seed + i,
+            ds = EpisodeDataset(cs, pre, way=n_way, shot=r.shot, query=r.query, episodes=n, seed=r.seed + i,
                                 train=False)
-            acc.append(episode_accuracies(supernet, config, sample, ds, head_cfgs, workers, progress=progress,
-                                          desc=cs.name if reversed_pairs else f"eval {split}"))
+            desc = cs.name if reversed_pairs else f"eval {r.split}{tag}"
+            acc.append(embedded_episode_accuracies(embed, ds, head_cfgs, workers, progress=progress,
+                                                   desc=desc))
+            used.append(cs)
     all_acc = np.concatenate(acc, axis=1)
-    result = EvalResult(config.name, meta["path"], dict(sample), source, split, n_way, shot, query,
-                        all_acc.shape[1], seed,
-                        pairs=[cs.name.split(":", 1)[1] for cs in sets] if reversed_pairs else [])
+    r.way, r.episodes = n_way, all_acc.shape[1]
     if reversed_pairs:
-        result.per_pair = {cs.name.split(":", 1)[1]: {head.kind: float(a[h].mean())
-                                                      for h, head in enumerate(head_cfgs)}
-                           for cs, a in zip([s for s, n in zip(sets, per_set, strict=True) if n], acc,
-                                            strict=True)}
+        r.pairs = [cs.name.split(":", 1)[1] for cs in sets]
+        r.per_pair = {cs.name.split(":", 1)[1]: {head.kind: float(a[h].mean())
+                                                 for h, head in enumerate(head_cfgs)}
+                      for cs, a in zip(used, acc, strict=True)}
     for h, head in enumerate(head_cfgs):
-        result.accuracy[head.kind] = float(all_acc[h].mean())
-        result.ci95[head.kind] = confidence_interval(all_acc[h])
-        result.heads[head.kind] = head.to_dict()
-    return result
+        r.accuracy[head.kind] = float(all_acc[h].mean())
+        r.ci95[head.kind] = confidence_interval(all_acc[h])
+        r.heads[head.kind] = head.to_dict()
+    r.per_episode = all_acc
+    return r

@@ -1,0 +1,136 @@
+"""Classify a long video with a sliding window: (start, end, label, confidence) per window, as it goes.
+
+A window covers W frames (or seconds) and advances by a stride; the model's T frames are sampled at the
+segment centres of the window, exactly as `load_clip` samples a whole clip, so a window that spans one
+enrolled-style clip sees what enrollment saw. A final window is aligned to the end of the video so its tail
+is covered. Smoothing averages the calibrated class probabilities of the last `smooth` windows (causal:
+it needs no future window, so results still stream), which steadies the label between actions at the cost
+of reacting `smooth - 1` windows late.
+
+Decoding overlaps inference: a background thread decodes and preprocesses the next windows into a bounded
+queue while the current one is embedded and matched (both the decoders and ONNX Runtime release the GIL).
+The thread owns its decoder; nothing that holds a file crosses threads.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.decoders import VideoDecoder, make_decoder
+from ..data.preprocess import frames_to_tensor, resized_shape, sample_indices
+from ..errors import SSTEdgeError
+from .classify import UNKNOWN, Classifier
+from .engine import FewShotRuntime
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class StreamWindow:
+    start_s: float
+    end_s: float
+    label: str  # after smoothing; "unknown" below the threshold
+    confidence: float
+    raw_label: str  # this window alone
+    raw_confidence: float
+    start_frame: int
+    end_frame: int  # exclusive
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
+    """First frames of the windows: every `stride` frames, plus one ending at the last frame if needed."""
+    if window < 1 or stride < 1:
+        raise SSTEdgeError(f"window and stride must be >= 1 frame, got window {window}, stride {stride}")
+    if num_frames <= window:
+        return [0]
+    starts = list(range(0, num_frames - window + 1, stride))
+    if starts[-1] + window < num_frames:
+        starts.append(num_frames - window)
+    return starts
+
+
+def _put(q: queue.Queue, stop: threading.Event, item: Any) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _decode_windows(q: queue.Queue, stop: threading.Event, decoder: VideoDecoder, path: Path,
+                    runtime: FewShotRuntime, starts: list[int], window: int, num_frames: int,
+                    size: tuple[int, int]) -> None:
+    pre = runtime.card.preprocess
+    try:
+        for s in starts:
+            n = min(window, num_frames - s)
+            idx = s + sample_indices(n, pre.frames, train=False)
+            clip = frames_to_tensor(decoder.read(path, idx, size), pre).numpy()
+            if not _put(q, stop, (s, s + n, clip)):
+                return
+        _put(q, stop, _END)
+    except BaseException as e:  # handed to the consumer, which re-raises it
+        _put(q, stop, e)
+
+
+def stream_video(runtime: FewShotRuntime, classifier: Classifier, path: str | Path, window: float = 2.0,
+                 stride: float = 1.0, unit: str = "seconds", smooth: int = 1,
+                 prefetch: int = 2) -> Iterator[StreamWindow]:
+    """Yield a StreamWindow per window of `path` (window and stride in `unit`: 'seconds' or 'frames')."""
+    if unit not in ("seconds", "frames"):
+        raise SSTEdgeError(f"unit must be 'seconds' or 'frames', got {unit!r}")
+    if smooth < 1 or prefetch < 1:
+        raise SSTEdgeError(f"smooth and prefetch must be >= 1, got {smooth} and {prefetch}")
+    path = Path(path)
+    decoder = make_decoder(runtime.decoder_name)  # this generator's own; used by the decode thread only
+    info = decoder.info(path)
+    fps = info.fps
+    if unit == "seconds":
+        if not fps > 0:
+            raise SSTEdgeError("the video has no frame rate: give the window and stride in frames", path)
+        w, st = int(round(window * fps)), int(round(stride * fps))
+    else:
+        w, st = int(window), int(stride)
+        fps = fps if fps > 0 else 1.0
+    starts = window_starts(info.num_frames, w, st)
+    size = resized_shape(info.height, info.width, runtime.card.preprocess.resize)
+    q: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+    worker = threading.Thread(target=_decode_windows, name="sst-edge-decode", daemon=True,
+                              args=(q, stop, decoder, path, runtime, starts, w, info.num_frames, size))
+    worker.start()
+    recent: deque[np.ndarray] = deque(maxlen=smooth)
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            s, e, clip = item
+            logits = classifier.logits(runtime.embed(clip[None]))
+            probs = classifier.probabilities(logits)
+            raw = classifier.decide(logits, probs)[0]
+            recent.append(probs[0])
+            mean = np.mean(recent, axis=0)
+            top = int(np.argmax(mean))
+            conf = float(mean[top])
+            label = UNKNOWN if conf < classifier.threshold else classifier.labels[top]
+            yield StreamWindow(round(s / fps, 4), round(e / fps, 4), label, conf, raw.label, raw.confidence,
+                               s, e)
+    finally:
+        stop.set()
+        worker.join(timeout=5)
