@@ -88,7 +88,7 @@ def run_demo(out: str | Path = "demo_out", space: str = "sst_tiny", seed: int = 
         from .train.loop import train_supernet
 
         cfg = TrainConfig(space=space, data=str(out / "data"), episodes=100, epochs=8, val_episodes=20,
-                          seed=seed, shrink=ShrinkConfig(warmup=2, period=1))
+                          seed=seed, shrink=ShrinkConfig(warmup=2, period=2))
         r = train_supernet(cfg, out / "run")
         st.output = f"{out / 'run'} (loss.png, scores.png, shrunk.json)"
         st.figures = {"loss first epoch": r.first_epoch_loss, "loss last epoch": r.last_epoch_loss,

@@ -156,7 +156,11 @@ def _run_baseline(config: SpaceConfig, keep: dict | None, budget: Budget, table:
             if key not in seen and _cost_of(sample, config, budget, table) <= limit:
                 break
         else:
-            raise SSTEdgeError("no random subnet meets the budget: raise it")
+            if not seen:
+                raise SSTEdgeError("no random subnet meets the budget: raise it")
+            # a small (shrunk) space holds fewer subnets under the budget than trials: all were scored
+            tqdm.write(f"random baseline: only {len(seen)} distinct subnets meet the budget; all scored")
+            return
         seen.add(key)
         metrics = score(sample, str(out))
         metrics["finished"] = time.time()
