@@ -90,3 +90,18 @@ def test_impossible_budget_is_refused(trained_run, synth_dataset, tmp_path):
 def test_weights_of_another_space_are_refused(trained_run, synth_dataset, tmp_path):
     with pytest.raises(SSTEdgeError, match="for space 'sst_tiny', not 'sst_paper'"):
         run_search("sst_paper", trained_run, synth_dataset, tmp_path / "z", SearchSettings(budget_gflops=10))
+
+
+def test_space_with_fewer_subnets_than_trials(trained_run, synth_dataset, tmp_path):
+    """A heavily shrunk space: the random baseline scores every subnet under the budget, then stops."""
+    from sst_edge.space.restriction import Restriction
+
+    keep = {label: values[:1] for label, values in TINY.choices().items()}
+    keep["s3_l1_op"] = ["tab", "sab"]
+    keep["s3_l2_op"] = ["tab", "sab"]  # 4 subnets in all
+    restrict = Restriction(TINY.name, TINY.hash, keep).save(tmp_path / "shrunk.json")
+    settings = SearchSettings(trials=6, population=2, sample_size=2, episodes=2, budget_gflops=10.0)
+    run_search("sst_tiny", trained_run, synth_dataset, tmp_path / "s", settings, restrict=restrict)
+    randoms = [json.loads(f.read_text()) for f in (tmp_path / "s" / "trials").glob("random-*.json")]
+    assert len(randoms) == 4
+    assert len({tuple(r["sample"].values()) for r in randoms}) == 4
