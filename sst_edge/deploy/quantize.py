@@ -28,17 +28,17 @@ METHODS = ("minmax", "entropy", "percentile")
 
 
 def calibration_clips(data: str | Path, config: SpaceConfig, count: int, seed: int = 0,
-                      progress: bool = False) -> list[np.ndarray]:
-    """`count` clips of the training split (seeded), preprocessed as at evaluation, each [1, T, 3, H, W]."""
+                      progress: bool = False, split: str = "train") -> list[np.ndarray]:
+    """`count` clips of `split` (seeded), preprocessed as at evaluation, each [1, T, 3, H, W]."""
     from tqdm import tqdm
 
     from ..data.datasets import load_splits
     from ..data.preprocess import Preprocess, default_resize, load_clip
 
-    clips = load_splits(data).train
+    clips = load_splits(data)[split]
     paths = [p for p, _ in clips.items()]
     if not paths:
-        raise SSTEdgeError("the training split holds no clips to calibrate with", data)
+        raise SSTEdgeError(f"the {split} split holds no clips", data)
     chosen = random.Random(seed).sample(paths, min(count, len(paths)))
     pre = Preprocess(frames=config.frames, size=config.size, resize=default_resize(config.size))
     return [load_clip(p, pre).numpy()[None] for p in tqdm(chosen, desc="calibration clips", unit="clip",
@@ -148,9 +148,13 @@ def quantize_for_target(fp32: Path, dst: Path, target: Target, config: SpaceConf
         say("int8    dynamic quantization of " + "/".join(settings["op_types"]))
         quantize_dynamic_int8(fp32, dst, tuple(settings["op_types"]), settings["per_channel"],
                               settings["reduce_range"])
+    on = "random clips"
+    if data is not None:  # real clips: static ranges were calibrated on real clips, not on noise
+        clips = np.concatenate(calibration_clips(data, config, 4, seed=1, split="val"))
+        on = "4 validation clips"
     ref = _ort_features(_cpu_session(fp32, target), _as_tensor(clips))
     got = _ort_features(_cpu_session(dst, target), _as_tensor(clips))
-    rec["agreement_with_fp32"] = agreement(ref, got)
+    rec["agreement_with_fp32"] = {**agreement(ref, got), "on": on}
     if data is None or episodes <= 0:
         rec["accuracy"] = {"why": "pass --data DIR (and --episodes > 0) to measure the accuracy change on "
                                   "validation episodes"}
