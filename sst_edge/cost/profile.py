@@ -16,7 +16,6 @@ import random
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from torch import nn
 from ..deploy.onnx_export import export_for_target, make_session
 from ..deploy.targets import BACKENDS, Target, load_target
 from ..errors import SSTEdgeError
+from ..fileio import utc_now
 from ..space.config import SpaceConfig, load_space
 from .background import BackgroundLog
 from .fingerprint import fingerprint
@@ -37,9 +37,6 @@ from .validation import MIN_AFFINE, plot_validation, summarize
 
 EXPORTER = "torch.onnx.export(dynamo=False), TorchScript exporter"
 
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # --------------------------------------------------------------------------------------------- runners
@@ -225,7 +222,7 @@ def _table_from(config: SpaceConfig, target: Target, backend: str, policy: Timin
     if backend == "onnxruntime":
         settings.update({"exporter": EXPORTER, "opset": target.opset, "dynamic_batch": target.dynamic_batch})
     return LatencyTable(space=config.name, space_hash=config.hash, target=target_record(target),
-                        backend=backend, created=_now(), fingerprint=fingerprint(target, backend),
+                        backend=backend, created=utc_now(), fingerprint=fingerprint(target, backend),
                         timing=settings, fixed=fixed, stages=stages)
 
 
@@ -240,7 +237,7 @@ def _record_validation(table: LatencyTable, samples: list[Mapping[str, Any]], me
     record: dict[str, Any] = {
         "subnets": len(samples),
         "seed": seed,
-        "created": _now(),
+        "created": utc_now(),
         "duration_s": round(duration_s, 1),
         # None: timed together with the parts (see timing.background); else the load while timing alone
         "background": None if background is None else background.to_dict(),

@@ -46,10 +46,6 @@ class ModelCard:
     path: Path | None = None
 
     @property
-    def model_file(self) -> str:
-        return MODEL_FILE
-
-    @property
     def sha256(self) -> str:
         """The identity of the model: the sha256 of model.onnx (galleries record it)."""
         return str(self.files[MODEL_FILE]["sha256"])

@@ -17,40 +17,41 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from .. import __version__
-from ..data.preprocess import Preprocess, default_resize
 from ..errors import SSTEdgeError
 from ..fewshot import HeadConfig
-from ..fileio import read_json, sha256_file
+from ..fileio import read_json, sha256_file, utc_now
 from ..space.config import SpaceConfig
 from .card import CARD_FILE, ENGINE_FILE, MODEL_FILE, ModelCard, file_record
-from .onnx_export import INPUT_NAME, OUTPUT_NAME, convert_fp16, export_onnx, make_session
+from .onnx_export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    agreement,
+    convert_fp16,
+    cpu_session,
+    export_onnx,
+    ort_features,
+)
 from .quantize import quantize_for_target
 from .targets import Target, load_target
 from .tensorrt import build_engine, check_graph, tensorrt_available, trtexec_command
 
 PARITY_TOL = 1e-4
 PARITY_CLIPS = 3  # a batch of 2 and a batch of 1: the batch axis is dynamic
-CPU = "CPUExecutionProvider"
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
+def _sayer(progress: bool) -> Callable[[str], None]:
+    """Step lines that do not break the progress bars around them (or nothing)."""
+    from tqdm import tqdm
 
-def _log(progress: bool, msg: str) -> None:
-    if progress:
-        from tqdm import tqdm
-
-        tqdm.write(msg)
+    return tqdm.write if progress else (lambda _msg: None)
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -124,37 +125,14 @@ def parity_clips(config: SpaceConfig, n: int = PARITY_CLIPS, seed: int = 0) -> t
     return torch.randn(config.input_shape(n), generator=g)
 
 
-def _cpu_session(path: Path, target: Target) -> Any:
-    """A CPU session with the target's threads: parity and agreement are checked on the CPU here."""
-    from dataclasses import replace
-
-    return make_session(path, replace(target, execution_providers=(CPU,), provider_options={}))
-
-
-def _ort_features(sess: Any, clips: torch.Tensor) -> np.ndarray:
-    """Run in a batch of 2 and then batches of 1, which exercises the dynamic batch axis."""
-    x = clips.numpy()
-    parts = [sess.run(None, {INPUT_NAME: x[:2]})[0]]
-    parts += [sess.run(None, {INPUT_NAME: x[i:i + 1]})[0] for i in range(2, len(x))]
-    return np.concatenate(parts)
-
-
 def parity(module: nn.Module, path: Path, target: Target, clips: torch.Tensor) -> dict[str, Any]:
     """Max abs diff between PyTorch and ONNX Runtime (CPU) features of the same clips."""
     with torch.no_grad():
         ref = module(clips).numpy()
-    got = _ort_features(_cpu_session(path, target), clips)
+    got = ort_features(cpu_session(path, target), clips.numpy())
     if got.shape != ref.shape:
         raise SSTEdgeError(f"ONNX Runtime output shape {got.shape} differs from PyTorch's {ref.shape}", path)
     return agreement(ref, got)
-
-
-def agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
-    a, b = ref.reshape(-1, ref.shape[-1]), got.reshape(-1, got.shape[-1])
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
-    return {"clips": int(ref.shape[0]), "max_abs_diff": float(np.abs(ref - got).max()),
-            "mean_abs": float(np.abs(ref).mean()), "min_cosine": float(cos.min()),
-            "mean_cosine": float(cos.mean())}
 
 
 # ----------------------------------------------------------------------------------------- directories
@@ -239,10 +217,8 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
     config, sample, module, meta = load_export_subnet(subnet, weights)
     head = _run_head(weights)
 
-    def say(msg: str) -> None:
-        _log(progress, msg)
-
-    extra: dict[str, Any] = {"created": _now(), "sst_edge": __version__}
+    say = _sayer(progress)
+    extra: dict[str, Any] = {"created": utc_now(), "sst_edge": __version__}
     with staging(out) as tmp:
         fp32 = tmp / "model.fp32.onnx"
         say(f"export  {config.name} subnet -> ONNX opset {target.opset} ({target.name})")
@@ -271,14 +247,11 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
         elif target.precision == "fp16" and target.provider != "TensorrtExecutionProvider":
             convert_fp16(fp32, final)
         else:
-            shutil.copyfile(fp32, final)
+            os.replace(fp32, final)
         extra["graph_optimization"] = {
             "level": target.graph_optimization, "when": "at session start",
             "why": "files optimised offline (ORT's 'basic' or 'extended' level) ran 3-5% slower here than "
                    "the plain graph optimised by the session itself"}
-        if final.exists() and target.device == "cpu":
-            extra["parity"]["final"] = agreement(module(clips).detach().numpy(),
-                                                 _ort_features(_cpu_session(final, target), clips))
         extra["tensorrt"] = _tensorrt_step(tmp, final, trt, target, config, say)
         extra["cost"] = _cost(config, sample)
         extra["latency"] = {"predicted": predicted_latency(config, sample, target, latency_table),
@@ -303,7 +276,7 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
               {"name": OUTPUT_NAME, "shape": ["batch", config.frames, config.stages[-1].channels],
                "dtype": "float32"})
         card = ModelCard(out.name, config.name, config.hash, sample, _target_record(target),
-                         _preprocess(config), *io, head, files, extra)
+                         config.eval_preprocess(), *io, head, files, extra)
         card.save(tmp / CARD_FILE)
     card.path = out / CARD_FILE
     return card
@@ -333,10 +306,6 @@ def _cost(config: SpaceConfig, sample: dict[str, Any]) -> dict[str, Any]:
     c = subnet_cost(config, sample)
     return {"gflops": float(f"{c.gflops:.5g}"), "mparams": float(f"{c.mparams:.5g}"),
             "convention": "multiply-adds (fvcore)"}
-
-
-def _preprocess(config: SpaceConfig) -> Preprocess:
-    return Preprocess(frames=config.frames, size=config.size, resize=default_resize(config.size))
 
 
 def _target_record(target: Target) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -181,3 +182,28 @@ def make_session(path: str | Path, target: Target) -> ort.InferenceSession:
         raise SSTEdgeError(f"{target.provider} failed to start (the session fell back to "
                            f"{sess.get_providers()[0]}); check the CUDA/TensorRT libraries", path)
     return sess
+
+
+# ------------------------------------------------------------------- checks shared by export and int8
+def cpu_session(path: Path, target: Target) -> ort.InferenceSession:
+    """A CPU session with the target's threads: parity and agreement are checked on the CPU here."""
+    from dataclasses import replace
+
+    cpu = replace(target, execution_providers=("CPUExecutionProvider",), provider_options={})
+    return make_session(path, cpu)
+
+
+def ort_features(sess: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+    """Run in a batch of 2 and then batches of 1, which exercises the dynamic batch axis."""
+    parts = [sess.run(None, {INPUT_NAME: x[:2]})[0]]
+    parts += [sess.run(None, {INPUT_NAME: x[i:i + 1]})[0] for i in range(2, len(x))]
+    return np.concatenate(parts)
+
+
+def agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, float | int]:
+    """How far two feature arrays [B, T, C] are apart: max abs diff and per-frame cosine."""
+    a, b = ref.reshape(-1, ref.shape[-1]), got.reshape(-1, got.shape[-1])
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    return {"clips": int(ref.shape[0]), "max_abs_diff": float(np.abs(ref - got).max()),
+            "mean_abs": float(np.abs(ref).mean()), "min_cosine": float(cos.min()),
+            "mean_cosine": float(cos.mean())}

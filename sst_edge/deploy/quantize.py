@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write
 from ..space.config import SpaceConfig
-from .onnx_export import INPUT_NAME, _quiet, quantize_dynamic_int8
+from .onnx_export import INPUT_NAME, _quiet, agreement, cpu_session, ort_features, quantize_dynamic_int8
 from .targets import Target
 
 MODES = ("dynamic", "static")
@@ -33,14 +34,14 @@ def calibration_clips(data: str | Path, config: SpaceConfig, count: int, seed: i
     from tqdm import tqdm
 
     from ..data.datasets import load_splits
-    from ..data.preprocess import Preprocess, default_resize, load_clip
+    from ..data.preprocess import load_clip
 
     clips = load_splits(data)[split]
     paths = [p for p, _ in clips.items()]
     if not paths:
         raise SSTEdgeError(f"the {split} split holds no clips", data)
     chosen = random.Random(seed).sample(paths, min(count, len(paths)))
-    pre = Preprocess(frames=config.frames, size=config.size, resize=default_resize(config.size))
+    pre = config.eval_preprocess()
     return [load_clip(p, pre).numpy()[None] for p in tqdm(chosen, desc="calibration clips", unit="clip",
                                                           disable=not progress, leave=False)]
 
@@ -91,28 +92,21 @@ def episode_accuracy(paths: dict[str, Path], target: Target, config: SpaceConfig
                      head: Any, episodes: int, split: str = "val", seed: int = 0,
                      progress: bool = False) -> dict[str, float]:
     """Mean 5-way 1-shot accuracy of each ONNX model on the same seeded episodes of `split`."""
-    import torch
-
     from ..data.datasets import load_splits
     from ..data.episodes import EpisodeDataset
-    from ..data.preprocess import Preprocess, default_resize
-    from ..train.evaluate import embedded_episode_accuracies
-    from .export import _cpu_session
+    from ..train.evaluate import compare_embeddings
 
     clips = getattr(load_splits(data), split)
     way = min(5, len(clips.classes))
-    pre = Preprocess(frames=config.frames, size=config.size, resize=default_resize(config.size))
-    out = {}
-    for key, path in paths.items():
-        sess = _cpu_session(path, target)
+    ds = EpisodeDataset(clips, config.eval_preprocess(), way=way, shot=1, query=1, episodes=episodes,
+                        seed=seed, train=False)
 
-        def embed(x: torch.Tensor, sess: Any = sess) -> torch.Tensor:
-            return torch.from_numpy(sess.run(None, {INPUT_NAME: x.numpy()})[0])
+    def embedder(sess: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda x: torch.from_numpy(sess.run(None, {INPUT_NAME: x.numpy()})[0])
 
-        ds = EpisodeDataset(clips, pre, way=way, shot=1, query=1, episodes=episodes, seed=seed, train=False)
-        acc = embedded_episode_accuracies(embed, ds, [head], progress=progress, desc=f"accuracy {key}")
-        out[key] = float(acc[0].mean())
-    return out
+    embeds = [embedder(cpu_session(path, target)) for path in paths.values()]
+    acc = compare_embeddings(embeds, ds, [head], progress=progress, desc="accuracy " + " vs ".join(paths))
+    return {key: float(a[0].mean()) for key, a in zip(paths, acc, strict=True)}
 
 
 def quantize_for_target(fp32: Path, dst: Path, target: Target, config: SpaceConfig, *, mode: str | None,
@@ -122,7 +116,6 @@ def quantize_for_target(fp32: Path, dst: Path, target: Target, config: SpaceConf
     """Quantize `fp32` into `dst` as the target says (or `mode`); returns the card's quantization record:
     settings, agreement with fp32 on `clips`, and the accuracy change when `data` is given."""
     from ..fewshot import HeadConfig
-    from .export import _cpu_session, _ort_features, agreement
 
     q = target.quantization
     settings = {"op_types": list(q.op_types) if q else ["MatMul", "Gemm"],
@@ -152,8 +145,8 @@ def quantize_for_target(fp32: Path, dst: Path, target: Target, config: SpaceConf
     if data is not None:  # real clips: static ranges were calibrated on real clips, not on noise
         clips = np.concatenate(calibration_clips(data, config, 4, seed=1, split="val"))
         on = "4 validation clips"
-    ref = _ort_features(_cpu_session(fp32, target), _as_tensor(clips))
-    got = _ort_features(_cpu_session(dst, target), _as_tensor(clips))
+    ref = ort_features(cpu_session(fp32, target), clips)
+    got = ort_features(cpu_session(dst, target), clips)
     rec["agreement_with_fp32"] = {**agreement(ref, got), "on": on}
     if data is None or episodes <= 0:
         rec["accuracy"] = {"why": "pass --data DIR (and --episodes > 0) to measure the accuracy change on "
@@ -168,9 +161,3 @@ def quantize_for_target(fp32: Path, dst: Path, target: Target, config: SpaceConf
     say(f"int8    accuracy on {episodes} val episodes: fp32 {acc['fp32']:.1%}, int8 {acc['int8']:.1%} "
         f"({rec['accuracy']['change_points']:+.1f} points)")
     return rec
-
-
-def _as_tensor(x: np.ndarray) -> Any:
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(x))

@@ -30,7 +30,6 @@ import re
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +38,7 @@ import numpy as np
 from ..deploy.card import ModelCard
 from ..errors import SSTEdgeError
 from ..fewshot import HEADS, HeadConfig
-from ..fileio import atomic_write, atomic_write_json, read_json, sha256_bytes, sha256_file
+from ..fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file, utc_now
 from .classify import UNKNOWN, calibrate, calibration_key, group_ids
 
 if TYPE_CHECKING:
@@ -59,9 +58,6 @@ TENSOR = "features"
 _LABEL_MAX = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def check_label(label: Any) -> str:
@@ -154,7 +150,7 @@ class Gallery:
         if path.exists() and not _only_ours(path):
             raise SSTEdgeError(f"exists and is not a gallery (no {INDEX_FILE}): refusing to write into it",
                                path)
-        doc = {"format": FORMAT, "version": VERSION, "created": _now(), "updated": _now(),
+        doc = {"format": FORMAT, "version": VERSION, "created": utc_now(), "updated": utc_now(),
                "model": {"name": card.name, "sha256": card.sha256}, "space": card.space,
                "space_hash": card.space_hash, "feature_shape": [card.frames, card.feature_dim],
                "head": card.head.to_dict(), "labels": {}, "calibration": {}}
@@ -280,7 +276,7 @@ class Gallery:
 
     def _commit(self, doc: dict[str, Any], recalibrate: bool = True) -> None:
         """Replace the index atomically (the commit point), then delete files it does not name."""
-        doc["updated"] = _now()
+        doc["updated"] = utc_now()
         if recalibrate:
             doc["calibration"] = self._calibrate(doc)
         atomic_write_json(self.index_path, doc)
@@ -327,8 +323,9 @@ class Gallery:
             clip_id = uuid.uuid4().hex[:12]
             rel = f"{FEATURES_DIR}/{clip_id}.safetensors"
             meta = {"clip": clip_id, "model_sha256": doc["model"]["sha256"], "source_sha256": source_sha256}
-            atomic_write(self.path / rel, lambda p: stn.save_file({TENSOR: feats}, str(p), metadata=meta))
-            rec = ClipRecord(clip_id, str(source), source_sha256, _now(), rel, sha256_file(self.path / rel))
+            blob = stn.save({TENSOR: feats}, metadata=meta)
+            atomic_write_bytes(self.path / rel, blob)
+            rec = ClipRecord(clip_id, str(source), source_sha256, utc_now(), rel, sha256_bytes(blob))
             doc["labels"].setdefault(label, []).append(rec.to_dict())
             self._cache[clip_id] = feats
             self._commit(doc, recalibrate)
@@ -406,10 +403,8 @@ class Gallery:
             todo.append((p, digest))
         if bad:
             if len(bad) == 1:
-                e, prefix = bad[0], f"{bad[0].path}: "
-                text = str(e).split("\n")[0]
-                text = text[len(prefix):] if text.startswith(prefix) else text
-                raise SSTEdgeError(f"{text}; nothing was enrolled", e.path, e.problems)
+                e = bad[0]
+                raise SSTEdgeError(f"{e.message}; nothing was enrolled", e.path, e.problems)
             raise SSTEdgeError(f"{len(bad)} of {len(clips)} clips cannot be read; nothing was enrolled", None,
                                [str(e) for e in bad])
         bar = tqdm(todo, desc=f"enroll '{label}'", unit="clip", disable=not progress or len(todo) < 2,

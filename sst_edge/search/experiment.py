@@ -75,13 +75,12 @@ def _prepare(config: SpaceConfig, weights: str | Path, data: str | Path, out: Pa
     """Decode the fixed validation episodes once and write the context the trials read."""
     from ..data.datasets import load_splits
     from ..data.episodes import EpisodeDataset, episode_loader
-    from ..data.preprocess import Preprocess, default_resize
     from ..fewshot import DEFAULT_TAU, DEFAULT_WINDOW, HeadConfig
     from ..train.evaluate import load_supernet
 
     load_supernet(weights, config)  # fail early, with the file named, on weights of another space
     clips = load_splits(data, s.split_dir)[s.split]
-    pre = Preprocess(frames=config.frames, size=config.size, resize=default_resize(config.size))
+    pre = config.eval_preprocess()
     ds = EpisodeDataset(clips, pre, way=s.way, shot=s.shot, query=s.query, episodes=s.episodes, seed=s.seed,
                         train=False)
     got = [(torch.cat([ep.support, ep.query]), ep.query_labels)

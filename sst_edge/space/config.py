@@ -10,12 +10,15 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ..errors import SSTEdgeError
 from ..resources import resolve
+
+if TYPE_CHECKING:
+    from ..data.preprocess import Preprocess
 
 OPS = ("tab", "sab")
 
@@ -75,6 +78,14 @@ class SpaceConfig:
     def hash(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def eval_preprocess(self, resize: int | None = None) -> Preprocess:
+        """How evaluation, search, export and the device prepare clips for this space: T segment centres,
+        shorter side `resize` (default 8/7 of the crop), centre crop to the input size."""
+        from ..data.preprocess import Preprocess, default_resize
+
+        return Preprocess(frames=self.frames, size=self.size,
+                          resize=resize if resize is not None else default_resize(self.size))
 
     def input_shape(self, batch: int = 1) -> tuple[int, int, int, int, int]:
         return (batch, self.frames, 3, self.size, self.size)

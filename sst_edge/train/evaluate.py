@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..data.datasets import ClipSet, load_splits
 from ..data.episodes import EpisodeDataset, episode_loader
-from ..data.preprocess import Preprocess, default_resize
+from ..data.preprocess import Preprocess
 from ..errors import SSTEdgeError
 from ..fewshot import DEFAULT_TAU, DEFAULT_WINDOW, HeadConfig
 from ..fileio import read_json
@@ -65,18 +65,27 @@ def embedded_episode_accuracies(embed: Callable[[torch.Tensor], torch.Tensor], d
                                 progress: bool = False, desc: str = "eval") -> np.ndarray:
     """`episode_accuracies` for any embedding function (clips [B, T, 3, H, W] -> features [B, T, C]):
     a PyTorch module, or an ONNX Runtime session (deployed models are scored on the same episodes)."""
+    return compare_embeddings([embed], dataset, heads, workers, d, progress, desc)[0]
+
+
+def compare_embeddings(embeds: Sequence[Callable[[torch.Tensor], torch.Tensor]], dataset: EpisodeDataset,
+                       heads: Sequence[HeadConfig], workers: int = 0, d: Dist | None = None,
+                       progress: bool = False, desc: str = "eval") -> np.ndarray:
+    """Accuracies [len(embeds), len(heads), episodes] of several embeddings (fp32 vs int8, say) on the same
+    episodes, each episode decoded once."""
     d = d or Dist()
     n = len(dataset)
-    acc = torch.zeros(len(heads), n, dtype=torch.float64)
+    acc = torch.zeros(len(embeds), len(heads), n, dtype=torch.float64)
     share = range(d.rank, n, d.world)
     part = _Strided(dataset, share)
     bar = tqdm(total=len(share), desc=desc, unit="ep", leave=False, disable=not (progress and d.is_main))
     with torch.no_grad():
         for j, ep in zip(share, episode_loader(part, workers), strict=True):
-            query, support = split_features(embed(torch.cat([ep.support, ep.query])), dataset.way,
-                                            dataset.shot)
-            for h, head in enumerate(heads):
-                acc[h, j] = (head.logits(query, support).argmax(1) == ep.query_labels).double().mean()
+            clips = torch.cat([ep.support, ep.query])
+            for e, embed in enumerate(embeds):
+                query, support = split_features(embed(clips), dataset.way, dataset.shot)
+                for h, head in enumerate(heads):
+                    acc[e, h, j] = (head.logits(query, support).argmax(1) == ep.query_labels).double().mean()
             bar.update()
     bar.close()
     return d.sum(acc).numpy()
@@ -261,8 +270,7 @@ def evaluate(space: str | Path | SpaceConfig, weights: str | Path, data: str | P
         sample = extreme_sample(config, keep, largest=True)
         source = "largest of the shrunk space" if keep else "largest of the space"
     head_cfgs = [HeadConfig(h, tau, window) for h in heads]
-    pre = Preprocess(frames=config.frames, size=config.size,
-                     resize=resize if resize is not None else default_resize(config.size))
+    pre = config.eval_preprocess(resize)
     result = EvalResult(config.name, meta["path"], dict(sample), source, split, way, shot, query, episodes,
                         seed)
     activate(supernet, config, sample)

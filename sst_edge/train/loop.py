@@ -29,7 +29,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ from ..data.episodes import EpisodeDataset, episode_loader
 from ..data.errors import DatasetError
 from ..data.preprocess import Preprocess
 from ..errors import SSTEdgeError
-from ..fileio import atomic_write, atomic_write_json, read_json
+from ..fileio import atomic_write, atomic_write_json, read_json, utc_now
 from ..space.config import SpaceConfig, load_space
 from ..space.restriction import Restriction, full_restriction
 from ..space.supernet import activate, build_supernet, random_sample
@@ -272,7 +271,7 @@ class _Trainer:
 
     def _write_run_record(self, resumed: bool, result: dict[str, Any] | None = None) -> None:
         path = self.out / RUN_FILE
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = utc_now()
         old = read_json(path, "run record") if path.is_file() else {}
         rec = {"format": "sst-edge/run", "space": self.space.name, "space_hash": self.space.hash,
                "seed": self.cfg.seed, "config": self.cfg.to_dict(), "cost_unit": self.cost_unit,
