@@ -1,16 +1,18 @@
-# `make demo` and `make test` each build .venv on first use: torch 2.13.0 (CPU build) first, then the rest.
+# `make demo` and `make test` each build .venv on first use: torch 2.13.0 (CPU build) first, then the rest,
+# at the versions of constraints.txt. `make device-check` builds .venv-device, the device half alone.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+PIP    := -m pip install -q -c constraints.txt
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test lint device-check clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) $(PIP) torch==2.13.0
+	$(PY) $(PIP) -e '.[host,cpu,test]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -25,5 +27,10 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest -q
 
+# The device half as a user installs it (`pip install '.[cpu]'`, no torch) runs the README's device verbs
+# on a model exported by the full install.
+device-check: $(STAMP)
+	$(PY) -m tests.device_check --python $(PYTHON)
+
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) .venv-device demo_out .pytest_cache

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sst_edge.data.decoders import DecordDecoder, PyAVDecoder, decord_available
 from sst_edge.data.encode import write_video
-from sst_edge.data.preprocess import resized_shape, sample_indices
 from sst_edge.data.synth import generate_synthetic
+from sst_edge.device.decoders import DecordDecoder, PyAVDecoder, decord_available
+from sst_edge.device.preprocess import resized_shape, sample_indices
 
 FRAMES = 8
 

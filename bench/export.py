@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 from sst_edge.cost.profile import ort_opener, resolve_clock, timed, torch_opener, torch_threads
-from sst_edge.cost.timing import TimingPolicy
 from sst_edge.data.synth import generate_synthetic
-from sst_edge.deploy.card import MODEL_FILE
 from sst_edge.deploy.export import export_model, load_export_subnet
-from sst_edge.deploy.targets import load_target
+from sst_edge.device.card import MODEL_FILE
+from sst_edge.device.targets import load_target
+from sst_edge.device.timing import TimingPolicy
 from sst_edge.space.config import load_space
 from sst_edge.space.supernet import build_supernet
 from sst_edge.train.checkpoint import save_tensors

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sst_edge.deploy.onnx_export import export_for_target, make_session
-from sst_edge.deploy.targets import load_target
+from sst_edge.cost.onnx_export import export_for_target
+from sst_edge.device.session import make_session
+from sst_edge.device.targets import load_target
 from sst_edge.space.config import load_space
 from sst_edge.space.model import SSTSpace
 from sst_edge.space.supernet import random_sample

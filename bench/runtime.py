@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sst_edge.data.datasets import load_splits
 from sst_edge.data.synth import generate_synthetic
+from sst_edge.device.datasets import load_splits
 from sst_edge.fileio import sha256_file
 from sst_edge.runtime.classify import Classifier
 from sst_edge.runtime.engine import FewShotRuntime

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from . import __version__
 from .cli_deploy import add_export, add_runtime
 from .errors import SSTEdgeError
+from .fileio import os_reason
+from .text import brief, printable
 
 
 # --------------------------------------------------------------------------------------------- space
@@ -134,7 +136,7 @@ def _window(text: str) -> int | None:
 
 
 def _add_head_options(p: argparse.ArgumentParser) -> None:
-    from .fewshot import DEFAULT_TAU, DEFAULT_WINDOW
+    from .device.heads import DEFAULT_TAU, DEFAULT_WINDOW
 
     p.add_argument("--tau", type=float, default=DEFAULT_TAU,
                    help=f"temperature of the head's softmax and logits (default {DEFAULT_TAU})")
@@ -146,7 +148,7 @@ def _add_head_options(p: argparse.ArgumentParser) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .fewshot import HeadConfig
+    from .device.heads import HeadConfig
     from .train.config import ShrinkConfig, TrainConfig
     from .train.loop import train_supernet
 
@@ -270,7 +272,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.subnet or args.resize:
             raise SSTEdgeError("--subnet and --resize do not apply to an exported model (its card fixes "
                                "both)", args.model)
-        r = eval_model(args.model, args.data, workers=max(0, args.workers - 1), **common)
+        r = eval_model(args.model, args.data, **common)
     else:
         from .train.evaluate import evaluate
 
@@ -314,7 +316,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="2-way episodes of class pairs that are each other played backwards (listed in "
                         "DATA/classes.json by the synthetic dataset): only temporal order separates them")
     p.add_argument("--resize", type=int, help="shorter side before the centre crop (default size x 8/7)")
-    p.add_argument("--workers", type=int, default=1, help="data-loading processes (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="data-loading processes (default 1; --weights only)")
     p.add_argument("--threads", type=int, help="torch threads (default: cores - workers)")
     p.add_argument("--out", help="also write the result as JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -405,13 +408,45 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 # ------------------------------------------------------------------------------------------- profile
-def _cmd_profile(args: argparse.Namespace) -> int:
-    from .cost.profile import describe, run_profile
+# The options each bundle step takes; any other given with it is refused, not silently ignored.
+_PROFILE_STEPS = {
+    "bundle": {"space", "target", "backend", "validate", "seed", "rounds", "clock", "quick", "overwrite"},
+    "run_bundle": {"rounds", "clock", "quick"},
+    "from_bundle": {"space", "out", "overwrite"},
+}
+_PROFILE_OPTIONS = ("space", "target", "out", "overwrite", "backend", "validate", "seed", "rounds", "clock",
+                    "quick", "allow_foreign_table")
 
+
+def _refuse_unused(args: argparse.Namespace) -> None:
+    step = next((s for s in _PROFILE_STEPS if getattr(args, s) is not None), None)
+    if step is None:
+        return
+    unused = [f"--{k.replace('_', '-')}" for k in _PROFILE_OPTIONS
+              if k not in _PROFILE_STEPS[step] and getattr(args, k) not in (None, False, 0, "auto")]
+    if unused:
+        raise SSTEdgeError(f"--{step.replace('_', '-')} does not take {', '.join(unused)}")
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    _refuse_unused(args)
+    progress = not args.no_progress
+    if args.run_bundle is not None:  # the device half: before anything imports sst_edge.cost (torch)
+        from .device.bundle import run_bundle_verb
+
+        print(run_bundle_verb(args.run_bundle, args.rounds, args.clock, args.quick, progress))
+        return 0
+    from .cost.profile import describe, run_profile, write_bundle_verb
+
+    if args.bundle is not None:
+        print(write_bundle_verb(args.space, args.target, args.bundle, args.validate, args.seed, args.rounds,
+                                args.clock, args.quick, args.overwrite, args.backend, progress))
+        return 0
     table = run_profile(space=args.space, target=args.target, table=args.table, out=args.out,
                         backend=args.backend, validate=args.validate, seed=args.seed, rounds=args.rounds,
                         clock=args.clock, quick=args.quick, overwrite=args.overwrite,
-                        allow_foreign=args.allow_foreign_table, progress=not args.no_progress)
+                        allow_foreign=args.allow_foreign_table, progress=progress,
+                        from_bundle=args.from_bundle)
     print(describe(table))
     return 0
 
@@ -428,26 +463,41 @@ def _add_profile(sub: argparse._SubParsersAction) -> None:
                     "are timed in one interleaved pool; rounds disturbed by other processes are redone "
                     "when the machine is quiet, and the table records how loaded it was. With --table, "
                     "check a table against its space, target and this device (and re-validate it with "
-                    "--validate N).")
-    p.add_argument("--space", help="space name (search_spaces/NAME.yaml) or path; with --table, the space "
-                                   "to check against (default: the one the table names)")
+                    "--validate N). A device without torch is profiled in three steps: --bundle DIR "
+                    "(host: export the parts and subnets as ONNX files with a manifest), --run-bundle DIR "
+                    "(device: time them with ONNX Runtime and numpy only, writing DIR/timings.json), "
+                    "--from-bundle DIR (host: build the table, with the device's fingerprint).")
+    p.add_argument("--space", help="space name (search_spaces/NAME.yaml) or path; with --table or "
+                                   "--from-bundle, the space to check against (default: the one it names)")
     p.add_argument("--target", help="deployment target (export/NAME.yaml) or path, e.g. cpu-fp32")
-    p.add_argument("--table", help="an existing table (latency_tables/NAME.json or a path) to check, print "
-                                   "or re-validate instead of measuring a new one")
+    step = p.add_mutually_exclusive_group()
+    step.add_argument("--table", help="an existing table (latency_tables/NAME.json or a path) to check, "
+                                      "print or re-validate instead of measuring a new one")
+    step.add_argument("--bundle", metavar="DIR",
+                      help="host, with --space and --target: write the parts (and --validate N subnets) as "
+                           "the target's ONNX files plus DIR/bundle.json, for a device to time")
+    step.add_argument("--run-bundle", metavar="DIR",
+                      help="device (ONNX Runtime and numpy, no torch): time the bundle in DIR and write "
+                           "DIR/timings.json (the manifest's policy unless --rounds, --clock or --quick)")
+    step.add_argument("--from-bundle", metavar="DIR",
+                      help="host: build the table from DIR/bundle.json and the timings.json the device "
+                           "wrote, with that device's fingerprint (--out, --overwrite as for a new table)")
     p.add_argument("--out", help="where to write the table (default latency_tables/SPACE.TARGET.json; "
                                  "with --table, the table itself)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out table")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out table (with --bundle, an existing bundle in DIR)")
     p.add_argument("--backend", choices=["onnxruntime", "torch"],
                    help="runtime to time on (default: the target's; torch = PyTorch eager)")
     p.add_argument("--validate", type=int, default=0, metavar="N",
                    help="time N random whole subnets end to end and store the accuracy figures (0 = no)")
     p.add_argument("--seed", type=int, default=0, help="seed for inputs, round order and subnets (default 0)")
-    p.add_argument("--rounds", type=int, default=8,
-                   help="interleaved timing rounds per part and subnet, ~10 runs each (default 8; "
-                        "unstable medians get 2 more)")
+    p.add_argument("--rounds", type=int,
+                   help="interleaved timing rounds per part and subnet, ~10 runs each (default 8, or with "
+                        "--run-bundle the bundle's; unstable medians get 2 more)")
     p.add_argument("--clock", default="auto", choices=["auto", "wall", "thread"],
-                   help="auto (default): the calling thread's CPU time for one-thread CPU targets (time "
-                        "other processes hold the core is not counted), wall time otherwise")
+                   help="auto (default; with --run-bundle, the bundle's): the calling thread's CPU time "
+                        "for one-thread CPU targets (time other processes hold the core is not counted), "
+                        "wall time otherwise")
     p.add_argument("--quick", action="store_true",
                    help="a handful of runs per part: for smoke tests, not for tables worth keeping")
     p.add_argument("--allow-foreign-table", action="store_true",
@@ -465,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "hardware-aware search, export to ONNX/TensorRT, and an on-device few-shot runtime.",
     )
     parser.add_argument("--version", action="version", version=f"sst-edge {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of any failure (for bug reports)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_space(sub)
     _add_data(sub)
@@ -479,16 +531,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb. The one boundary for failure: bad input of any kind (an SSTEdgeError, an OSError, a
+    document nested too deeply) is printed as one named error and exits 2; anything else is a bug, printed
+    as such and exiting 1 (with --debug, every failure shows its traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except SSTEdgeError as e:
-        print(f"sst-edge: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("sst-edge: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        code, text = describe_failure(e)
+        print(f"sst-edge: {text}", file=sys.stderr)
+        return code
+
+
+def describe_failure(e: BaseException) -> tuple[int, str]:
+    """(exit status, message) of a failure; every character of the message is printable."""
+    if isinstance(e, SSTEdgeError):
+        return 2, "error: " + "\n".join(printable(line) for line in str(e).split("\n"))
+    if isinstance(e, OSError):
+        where = f"{printable(e.filename)}: " if e.filename is not None else ""
+        return 2, f"error: {where}{os_reason(e)}"
+    if isinstance(e, RecursionError):
+        return 2, "error: the input is nested too deeply"
+    return 1, (f"internal error ({type(e).__name__}: {brief(e, 300)}); this is a bug in sst-edge: run the "
+               "command again with --debug and report the traceback")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,44 @@ only, each calling one library function."""
 from __future__ import annotations
 
 import argparse
+import math
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (argparse's float takes 'nan' and 'inf')."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """A number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def count(minimum: int):
+    """An integer >= `minimum`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -48,12 +86,16 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------------------ runtime
 def _print(result: object, as_json: bool) -> None:
+    """JSON (control characters escaped by json), or the result's lines with every non-printable character
+    escaped: labels and sources come from galleries that may have been edited or copied from elsewhere."""
     import json
 
+    from .text import printable
+
     if as_json:
-        print(json.dumps(result.to_dict(), indent=2))  # type: ignore[attr-defined]
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))  # type: ignore[attr-defined]
     else:
-        print("\n".join(result.lines()))  # type: ignore[attr-defined]
+        print("\n".join(printable(line) for line in result.lines()))  # type: ignore[attr-defined]
 
 
 def _cmd_enroll(args: argparse.Namespace) -> int:
@@ -103,10 +145,10 @@ def _cmd_gallery(args: argparse.Namespace) -> int:
 def _runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a model directory from `sst-edge export` (models/NAME)")
     p.add_argument("--gallery", required=True, help="the gallery directory (created by the first enroll)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: the model card's target)")
+    p.add_argument("--threads", type=count(0), help="ONNX Runtime threads (default: the model card's target)")
     p.add_argument("--decoder", choices=["auto", "decord", "pyav"],
                    help="video decoder (default: the card's, auto = decord, else PyAV; same frames)")
-    p.add_argument("--min-shots", type=int, default=1,
+    p.add_argument("--min-shots", type=count(1), default=1,
                    help="labels with fewer clips are left out of classification (default 1)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -114,8 +156,9 @@ def _runtime_options(p: argparse.ArgumentParser) -> None:
 def add_runtime(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("enroll", help="add example clips of an action to a gallery, on the device",
                        description="Decode each clip as the model card says, embed it with ONNX Runtime and "
-                                   "store its per-frame features under LABEL in the gallery. Each clip is "
-                                   "committed atomically: a crash loses nothing enrolled before it.")
+                                   "store its per-frame features under LABEL in the gallery. All or nothing: "
+                                   "every clip is read and embedded before one atomic commit adds them all, "
+                                   "so a failure or a crash leaves the gallery as it was.")
     _runtime_options(e)
     e.add_argument("--label", required=True, help="the action's name")
     e.add_argument("clips", nargs="+", help="video files of the action")
@@ -130,15 +173,16 @@ def add_runtime(sub: argparse._SubParsersAction) -> None:
     c.add_argument("clips", nargs="+", help="video files to classify")
     c.add_argument("--head", choices=["alignment", "prototype"], default="alignment",
                    help="few-shot head (default alignment: frame-level, order-aware)")
-    c.add_argument("--threshold", type=float,
+    c.add_argument("--threshold", type=unit_interval,
                    help="confidence below which the answer is 'unknown' (default: calibrated on the gallery)")
-    c.add_argument("--top", type=int, default=5, help="labels to show per clip (default 5)")
+    c.add_argument("--top", type=count(1), default=5, help="labels to show per clip (default 5)")
     c.add_argument("--stream", action="store_true", help="classify one long video window by window")
-    c.add_argument("--window", type=float, default=2.0, help="--stream: window length (default 2.0)")
-    c.add_argument("--stride", type=float, default=1.0, help="--stream: step between windows (default 1.0)")
+    c.add_argument("--window", type=positive_float, default=2.0, help="--stream: window length (default 2.0)")
+    c.add_argument("--stride", type=positive_float, default=1.0,
+                   help="--stream: step between windows (default 1.0)")
     c.add_argument("--unit", choices=["seconds", "frames"], default="seconds",
                    help="--stream: unit of --window and --stride (default seconds)")
-    c.add_argument("--smooth", type=int, default=1,
+    c.add_argument("--smooth", type=count(1), default=1,
                    help="--stream: average the confidences of this many consecutive windows (default 1)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=_cmd_classify)

@@ -144,7 +144,7 @@ def run_demo(out: str | Path = "demo_out", space: str = "sst_tiny", seed: int = 
                       "parity": x["parity"]["max_abs_diff"]}
 
     def runtime_stages() -> None:
-        from .data.datasets import load_splits
+        from .device.datasets import load_splits
         from .runtime.engine import FewShotRuntime
         from .runtime.verbs import classify, enroll
 

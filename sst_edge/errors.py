@@ -19,3 +19,14 @@ class SSTEdgeError(Exception):
         if self.problems:
             text += "".join(f"\n  - {p}" for p in self.problems)
         super().__init__(text)
+
+
+class VideoError(SSTEdgeError):
+    """A clip cannot be read: missing, empty, not a video, truncated, or it fails to decode.
+
+    Training catches it and replaces the clip; everywhere else it reaches the user with the path.
+    """
+
+
+class DatasetError(SSTEdgeError):
+    """A dataset layout or split file is wrong: a missing clip, a bad line, overlapping splits."""

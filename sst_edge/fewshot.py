@@ -1,99 +1,18 @@
-"""Few-shot heads: class logits of query clips from the per-frame features of a few support clips.
+"""Few-shot heads in torch (training and evaluation: batched over queries and classes, differentiable).
 
-One implementation each, twice: in torch (training and evaluation, batched over queries and classes,
-differentiable) and in numpy (the on-device runtime, which has no torch). Both follow DESIGN.md and agree
-to 1e-5 (tests/test_fewshot.py). No learned parameters: a device builds prototypes from features alone.
-
-Shapes: query ``[Q, T, C]``, support ``[N, K, T, C]`` (N classes, K shots, class-major like `Episode`),
-logits ``[Q, N]`` (higher is closer).
-
-- prototype (ProtoNet, for comparison): a clip's embedding is the mean of its L2-normalised frame features,
-  normalised again; the class prototype is the mean of its K embeddings; logit = -||q - p||^2 / tau.
-  Averaging over time throws the order of frames away.
-- alignment (SST's query-specific prototype, the default): for each query frame t, attention over the
-  support frames (k, t') of class c with weights softmax(<q_t, s_{k,t'}> / tau), restricted to
-  |t - t'| <= window; p_{c,t} = sum a * s_{k,t'}; logit = -mean_t ||q_t - p_{c,t}||^2 / tau.
-
-Defaults: tau = 0.1 (unit vectors: squared distances lie in [0, 4], so logits span [-40, 0], a
-cosine-classifier scale of 10). window = 1: each query frame is compared with the support frames at most
-one segment away, which stays robust to a small shift in speed or phase, yet a clip played backwards no
-longer matches. Measured on the synthetic dataset with sst_tiny (2000 steps trained through window 1,
-no shrinking; three subnets; each head scored on the same features; 5-way 1-shot meta-test): window 1
-0.69-0.71, no window 0.65-0.67, window 0 0.63-0.66, prototype 0.63-0.66; on the reversed pair
-split/merge (2-way, chance 0.5): window 1 0.62-0.68, window 0 0.62-0.74, no window 0.45-0.47,
-prototype 0.48-0.50. Window 1 is the best all-round choice.
+The definitions, the head settings (`HeadConfig`) and the numpy twin the device runs live in
+`sst_edge.device.heads`; both agree to 1e-5 (tests/test_fewshot.py).
 """
 
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import SSTEdgeError
-
-HEADS = ("alignment", "prototype")
-DEFAULT_HEAD = "alignment"
-DEFAULT_TAU = 0.1
-DEFAULT_WINDOW: int | None = 1
-_EPS = 1e-12
+from .device.heads import _EPS, DEFAULT_TAU, DEFAULT_WINDOW, HeadConfig, _check, _window_mask
 
 
-@dataclass(frozen=True)
-class HeadConfig:
-    """Which head and its two constants; recorded in run records and model cards."""
-
-    kind: str = DEFAULT_HEAD
-    tau: float = DEFAULT_TAU
-    window: int | None = DEFAULT_WINDOW  # alignment only; None = every support frame
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.kind not in HEADS:
-            problems.append(f"head must be one of {', '.join(HEADS)}, got {self.kind!r}")
-        if not self.tau > 0:
-            problems.append(f"tau must be > 0, got {self.tau}")
-        if self.window is not None and (isinstance(self.window, bool) or int(self.window) != self.window
-                                        or self.window < 0):
-            problems.append(f"window must be an integer >= 0 or None, got {self.window!r}")
-        if problems:
-            raise SSTEdgeError("invalid few-shot head", problems=problems)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HeadConfig:
-        if not isinstance(d, dict) or set(d) - {"kind", "tau", "window"}:
-            raise SSTEdgeError(f"a head is an object with kind, tau and window, got {d!r}")
-        return cls(**d)
-
-    def logits(self, query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-        return head_logits(query, support, self)
-
-    def logits_np(self, query: np.ndarray, support: np.ndarray) -> np.ndarray:
-        return head_logits_np(query, support, self)
-
-
-def _check(query_shape: tuple, support_shape: tuple) -> None:
-    if len(query_shape) != 3 or len(support_shape) != 4:
-        raise ValueError(f"expected query [Q, T, C] and support [N, K, T, C], got {tuple(query_shape)} and "
-                         f"{tuple(support_shape)}")
-    if query_shape[-1] != support_shape[-1]:
-        raise ValueError(f"feature widths differ: query {query_shape[-1]}, support {support_shape[-1]}")
-
-
-def _window_mask(tq: int, ts: int, window: int | None) -> np.ndarray | None:
-    """True where query frame t may NOT look at support frame t' (|t - t'| > window); None: no mask."""
-    if window is None:
-        return None
-    return np.abs(np.arange(tq)[:, None] - np.arange(ts)[None, :]) > window
-
-
-# ---------------------------------------------------------------------------------------------- torch
 def prototype_logits(query: torch.Tensor, support: torch.Tensor, tau: float = DEFAULT_TAU) -> torch.Tensor:
     """ProtoNet: -||q - mean_k s_k||^2 / tau on time-averaged, normalised clip embeddings. [Q, N]."""
     _check(query.shape, support.shape)
@@ -123,40 +42,3 @@ def head_logits(query: torch.Tensor, support: torch.Tensor, head: HeadConfig) ->
     if head.kind == "prototype":
         return prototype_logits(query, support, head.tau)
     return alignment_logits(query, support, head.tau, head.window)
-
-
-# ---------------------------------------------------------------------------------------------- numpy
-def _normalize_np(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), _EPS)
-
-
-def prototype_logits_np(query: np.ndarray, support: np.ndarray, tau: float = DEFAULT_TAU) -> np.ndarray:
-    """numpy twin of `prototype_logits` (keeps the input's float dtype)."""
-    _check(query.shape, support.shape)
-    q = _normalize_np(_normalize_np(query).mean(1))
-    p = _normalize_np(_normalize_np(support).mean(2)).mean(1)
-    return -((q[:, None, :] - p[None, :, :]) ** 2).sum(-1) / tau
-
-
-def alignment_logits_np(query: np.ndarray, support: np.ndarray, tau: float = DEFAULT_TAU,
-                        window: int | None = DEFAULT_WINDOW) -> np.ndarray:
-    """numpy twin of `alignment_logits` (keeps the input's float dtype)."""
-    _check(query.shape, support.shape)
-    n, k, ts, c = support.shape
-    q = _normalize_np(query)
-    s = _normalize_np(support).reshape(n, k * ts, c)
-    sim = np.einsum("qtc,njc->qntj", q, s) / tau
-    mask = _window_mask(q.shape[1], ts, window)
-    if mask is not None:
-        sim = np.where(np.tile(mask, (1, k)), -np.inf, sim)
-    sim = sim - sim.max(-1, keepdims=True)
-    a = np.exp(sim)
-    a /= a.sum(-1, keepdims=True)
-    p = np.einsum("qntj,njc->qntc", a, s)
-    return -((q[:, None] - p) ** 2).sum(-1).mean(-1) / tau
-
-
-def head_logits_np(query: np.ndarray, support: np.ndarray, head: HeadConfig) -> np.ndarray:
-    if head.kind == "prototype":
-        return prototype_logits_np(query, support, head.tau)
-    return alignment_logits_np(query, support, head.tau, head.window)

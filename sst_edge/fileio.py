@@ -1,14 +1,40 @@
-"""Atomic file writes and hashing: a crash leaves the old file or the new one, never half of one."""
+"""Atomic file writes, careful reads and hashing: a crash leaves the old file or the new one, never half
+of one, and a file we cannot read is reported with the reason the OS gave (not found, a symlink loop,
+permission denied, no space left...), naming it."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .errors import SSTEdgeError
+
+JSON_MAX_BYTES = 256 << 20  # a document larger than this is not one of ours
+_REASONS = {
+    errno.ENOENT: "not found", errno.ELOOP: "a symbolic link loop", errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted", errno.ENOSPC: "no space left on the device",
+    errno.EROFS: "read-only file system", errno.EISDIR: "is a directory", errno.ENOTDIR: "not a directory",
+    errno.EDQUOT: "disk quota exceeded", errno.EIO: "input/output error (the disk or file system failed)",
+    errno.ENAMETOOLONG: "file name too long", errno.EMFILE: "too many open files",
+}
+
+
+def os_reason(e: OSError) -> str:
+    """What went wrong, in words, from an OSError's errno (without the file name the OS appends)."""
+    return _REASONS.get(e.errno or -1) or (e.strerror or type(e).__name__)
+
+
+def os_error(e: OSError, what: str = "", path: str | Path | None = None) -> SSTEdgeError:
+    """An OSError as the SSTEdgeError the CLI prints: the file, what we were doing, and why it failed."""
+    where = path if path is not None else (e.filename if e.filename is not None else None)
+    return SSTEdgeError(f"{what + ': ' if what else ''}{os_reason(e)}", where)
 
 
 def _default_mode() -> int:
@@ -66,20 +92,69 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Strict JSON only: NaN and Infinity are refused (they are not JSON; JavaScript's JSON.parse and most
+    other readers reject them), so a non-finite number never reaches a file a user relies on."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError as e:
+        raise SSTEdgeError(f"refusing to write a non-finite number (NaN or Infinity) into this file: {e}",
+                           path) from None
+    return atomic_write_text(path, text + "\n")
+
+
+def non_finite(doc: Any, where: str = "") -> list[str]:
+    """Where a parsed document holds NaN or Infinity (Python's json reads them; they are not JSON)."""
+    if isinstance(doc, float) and not math.isfinite(doc):
+        return [f"{where or '(the document)'}: {doc} is not a JSON number (NaN and Infinity are not JSON)"]
+    if isinstance(doc, dict):
+        return [p for k, v in doc.items() for p in non_finite(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(doc, list):
+        return [p for i, v in enumerate(doc) for p in non_finite(v, f"{where}[{i}]")]
+    return []
+
+
+def stat_file(path: str | Path, what: str = "file", max_bytes: int | None = None) -> os.stat_result:
+    """The file's stat, or an SSTEdgeError saying why it cannot be one: not found, a symlink loop,
+    permission denied, a directory, or larger than `max_bytes` (checked before anything is read)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise os_error(e, what, path) from None
+    if not path.is_file():
+        raise SSTEdgeError(f"{what}: not a regular file", path)
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise SSTEdgeError(f"{what}: {st.st_size:,} bytes, more than the {max_bytes:,} such a file can have",
+                           path)
+    return st
+
+
+def read_bytes(path: str | Path, what: str = "file", max_bytes: int | None = None) -> bytes:
+    """A whole file, its size checked first; every OS failure becomes an error naming the file."""
+    stat_file(path, what, max_bytes)
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise os_error(e, what, path) from None
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
-    """Read JSON, turning every failure into an error that names the file."""
-    from .errors import SSTEdgeError
-
-    path = Path(path)
-    if not path.is_file():
-        raise SSTEdgeError(f"{what} not found", path)
+    """Read strict JSON (no NaN/Infinity, bounded size and depth), turning every failure into an error
+    that names the file."""
+    data = read_bytes(path, what, JSON_MAX_BYTES)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        doc = json.loads(data.decode("utf-8"))
+        bad = non_finite(doc)
+    except UnicodeDecodeError as e:
+        raise SSTEdgeError(f"not a valid {what}: not UTF-8 text ({e.reason} at byte {e.start})",
+                           path) from None
+    except (json.JSONDecodeError, ValueError) as e:
         raise SSTEdgeError(f"not a valid {what}: {e}", path) from None
+    except RecursionError:
+        raise SSTEdgeError(f"not a valid {what}: nested too deeply", path) from None
+    if bad:
+        raise SSTEdgeError(f"not a valid {what}: it holds NaN or Infinity", path, bad[:20])
+    return doc
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sst_edge.cli import main
-from sst_edge.data.datasets import load_splits
+from sst_edge.device.datasets import load_splits
 
 
 def test_enroll_classify_gallery_eval(exported_model: Path, synth_dataset: Path, tmp_path: Path,

@@ -8,15 +8,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 
-from sst_edge.data.datasets import load_splits, read_split_file
-from sst_edge.data.decoders import decord_available
 from sst_edge.data.episodes import EpisodeDataset
-from sst_edge.data.errors import DatasetError, VideoError
-from sst_edge.data.preprocess import Preprocess, load_clip
 from sst_edge.data.synth import generate_synthetic
-from sst_edge.errors import SSTEdgeError
+from sst_edge.device.datasets import load_splits, read_split_file
+from sst_edge.device.decoders import decord_available
+from sst_edge.device.preprocess import Preprocess, load_clip
+from sst_edge.errors import DatasetError, SSTEdgeError, VideoError
 
 NO_DECORD = pytest.mark.skipif(not decord_available(), reason="decord is not installed (aarch64)")
 DECODERS = ["pyav", pytest.param("decord", marks=NO_DECORD)]
@@ -96,7 +94,7 @@ def test_clip_shorter_than_t_repeats_frames(decoder, make_video):
     assert x.shape == (8, 3, 48, 48)
     distinct = {tuple(x[i].flatten()[:64].tolist()) for i in range(8)}
     assert len(distinct) == 3
-    assert torch.equal(x[0], x[1])
+    assert np.array_equal(x[0], x[1])
 
 
 def test_missing_split_entry_names_the_split_file_and_line(tmp_path):

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from sst_edge.data.datasets import (
+from sst_edge.device.datasets import (
     find_split_files,
     load_splits,
     read_split_file,
     scan_class_folders,
     split_classes,
 )
-from sst_edge.data.errors import DatasetError
+from sst_edge.errors import DatasetError
 
 
 def _touch(root: Path, *rel: str) -> None:

@@ -8,14 +8,14 @@ import av
 import numpy as np
 import pytest
 
-from sst_edge.data.decoders import (
+from sst_edge.device.decoders import (
     DecordDecoder,
     PyAVDecoder,
     decord_available,
     get_decoder,
     make_decoder,
 )
-from sst_edge.data.probe import probe_video
+from sst_edge.device.probe import probe_video
 from sst_edge.errors import SSTEdgeError
 
 needs_decord = pytest.mark.skipif(not decord_available(), reason="decord is not installed (aarch64)")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from sst_edge.data.datasets import load_splits
 from sst_edge.data.episodes import Episode, EpisodeDataset, episode_loader
-from sst_edge.data.errors import DatasetError
-from sst_edge.data.preprocess import Preprocess
+from sst_edge.device.datasets import load_splits
+from sst_edge.device.preprocess import Preprocess
+from sst_edge.errors import DatasetError
 
 PRE = Preprocess(frames=8, size=56, resize=64)
 
@@ -87,3 +88,19 @@ def test_impossible_episode_is_refused_up_front(splits):
         EpisodeDataset(splits.test, PRE, way=7, shot=1, query=1)
     with pytest.raises(DatasetError, match=r">= 11 clips \(6 shot \+ 5 query\)"):
         EpisodeDataset(splits.train, PRE, way=5, shot=6, query=5)
+
+
+def test_device_sampler_gives_the_training_tensors(synth_dataset):
+    """The device's numpy episodes are the training path's torch episodes, value for value."""
+    from sst_edge.device.episodes import EpisodeSampler
+
+    test = load_splits(synth_dataset)["test"]
+    pre = Preprocess(frames=8, size=56, resize=64)
+    host = EpisodeDataset(test, pre, way=3, shot=2, query=1, episodes=2, seed=5, train=False)
+    device = EpisodeSampler(test, pre, way=3, shot=2, query=1, episodes=2, seed=5, train=False)
+    for j in range(2):
+        a, b = host[j], device[j]
+        assert isinstance(b.support, np.ndarray) and a.support_paths == b.support_paths
+        assert np.abs(a.support.numpy() - b.support).max() <= 1e-6
+        assert np.abs(a.query.numpy() - b.query).max() <= 1e-6
+        assert np.array_equal(a.query_labels.numpy(), b.query_labels)

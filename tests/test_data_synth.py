@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from sst_edge.cli import main
-from sst_edge.data.datasets import load_splits
-from sst_edge.data.decoders import make_decoder
-from sst_edge.data.preprocess import sample_indices
 from sst_edge.data.synth import _mask, _objects, assign_splits, generate_synthetic, render_clip, synth_classes
+from sst_edge.device.datasets import load_splits
+from sst_edge.device.decoders import make_decoder
+from sst_edge.device.preprocess import sample_indices
 from sst_edge.errors import SSTEdgeError
 
 

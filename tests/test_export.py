@@ -14,8 +14,8 @@ import torch
 
 from sst_edge.cli import main
 from sst_edge.deploy import export as export_mod
-from sst_edge.deploy.card import CARD_FILE, MODEL_FILE, load_card, verify_files
 from sst_edge.deploy.export import export_model
+from sst_edge.device.card import CARD_FILE, MODEL_FILE, load_card, verify_files
 from sst_edge.errors import SSTEdgeError
 from sst_edge.fileio import sha256_file
 from sst_edge.space.config import load_space
@@ -40,7 +40,8 @@ def test_export_card_parity_and_static_graph(exported_model: Path, trained_run: 
     verify_files(card)
     assert card.extra["parity"]["max_abs_diff"] <= 1e-4
     assert card.extra["cost"]["gflops"] > 0 and card.extra["cost"]["mparams"] > 0
-    assert card.extra["latency"]["predicted"]["ms"] > 0  # the shipped sst_tiny.cpu-fp32 table
+    # the shipped sst_tiny.cpu-fp32 table, native or foreign to this host: see test_card_predicted_latency
+    assert card.extra["latency"]["predicted"]["table"] == "sst_tiny.cpu-fp32"
     assert card.extra["tensorrt"]["ok"], card.extra["tensorrt"]
 
     # T, H, W fixed, batch dynamic, output pinned to [batch, T, C]
@@ -60,6 +61,44 @@ def test_export_card_parity_and_static_graph(exported_model: Path, trained_run: 
     got = sess.run(None, {"input": x.numpy()})[0]
     assert got.shape == ref.shape
     assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_card_predicted_latency_native_and_foreign(trained_run: Path, tiny_subnet: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch):
+    """The card predicts latency from a table made on this device only. Whatever CPU runs the test, the
+    host is faked: first as the device the shipped table was made on (the card has its prediction), then
+    as another one (no prediction, and the reason); a table made foreign on purpose is refused too."""
+    from sst_edge.cost.latency import foreign_problems, read_table
+    from sst_edge.deploy.export import card_summary, predicted_latency
+    from sst_edge.device import fingerprint
+    from sst_edge.device.targets import load_target
+
+    config, target = load_space("sst_tiny"), load_target("cpu-fp32")
+    sample = load_subnet(tiny_subnet)[0].sample
+    shipped = read_table("sst_tiny.cpu-fp32")
+    monkeypatch.setattr(fingerprint, "cpu_model", lambda: shipped.fingerprint["cpu_model"])
+    monkeypatch.setattr(fingerprint, "cpu_count", lambda: shipped.fingerprint["cpu_count"])
+    assert foreign_problems(shipped, config, target) == []
+    card = export_model(tiny_subnet, trained_run, target, tmp_path / "m", measure=False, progress=False)
+    pred = card.extra["latency"]["predicted"]
+    assert pred["table"] == "sst_tiny.cpu-fp32" and pred["ms"] == round(shipped.predict_ms(sample), 4) > 0
+    assert any(f"{pred['ms']:.2f} ms" in line for line in card_summary(card) if "predicted" in line)
+
+    doc = json.loads(shipped.path.read_text())
+    doc["fingerprint"]["cpu_model"] = "ARMv8 Processor rev 1 (v8l)"
+    foreign_table = tmp_path / "jetson.json"
+    foreign_table.write_text(json.dumps(doc))
+    (problem,) = foreign_problems(read_table(foreign_table), config, target)
+    assert problem.startswith("device cpu_model: table has 'ARMv8 Processor rev 1 (v8l)'")
+    away = predicted_latency(config, sample, target, foreign_table)
+    assert away["ms"] is None and "another space, target or device" in away["why"]
+
+    monkeypatch.setattr(fingerprint, "cpu_model", lambda: "Some Other CPU")
+    (problem,) = foreign_problems(shipped, config, target)
+    assert problem.startswith("device cpu_model") and "'Some Other CPU'" in problem
+    foreign = predicted_latency(config, sample, target)
+    assert foreign["ms"] is None and foreign["table"] == "sst_tiny.cpu-fp32"
+    assert "another space, target or device" in foreign["why"]
 
 
 def test_tampered_model_is_refused(exported_model: Path, tmp_path: Path):

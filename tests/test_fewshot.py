@@ -6,16 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from sst_edge.device.heads import HeadConfig, alignment_logits_np, head_logits_np, prototype_logits_np
 from sst_edge.errors import SSTEdgeError
-from sst_edge.fewshot import (
-    HeadConfig,
-    alignment_logits,
-    alignment_logits_np,
-    head_logits,
-    head_logits_np,
-    prototype_logits,
-    prototype_logits_np,
-)
+from sst_edge.fewshot import alignment_logits, head_logits, prototype_logits
 
 
 def features(q: int = 7, n: int = 5, k: int = 3, t: int = 4, c: int = 16, seed: int = 0,

@@ -21,9 +21,9 @@ from sst_edge.cost.latency import (
 )
 from sst_edge.cost.parts import fixed_keys
 from sst_edge.cost.profile import draw_validation, profile_space, profile_to_file, random_subnets
-from sst_edge.cost.timing import Timing, TimingPolicy, median_ci_halfwidth
 from sst_edge.cost.validation import accuracy, fit_correction, leave_one_out
-from sst_edge.deploy.targets import load_target
+from sst_edge.device.targets import load_target
+from sst_edge.device.timing import Timing, TimingPolicy, median_ci_halfwidth
 from sst_edge.errors import SSTEdgeError
 from sst_edge.space.config import load_space
 from sst_edge.space.supernet import random_sample
@@ -280,7 +280,7 @@ def test_timing_statistics() -> None:
 def test_load_meter_reads_this_machine() -> None:
     import time
 
-    from sst_edge.cost.background import BackgroundLog, LoadMeter, wait_quiet
+    from sst_edge.device.background import BackgroundLog, LoadMeter, wait_quiet
 
     meter = LoadMeter()
     time.sleep(0.05)

@@ -10,15 +10,10 @@ import onnx
 import pytest
 import torch
 
+from sst_edge.cost.onnx_export import convert_fp16, export_for_target, export_onnx, quantize_dynamic_int8
 from sst_edge.cost.parts import space_parts
-from sst_edge.deploy.onnx_export import (
-    convert_fp16,
-    export_for_target,
-    export_onnx,
-    make_session,
-    quantize_dynamic_int8,
-)
-from sst_edge.deploy.targets import load_target
+from sst_edge.device.session import make_session
+from sst_edge.device.targets import load_target
 from sst_edge.errors import SSTEdgeError
 from sst_edge.space.config import load_space
 from sst_edge.space.model import SSTSpace
@@ -90,7 +85,7 @@ def test_fp16_conversion_keeps_fp32_io(tiny, subnet, tmp_path: Path) -> None:
 def test_gpu_target_refused_without_its_provider(tiny, subnet, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine whose onnxruntime lacks CUDA (this one; on a GPU box, the CPU-only build is simulated)."""
-    import sst_edge.deploy.onnx_export as ox
+    import sst_edge.cost.onnx_export as ox
 
     monkeypatch.setattr(ox, "available_providers", lambda: ["CPUExecutionProvider"])
     path = export_onnx(subnet, torch.randn(tiny.input_shape(1)), tmp_path / "m.onnx")

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sst_edge.deploy.card import MODEL_FILE, load_card
+from sst_edge.device.card import MODEL_FILE, load_card
+from sst_edge.device.session import choose_providers
 from sst_edge.errors import SSTEdgeError
-from sst_edge.runtime.engine import FewShotRuntime, choose_providers
+from sst_edge.runtime.engine import FewShotRuntime
 from sst_edge.runtime.verbs import eval_model_episodes
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sst_edge.data.datasets import load_splits
-from sst_edge.deploy.card import CARD_FILE, MODEL_FILE, file_record, load_card
+from sst_edge.device.card import CARD_FILE, MODEL_FILE, file_record, load_card
+from sst_edge.device.datasets import load_splits
+from sst_edge.device.heads import HeadConfig
 from sst_edge.errors import SSTEdgeError
-from sst_edge.fewshot import HeadConfig
 from sst_edge.runtime import verbs
-from sst_edge.runtime.classify import UNKNOWN, Classifier, calibrate, support_logits
+from sst_edge.runtime.calibration import UNKNOWN, calibrate, support_logits
+from sst_edge.runtime.classify import Classifier
 from sst_edge.runtime.engine import FewShotRuntime
 from sst_edge.runtime.gallery import FEATURES_DIR, INDEX_FILE, Gallery
 
@@ -268,7 +269,7 @@ def test_unreadable_video_leaves_the_gallery_unchanged(rt: FewShotRuntime, synth
 def test_crash_between_feature_file_and_index(rt: FewShotRuntime, monkeypatch: pytest.MonkeyPatch,
                                               tmp_path: Path) -> None:
     """The index is the commit point: a feature file written before a crash is a stray, ignored, and
-    deleted by the next write."""
+    deleted by the next write. A failure that is not a kill cleans up at once: nothing is left."""
     import sst_edge.runtime.gallery as gallery_mod
 
     def crash(*_a, **_k):
@@ -276,8 +277,14 @@ def test_crash_between_feature_file_and_index(rt: FewShotRuntime, monkeypatch: p
 
     rng = np.random.default_rng(3)
     g = Gallery.create(tmp_path / "g", rt.card)
-    with monkeypatch.context() as m:  # the very first commit of a new gallery
+    with monkeypatch.context() as m:  # an interrupted first commit leaves no folder behind
         m.setattr(gallery_mod, "atomic_write_json", crash)
+        with pytest.raises(KeyboardInterrupt):
+            g.add("a", random_feats(rng, rt.feature_shape), "/v/0.mp4", "0" * 64)
+    assert not g.path.exists()
+    with monkeypatch.context() as m:  # a kill: the clean-up never runs (unlink does nothing)
+        m.setattr(gallery_mod, "atomic_write_json", crash)
+        m.setattr(Path, "unlink", lambda self, missing_ok=False: None)
         with pytest.raises(KeyboardInterrupt):
             g.add("a", random_feats(rng, rt.feature_shape), "/v/0.mp4", "0" * 64)
     assert not (g.path / INDEX_FILE).exists() and len(list((g.path / FEATURES_DIR).iterdir())) == 1
@@ -287,6 +294,7 @@ def test_crash_between_feature_file_and_index(rt: FewShotRuntime, monkeypatch: p
     before = (g.path / INDEX_FILE).read_bytes()
     with monkeypatch.context() as m:
         m.setattr(gallery_mod, "atomic_write_json", crash)
+        m.setattr(Path, "unlink", lambda self, missing_ok=False: None)
         with pytest.raises(KeyboardInterrupt):
             g.add("a", random_feats(rng, rt.feature_shape), "/v/1.mp4", "1" * 64)
     assert (g.path / INDEX_FILE).read_bytes() == before

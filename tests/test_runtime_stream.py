@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sst_edge.data.datasets import load_splits
-from sst_edge.data.decoders import make_decoder
 from sst_edge.data.encode import write_video
+from sst_edge.device.datasets import load_splits
+from sst_edge.device.decoders import make_decoder
 from sst_edge.errors import SSTEdgeError
 from sst_edge.runtime import verbs
 from sst_edge.runtime.classify import Classifier

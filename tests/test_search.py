@@ -65,15 +65,28 @@ def test_multi_process_engine_completes_and_stops_nni(trained_run, synth_dataset
 
 
 def test_latency_budget_through_the_table(trained_run, synth_dataset, tmp_path):
+    """The shipped table made foreign on purpose (another CPU), so the test means the same on any host:
+    refused, then searched under with allow_foreign_table."""
     from sst_edge.cost.latency import load_table
+    from sst_edge.resources import resolve
 
-    table = load_table("sst_tiny.cpu-fp32", config=TINY, allow_foreign=True)
+    doc = json.loads(resolve("table", "sst_tiny.cpu-fp32").read_text())
+    doc["fingerprint"]["cpu_model"] = "ARMv8 Processor rev 1 (v8l)"
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(json.dumps(doc))
+    with pytest.warns(UserWarning, match="foreign latency table"):
+        table = load_table(foreign, config=TINY, allow_foreign=True)
+    assert len(table.foreign) == 1 and table.foreign[0].startswith("device cpu_model")
     keep = run_restriction(trained_run, TINY)
     lo = table.predict_ms(extreme_sample(TINY, keep))
     budget = lo * 1.05
     settings = SearchSettings(trials=4, population=2, sample_size=2, episodes=4, budget_ms=budget,
-                              table="sst_tiny.cpu-fp32", allow_foreign_table=True, baseline=False)
-    run_search("sst_tiny", trained_run, synth_dataset, tmp_path / "lat", settings)
+                              table=str(foreign), baseline=False)
+    with pytest.raises(SSTEdgeError, match="another space, target or device"):
+        run_search("sst_tiny", trained_run, synth_dataset, tmp_path / "refused", settings)
+    settings.allow_foreign_table = True
+    with pytest.warns(UserWarning, match="foreign latency table"):
+        run_search("sst_tiny", trained_run, synth_dataset, tmp_path / "lat", settings)
     for f in (tmp_path / "lat" / "trials").glob("*.json"):
         rec = json.loads(f.read_text())
         assert rec["latency_ms"] <= budget and table.predict_ms(rec["sample"]) == rec["latency_ms"]

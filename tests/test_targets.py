@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sst_edge.deploy.targets import load_target
+from sst_edge.device.targets import load_target
 from sst_edge.errors import SSTEdgeError
 from sst_edge.resources import available
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from sst_edge.deploy.onnx_export import export_onnx
+from sst_edge.cost.onnx_export import export_onnx
 from sst_edge.deploy.tensorrt import build_engine, check_graph, trtexec_command
 from sst_edge.errors import SSTEdgeError
 from sst_edge.space.config import load_space

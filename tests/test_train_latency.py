@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from sst_edge.cli import main
 from sst_edge.cost.latency import load_table
+from sst_edge.resources import resolve
 from sst_edge.space.config import load_space
 from sst_edge.train.config import ShrinkConfig, TrainConfig
 from sst_edge.train.loop import train_supernet
@@ -39,18 +42,30 @@ def event_keep(event: dict) -> dict[str, list]:
     return keep
 
 
-def test_latency_table_from_the_command_line(synth_dataset: Path, tmp_path: Path) -> None:
-    table = "sst_tiny.cpu-fp32"  # shipped in latency_tables/; measured on another device when run elsewhere
+def test_latency_table_from_the_command_line(synth_dataset: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    """The shipped sst_tiny.cpu-fp32 table, made foreign on purpose (another CPU in its fingerprint), so the
+    test means the same on any host: refused, then used with --allow-foreign-table."""
+    doc = json.loads(resolve("table", "sst_tiny.cpu-fp32").read_text())
+    doc["fingerprint"]["cpu_model"] = "ARMv8 Processor rev 1 (v8l)"
+    table = tmp_path / "foreign.json"
+    table.write_text(json.dumps(doc))
     out = tmp_path / "run"
     args = ["train", "--space", "sst_tiny", "--data", str(synth_dataset), "--out", str(out), "--no-progress",
-            "--latency-table", table, "--allow-foreign-table", "--warmup", "0", "--shrink-period", "1",
+            "--latency-table", str(table), "--warmup", "0", "--shrink-period", "1",
             "--min-count", "1", "--threshold", "0.5"]
     for k, v in TINY.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
-    assert main(args) == 0
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert str(table) in err and "device cpu_model: table has 'ARMv8 Processor rev 1 (v8l)'" in err
+    assert "--allow-foreign-table" in err and not (out / "shrunk.json").exists()
+    with pytest.warns(UserWarning, match="foreign latency table"):
+        assert main([*args, "--allow-foreign-table"]) == 0
     (event,) = json.loads((out / "shrunk.json").read_text())["history"]
     assert event["cost_unit"] == "ms" and event["dropped"]
-    predicted = load_table(table, config=load_space("sst_tiny"), allow_foreign=True)
+    with pytest.warns(UserWarning, match="foreign latency table"):
+        predicted = load_table(table, config=load_space("sst_tiny"), allow_foreign=True)
     costs = [c["mean_cost"] for c in event["candidates"] if c["mean_cost"] is not None]
     extremes = [predicted.predict_ms({k: v[i] for k, v in event_keep(event).items()}) for i in (0, -1)]
     assert min(extremes) * 0.5 < min(costs) <= max(costs) < max(extremes) * 2  # table ms, not FLOPs

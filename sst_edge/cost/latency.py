@@ -22,18 +22,48 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ..deploy.targets import Target, load_target
+from ..device.fingerprint import device_fingerprint, device_mismatches, execution_provider, run_mismatches
+from ..device.targets import Target, load_target
+from ..device.timing import Timing
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write_json, read_json
 from ..resources import resolve
+from ..schema import NONNEG_NUMBER, POS_INT, POS_NUMBER, TEXT, check, header_schema
 from ..space.config import SpaceConfig, heads_label, load_space, op_label
-from .fingerprint import device_fingerprint, device_mismatches, execution_provider, run_mismatches
-from .timing import Timing
 
 FORMAT = "sst-edge/latency-table"
 VERSION = 1
 UNIT = "ms per clip (batch 1)"
 FOREIGN_HINT = "pass --allow-foreign-table (allow_foreign=True) to use it anyway"
+TIMING_SCHEMA = {"type": "object", "required": ["median_ms", "p10_ms", "p90_ms", "count"],
+                 "properties": {"median_ms": POS_NUMBER, "p10_ms": NONNEG_NUMBER, "p90_ms": NONNEG_NUMBER,
+                                "count": POS_INT}}
+TABLE_SCHEMA = {
+    "type": "object",
+    "required": ["format", "version", "space", "space_hash", "target", "backend", "created", "fingerprint",
+                 "timing", "fixed", "stages"],
+    "properties": {
+        **header_schema(FORMAT, VERSION),
+        "space": {**TEXT, "maxLength": 200}, "space_hash": {**TEXT, "maxLength": 128},
+        "target": {"type": "object", "required": ["name"], "properties": {"name": TEXT}},
+        "backend": {"enum": ["onnxruntime", "torch"]}, "created": TEXT,
+        "fingerprint": {"type": "object"}, "timing": {"type": "object"},
+        "fixed": {"type": "object", "minProperties": 1,
+                  "additionalProperties": {**TIMING_SCHEMA, "properties": {
+                      **TIMING_SCHEMA["properties"], "input_shape": {"type": "array", "items": POS_INT}}}},
+        "stages": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["stage", "depth", "input_shape", "blocks"],
+            "properties": {
+                "stage": POS_INT, "depth": POS_INT, "input_shape": {"type": "array", "items": POS_INT},
+                "blocks": {"type": "object", "minProperties": 1, "additionalProperties": {
+                    "type": "object", "minProperties": 1, "propertyNames": {"pattern": "^[1-9][0-9]*$"},
+                    "additionalProperties": TIMING_SCHEMA}}}}},
+        "correction": {"anyOf": [{"type": "null"}, {
+            "type": "object", "required": ["kind", "scale", "offset_ms", "fitted_on"],
+            "properties": {"kind": {"enum": ["affine", "scale"]}, "scale": POS_NUMBER,
+                           "offset_ms": {"type": "number"},
+                           "fitted_on": {"type": "integer", "minimum": 0}}}]},
+        "validation": {"anyOf": [{"type": "null"}, {"type": "object"}]}}}
 
 
 @dataclass(frozen=True)
@@ -189,21 +219,12 @@ class LatencyTable:
 
     @classmethod
     def from_dict(cls, doc: Any, path: str | Path | None = None) -> LatencyTable:
-        """Parse and validate a table document, naming every problem."""
-        if not isinstance(doc, dict):
-            raise SSTEdgeError("a latency table must be a JSON object", path)
+        """Parse and validate a table document (by schema: types, finite positive timings), naming every
+        problem. Whether it covers every block of a space is `check_table`'s question."""
+        check(doc, TABLE_SCHEMA, "latency table", path)
         problems: list[str] = []
-        if doc.get("format") != FORMAT:
-            problems.append(f"'format' is {doc.get('format')!r}, expected {FORMAT!r}")
-        if doc.get("version") != VERSION:
-            problems.append(f"'version' is {doc.get('version')!r}, expected {VERSION}")
-        kinds = {"space": str, "space_hash": str, "target": dict, "backend": str, "created": str,
-                 "fingerprint": dict, "timing": dict, "fixed": dict, "stages": list}
-        for key, kind in kinds.items():
-            if not isinstance(doc.get(key), kind):
-                problems.append(f"'{key}' missing or not a {kind.__name__}")
-        if problems:
-            raise SSTEdgeError("not a valid latency table", path, problems)
+        kinds = {"space", "space_hash", "target", "backend", "created", "fingerprint", "timing", "fixed",
+                 "stages"}
 
         def timing(where: str, d: Any) -> Timing | None:
             try:
@@ -257,11 +278,11 @@ class LatencyTable:
                    path=Path(path) if path is not None else None)
 
     def save(self, path: str | Path | None = None) -> Path:
-        """Write atomically (to `path`, else where it was loaded from)."""
+        """Write atomically (to `path`, else where it was loaded from), checked by the reader's schema."""
         path = Path(path) if path is not None else self.path
         if path is None:
             raise SSTEdgeError("this latency table has no path yet: give one to save()")
-        self.path = atomic_write_json(path, self.to_dict())
+        self.path = atomic_write_json(path, check(self.to_dict(), TABLE_SCHEMA, "latency table", path))
         return self.path
 
 
@@ -297,6 +318,27 @@ def __getattr__(name: str) -> Any:
 # ------------------------------------------------------------------------------------- foreign tables
 def target_record(target: Target) -> dict[str, Any]:
     return {"name": target.name, "hash": target.hash, "settings": target.canonical()}
+
+
+def fixed_keys(config: SpaceConfig) -> list[str]:
+    """The space's fixed parts in forward order: patch embedding, the downsamples between stages, head."""
+    return ["embed", *[f"downsample{s}" for s in range(2, len(config.stages) + 1)], "head"]
+
+
+def missing_entries(table: LatencyTable, config: SpaceConfig) -> list[str]:
+    """The fixed parts, stages and (stage, op, heads) blocks of `config` that `table` has no timing for."""
+    have = {st.stage: st for st in table.stages}
+    out = [f"fixed part {k}" for k in fixed_keys(config) if k not in table.fixed]
+    for s, st in enumerate(config.stages, 1):
+        entry = have.get(s)
+        if entry is None:
+            out.append(f"stage {s}")
+            continue
+        if entry.depth != st.depth:
+            out.append(f"stage {s}: depth {entry.depth}, the space has {st.depth}")
+        out += [f"stage {s} block {op}/{h} heads" for op in config.ops for h in config.heads
+                if h not in entry.blocks.get(op, {})]
+    return out
 
 
 def foreign_problems(table: LatencyTable, config: SpaceConfig | None = None, target: Target | None = None,
@@ -345,6 +387,11 @@ def check_table(table: LatencyTable, config: SpaceConfig | str | None = None,
     """
     cfg = load_space(config) if isinstance(config, str) else config
     tgt = load_target(target) if isinstance(target, str) else target
+    if cfg is not None and table.space == cfg.name and table.space_hash == cfg.hash:
+        missing = missing_entries(table, cfg)
+        if missing:
+            raise SSTEdgeError(f"the latency table lacks {len(missing)} of the entries of space "
+                               f"'{cfg.name}' (re-profile it)", table.path, missing[:20])
     problems = foreign_problems(table, cfg, tgt, backend)
     if problems and not allow_foreign:
         raise SSTEdgeError(f"latency table made for another space, target or device; {FOREIGN_HINT}",

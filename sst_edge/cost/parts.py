@@ -31,11 +31,6 @@ def block_key(stage: int, op: str, heads: int) -> str:
     return f"s{stage}.{op}.h{heads}"
 
 
-def fixed_keys(config: SpaceConfig) -> list[str]:
-    """Fixed parts in forward order."""
-    return ["embed", *[f"downsample{s}" for s in range(2, len(config.stages) + 1)], "head"]
-
-
 def _one_layer(config: SpaceConfig) -> SpaceConfig:
     return dataclasses.replace(config, stages=tuple(dataclasses.replace(st, depth=1) for st in config.stages))
 

@@ -1,11 +1,15 @@
 """Measure a latency table (`sst-edge profile`) and validate it against whole subnets.
 
-Every part is run as deployment runs it: exported with `deploy.onnx_export` (same exporter, opset and
+Every part is run as deployment runs it: exported with `cost.onnx_export` (same exporter, opset and
 precision step) and timed in an ONNX Runtime session made by `make_session` from the target (provider,
 threads, graph optimisation); or, as a second backend, in PyTorch eager with the target's threads and
-device. Batch 1: latencies are per clip. Exports all happen before any timing (the exporter's threads must
-be idle), then `timing.time_items` times the parts, and the whole subnets that validate them, in one
-pool of interleaved rounds, one session at a time.
+device. Batch 1: latencies are per clip.
+
+ONNX Runtime profiling is three steps, so a device without torch can be profiled (nn-Meter style):
+`write_bundle` exports every part and validation subnet into a folder with a manifest (host), then
+`device.bundle.run_bundle` times them all in one pool of interleaved rounds, one session at a time
+(device), and `table_from_bundle` builds the table (host). The one-machine profile runs the same three
+steps in a temporary folder, so there is one timing path.
 """
 
 from __future__ import annotations
@@ -19,44 +23,45 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..deploy.onnx_export import export_for_target, make_session
-from ..deploy.targets import BACKENDS, Target, load_target
+from ..device.background import BackgroundLog
+from ..device.bundle import (
+    BACKEND,
+    FORMAT,
+    MANIFEST,
+    TIMINGS,
+    VERSION,
+    Bundle,
+    BundleItem,
+    count_items,
+    make_input,
+    make_policy,
+    ort_opener,  # noqa: F401  (re-exported: deploy.export and bench/export.py time ONNX files with it)
+    parse_policy,
+    progress_bar,
+    read_bundle,
+    read_timings,
+    resolve_clock,
+    run_bundle,
+    timed,
+)
+from ..device.fingerprint import device_fingerprint, device_mismatches, fingerprint, library_versions
+from ..device.targets import BACKENDS, Target, load_target
+from ..device.timing import Opener, Run, Timing, TimingPolicy
 from ..errors import SSTEdgeError
-from ..fileio import utc_now
+from ..fileio import atomic_write_json, sha256_file, utc_now
 from ..space.config import SpaceConfig, load_space
-from .background import BackgroundLog
-from .fingerprint import fingerprint
-from .latency import LatencyTable, StageEntry, check_table, read_table, target_record
-from .parts import Part, block_key, fixed_keys, space_parts
-from .timing import CLOCKS, Opener, Run, Timing, TimingPolicy, time_items
+from .latency import LatencyTable, StageEntry, check_table, fixed_keys, read_table, target_record
+from .onnx_export import export_for_target
+from .parts import Part, block_key, space_parts
 from .validation import MIN_AFFINE, plot_validation, summarize
 
 EXPORTER = "torch.onnx.export(dynamo=False), TorchScript exporter"
 
 
-
 # --------------------------------------------------------------------------------------------- runners
-def ort_opener(path: Path, target: Target, x: np.ndarray) -> Opener:
-    @contextlib.contextmanager
-    def opener() -> Iterator[Run]:
-        box = {"sess": make_session(path, target)}
-        feeds = {box["sess"].get_inputs()[0].name: x}
-
-        def run() -> object:
-            return box["sess"].run(None, feeds)
-
-        try:
-            yield run
-        finally:
-            box.clear()  # drop the session now: only one may exist at a time
-
-    return opener
-
-
 def _torch_device(target: Target) -> torch.device:
     if not target.uses_gpu:
         return torch.device("cpu")
@@ -110,53 +115,7 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def _bar(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", disable=not enabled, leave=True, dynamic_ncols=True)
-
-
-def timed(openers: dict[str, Opener], policy: TimingPolicy, seed: int, desc: str,
-           progress: bool) -> tuple[dict[str, Timing], BackgroundLog]:
-    bar = _bar(len(openers) * policy.rounds, desc, progress)
-
-    def grow(n: int) -> None:
-        bar.total += n
-        bar.refresh()
-
-    with bar:
-        return time_items(openers, policy, seed=seed, progress=lambda _k: bar.update(1), extra_round=grow)
-
-
-def resolve_clock(target: Target, clock: str = "auto") -> str:
-    """`thread` CPU time for single-thread CPU targets (immune to other processes), else `wall`."""
-    if clock == "auto":
-        return "thread" if not target.uses_gpu and target.threads == 1 else "wall"
-    if clock == "thread" and (target.uses_gpu or target.threads != 1):
-        raise SSTEdgeError(f"the thread clock needs a one-thread CPU target; '{target.name}' has "
-                           f"{target.threads} thread(s) on {target.device}: use the wall clock")
-    if clock not in CLOCKS:
-        raise SSTEdgeError(f"unknown clock {clock!r} (known: auto, {', '.join(CLOCKS)})")
-    return clock
-
-
-def _prepare(items: list[tuple[str, nn.Module, tuple[int, ...]]], target: Target, backend: str,
-             workdir: Path, seed: int, bar: Any) -> dict[str, Opener]:
-    """Export (ORT) or keep (torch) each module and make its opener. Inputs are seeded random normals."""
-    gen = torch.Generator().manual_seed(seed)
-    openers: dict[str, Opener] = {}
-    for key, module, shape in items:
-        x = torch.randn(shape, generator=gen)
-        if backend == "onnxruntime":
-            path = export_for_target(module, x, workdir / f"{key}.onnx", target)
-            openers[key] = ort_opener(path, target, x.numpy())
-        else:
-            openers[key] = torch_opener(module, target, x)
-        bar.update(1)
-    return openers
-
-
-# ------------------------------------------------------------------------------------------- profiling
+# ------------------------------------------------------------------------------------------ subnets
 def random_subnets(config: SpaceConfig, n: int, seed: int) -> list[dict[str, Any]]:
     """n distinct uniform draws from the space (fewer if the space is smaller than n)."""
     from ..space.supernet import random_sample
@@ -179,56 +138,128 @@ def _subnet_key(i: int) -> str:
     return f"subnet{i:03d}"
 
 
-def _time_pool(config: SpaceConfig, target: Target, backend: str, policy: TimingPolicy, seed: int,
-               progress: bool, parts: list[Part],
-               samples: list[Mapping[str, Any]]) -> tuple[dict[str, Timing], BackgroundLog]:
-    """Export parts and whole subnets, then time them all in ONE interleaved pool.
+def _check_validate(validate: int) -> None:
+    if validate < 0:
+        raise SSTEdgeError(f"--validate must be at least 0, got {validate}")
 
-    One pool, because the speed of this shared machine drifts by 5-10% over minutes (other processes
-    compete for caches and memory bandwidth, which no clock excludes): parts timed first and subnets
-    later would compare two machine states, not a sum with a whole.
+
+def _resolved(policy: TimingPolicy | None, target: Target) -> TimingPolicy:
+    policy = policy or TimingPolicy()
+    return dataclasses.replace(policy, clock=resolve_clock(target, policy.clock))
+
+
+# key, kind ("part" or "subnet"), module, input shape, sample (subnets only)
+Module = tuple[str, str, nn.Module, tuple[int, ...], dict[str, Any] | None]
+
+
+def _modules(config: SpaceConfig, parts: list[Part], samples: list[Mapping[str, Any]]) -> Iterator[Module]:
+    """Every part, then every whole subnet (built only when asked for: the full space is slow to build)."""
+    for p in parts:
+        yield p.key, "part", p.module, tuple(p.input_shape), None
+    if samples:
+        from ..space.model import SSTSpace
+
+        space = SSTSpace(config)
+        for i, sample in enumerate(samples):
+            module = space.freeze(dict(sample)).eval()
+            yield _subnet_key(i), "subnet", module, config.input_shape(1), dict(sample)
+
+
+# ------------------------------------------------------------------------------------- bundle (host)
+def _export_item(directory: Path, target: Target, m: Module, input_seed: int) -> BundleItem:
+    key, kind, module, shape, sample = m
+    x = torch.from_numpy(make_input(shape, input_seed))
+    f = export_for_target(module, x, directory / f"{key}.onnx", target)
+    return BundleItem(key, kind, f.name, sha256_file(f), f.stat().st_size, shape, input_seed, sample)
+
+
+def _manifest(config: SpaceConfig, target: Target, seed: int, policy: TimingPolicy,
+              items: list[BundleItem]) -> dict[str, Any]:
+    return {"format": FORMAT, "version": VERSION, "created": utc_now(),
+            "space": config.name, "space_hash": config.hash, "target": target_record(target),
+            "backend": BACKEND, "seed": seed, "policy": policy.to_dict(),
+            "exporter": EXPORTER, "opset": target.opset, "dynamic_batch": target.dynamic_batch,
+            "host_versions": library_versions(),
+            "inputs": "np.random.default_rng(input_seed).standard_normal(input_shape, dtype=np.float32)",
+            "items": [it.to_dict() for it in items]}
+
+
+def write_bundle(config: SpaceConfig, target: Target, directory: str | Path, parts: list[Part],
+                 samples: list[Mapping[str, Any]], seed: int = 0, policy: TimingPolicy | None = None,
+                 progress: bool = True, overwrite: bool = False) -> Path:
+    """Export `parts` and whole `samples` as `target` deploys them into `directory`, then its manifest.
+
+    The manifest is written last (atomically) and an old one removed first, so a folder whose export
+    failed halfway is no bundle at all rather than one whose files do not match. Item i's input seed is
+    seed + i. Returns the manifest's path.
     """
-    from ..space.model import SSTSpace
-
-    with torch_threads(target.threads), tempfile.TemporaryDirectory(prefix="sst-profile-") as tmp:
-        bar = _bar(len(parts) + len(samples), f"export {config.name}", progress)
-        with bar:
-            openers = _prepare([(p.key, p.module, p.input_shape) for p in parts], target, backend,
-                               Path(tmp), seed, bar)
-            if samples:
-                space = SSTSpace(config)
-                for i, sample in enumerate(samples):
-                    sub = space.freeze(dict(sample)).eval()
-                    openers.update(_prepare([(_subnet_key(i), sub, config.input_shape(1))], target, backend,
-                                            Path(tmp), seed + 1 + i, bar))
-                del space
-        what = " + ".join(x for x in (f"{len(parts)} parts" if parts else "",
-                                       f"{len(samples)} subnets" if samples else "") if x)
-        return timed(openers, policy, seed, f"time {what} on {target.name}/{backend}", progress)
+    policy = _resolved(policy, target)  # a clock the target cannot use fails now, not after the export
+    directory = Path(directory)
+    manifest = directory / MANIFEST
+    if manifest.exists() and not overwrite:
+        raise SSTEdgeError("a profile bundle is here already; pass --overwrite to replace it", directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in (manifest, directory / TIMINGS):
+        old.unlink(missing_ok=True)
+    items: list[BundleItem] = []
+    bar = progress_bar(len(parts) + len(samples), f"export {config.name} for {target.name}", progress)
+    with torch_threads(target.threads), bar:
+        for i, m in enumerate(_modules(config, parts, samples)):
+            items.append(_export_item(directory, target, m, seed + i))
+            bar.update(1)
+    return atomic_write_json(manifest, _manifest(config, target, seed, policy, items))
 
 
+def bundle_to_dir(space: str | Path | SpaceConfig, target: str | Path | Target, directory: str | Path,
+                  validate: int = 0, seed: int = 0, policy: TimingPolicy | None = None,
+                  overwrite: bool = False, progress: bool = True, backend: str | None = None) -> Path:
+    """`profile --bundle`: every part of the space and `validate` random subnets, for the device to time."""
+    config = space if isinstance(space, SpaceConfig) else load_space(space)
+    tgt = load_target(target)
+    if (backend or BACKEND) != BACKEND:
+        raise SSTEdgeError(f"a bundle is timed by {BACKEND} on the device; --backend {backend} profiles on "
+                           "this machine only (drop --bundle)")
+    _check_validate(validate)
+    samples = random_subnets(config, validate, seed) if validate else []
+    return write_bundle(config, tgt, directory, space_parts(config), samples, seed, policy, progress,
+                        overwrite)
+
+
+def describe_bundle(directory: str | Path) -> str:
+    """What `profile --bundle` prints: what the bundle holds and the next two steps."""
+    b = read_bundle(directory, check_files=False)
+    size = sum(it.bytes for it in b.items) / 1e6
+    what = count_items(len(b.item_keys("part")), len(b.item_keys("subnet")))
+    return (f"{b.manifest_path}: {what} of {b.doc['space']} "
+            f"for {b.target.name} ({size:.1f} MB, seed {b.seed}, {b.policy.rounds} rounds, "
+            f"{b.policy.clock} clock)\n"
+            f"  next: copy {b.directory} to the device, run `sst-edge profile --run-bundle {b.directory}` "
+            f"there (ONNX Runtime and numpy only), copy it back and run "
+            f"`sst-edge profile --from-bundle {b.directory}` here")
+
+
+# ------------------------------------------------------------------------------------- tables (host)
 def _table_from(config: SpaceConfig, target: Target, backend: str, policy: TimingPolicy, seed: int,
-                parts: list[Part], timings: Mapping[str, Timing], duration_s: float,
-                background: BackgroundLog) -> LatencyTable:
-    by_key = {p.key: p for p in parts}
-    fixed = {k: (list(by_key[k].input_shape), timings[k]) for k in fixed_keys(config)}
+                shapes: Mapping[str, tuple[int, ...]], timings: Mapping[str, Timing], duration_s: float,
+                background: Mapping[str, Any], fp: Mapping[str, Any],
+                extra: Mapping[str, Any] | None = None) -> LatencyTable:
+    """The table from per-key timings and input shapes; `fp` is the fingerprint of the timing device."""
+    fixed = {k: (list(shapes[k]), timings[k]) for k in fixed_keys(config)}
     stages = []
     for s, st in enumerate(config.stages, 1):
         blocks = {op: {h: timings[block_key(s, op, h)] for h in config.heads} for op in config.ops}
-        shape = next(p.input_shape for p in parts if p.stage == s)
+        shape = shapes[block_key(s, config.ops[0], config.heads[0])]
         stages.append(StageEntry(s, st.depth, list(shape), blocks))
     settings = {"policy": policy.to_dict(), "batch": 1, "seed": seed, "duration_s": round(duration_s, 1),
-                "background": background.to_dict()}
-    if backend == "onnxruntime":
-        settings.update({"exporter": EXPORTER, "opset": target.opset, "dynamic_batch": target.dynamic_batch})
+                "background": dict(background), **(extra or {})}
     return LatencyTable(space=config.name, space_hash=config.hash, target=target_record(target),
-                        backend=backend, created=utc_now(), fingerprint=fingerprint(target, backend),
-                        timing=settings, fixed=fixed, stages=stages)
+                        backend=backend, created=utc_now(), fingerprint=dict(fp), timing=settings,
+                        fixed=fixed, stages=stages)
 
 
 def _record_validation(table: LatencyTable, samples: list[Mapping[str, Any]], measured: list[Timing],
-                       seed: int, policy: TimingPolicy, duration_s: float, background: BackgroundLog | None,
-                       plot_path: str | Path | None) -> dict[str, Any]:
+                       seed: int, policy: TimingPolicy, duration_s: float,
+                       background: Mapping[str, Any] | None, plot_path: str | Path | None) -> dict[str, Any]:
     """Fit the correction, compute the figures, draw the plot, and store them in the table."""
     raw = [table.predict_ms(s, raw=True) for s in samples]
     med = [t.median_ms for t in measured]
@@ -240,7 +271,7 @@ def _record_validation(table: LatencyTable, samples: list[Mapping[str, Any]], me
         "created": utc_now(),
         "duration_s": round(duration_s, 1),
         # None: timed together with the parts (see timing.background); else the load while timing alone
-        "background": None if background is None else background.to_dict(),
+        "background": None if background is None else dict(background),
         "policy": policy.to_dict(),
         "correction_method": "measured ~= scale * sum + offset, least squares on relative error (scale "
                              f"only below {MIN_AFFINE} subnets); 'corrected_loo' figures are leave-one-out",
@@ -273,6 +304,97 @@ def draw_validation(table: LatencyTable, path: str | Path) -> Path:
     return plot_validation(path, raw, measured, None if None in loo else loo, title, v["figures"])
 
 
+def _bundle_space(bundle: Bundle, space: str | Path | SpaceConfig | None) -> SpaceConfig:
+    """The bundle's space, refused if its YAML changed since the bundle was written."""
+    config = space if isinstance(space, SpaceConfig) else load_space(space or bundle.doc["space"])
+    if config.name != bundle.doc["space"]:
+        raise SSTEdgeError(f"the bundle was written for space '{bundle.doc['space']}', not '{config.name}'",
+                           bundle.manifest_path)
+    if config.hash != bundle.doc["space_hash"]:
+        raise SSTEdgeError(f"space '{config.name}' has hash {config.hash} now, the bundle was written for "
+                           f"{bundle.doc['space_hash']}: the space YAML changed; write and time a new bundle",
+                           bundle.manifest_path)
+    return config
+
+
+def _part_keys(config: SpaceConfig) -> list[str]:
+    blocks = [block_key(s, op, h) for s in range(1, len(config.stages) + 1) for op in config.ops
+              for h in config.heads]
+    return fixed_keys(config) + blocks
+
+
+def _bundle_record(bundle: Bundle, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a --from-bundle table's numbers came from (describe() prints it)."""
+    return {"dir": str(bundle.directory), "manifest_sha256": bundle.sha256, "timed": doc.get("created"),
+            "duration_s": doc.get("duration_s")}
+
+
+def table_from_bundle(bundle: Bundle | str | Path, space: str | Path | SpaceConfig | None = None,
+                      plot_path: str | Path | None = None, duration_s: float | None = None,
+                      record_source: bool = True) -> LatencyTable:
+    """The table from a bundle and the timings.json its device wrote, with that device's fingerprint.
+
+    Never refused for having run on another machine (that is the point of a bundle); the table is then
+    foreign on this host, which `describe` says and `check_table` enforces where it is used.
+    """
+    bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle, check_files=False)
+    doc, timings = read_timings(bundle)
+    config = _bundle_space(bundle, space)
+    have = set(bundle.item_keys("part"))
+    missing = [k for k in _part_keys(config) if k not in have]
+    if missing:
+        raise SSTEdgeError(f"the bundle lacks parts of space '{config.name}': {', '.join(missing)}",
+                           bundle.manifest_path)
+    problems: list[str] = []
+    policy = parse_policy(doc["policy"], problems)
+    if problems:
+        raise SSTEdgeError("invalid timings", bundle.timings_path, problems)
+    duration = float(doc.get("duration_s") or 0.0) if duration_s is None else duration_s
+    extra = {k: bundle.doc.get(k) for k in ("exporter", "opset", "dynamic_batch")}
+    if record_source:
+        extra["bundle"] = _bundle_record(bundle, doc)
+    table = _table_from(config, bundle.target, BACKEND, policy, bundle.seed,
+                        {it.key: it.input_shape for it in bundle.items}, timings, duration, doc["background"],
+                        doc["fingerprint"], extra)
+    subnets = [it for it in bundle.items if it.kind == "subnet"]
+    if subnets:
+        _record_validation(table, [it.sample or {} for it in subnets], [timings[it.key] for it in subnets],
+                           bundle.seed, policy, duration, None, plot_path)
+    return table
+
+
+def _time_here(config: SpaceConfig, target: Target, parts: list[Part], samples: list[Mapping[str, Any]],
+               seed: int, policy: TimingPolicy, progress: bool, directory: Path) -> Bundle:
+    """Write a bundle into `directory` and time it on this machine: the one-machine ONNX Runtime path."""
+    write_bundle(config, target, directory, parts, samples, seed, policy, progress)
+    bundle = read_bundle(directory)
+    with torch_threads(target.threads):  # the exporter's idle threads stay few while timing
+        run_bundle(bundle, progress=progress)
+    return bundle
+
+
+# ------------------------------------------------------------------------------------- torch backend
+def _time_torch(config: SpaceConfig, target: Target, policy: TimingPolicy, seed: int, progress: bool,
+                parts: list[Part],
+                samples: list[Mapping[str, Any]]) -> tuple[dict[str, Timing], BackgroundLog]:
+    """Parts and whole subnets in PyTorch eager, in ONE interleaved pool (inputs as in a bundle).
+
+    One pool, because the speed of this shared machine drifts by 5-10% over minutes (other processes
+    compete for caches and memory bandwidth, which no clock excludes): parts timed first and subnets
+    later would compare two machine states, not a sum with a whole.
+    """
+    with torch_threads(target.threads):
+        openers: dict[str, Opener] = {}
+        bar = progress_bar(len(parts) + len(samples), f"prepare {config.name}", progress)
+        with bar:
+            for i, (key, _kind, module, shape, _s) in enumerate(_modules(config, parts, samples)):
+                openers[key] = torch_opener(module, target, torch.from_numpy(make_input(shape, seed + i)))
+                bar.update(1)
+        what = count_items(len(parts), len(samples))
+        return timed(openers, policy, seed, f"time {what} on {target.name}/torch", progress)
+
+
+# ------------------------------------------------------------------------------------------- profiling
 def profile_space(config: SpaceConfig, target: Target, backend: str | None = None,
                   policy: TimingPolicy | None = None, seed: int = 0, progress: bool = True,
                   validate: int = 0, plot_path: str | Path | None = None) -> LatencyTable:
@@ -283,20 +405,36 @@ def profile_space(config: SpaceConfig, target: Target, backend: str | None = Non
     """
     backend = backend or target.backend
     _check_backend(target, backend)
-    if validate < 0:
-        raise SSTEdgeError(f"--validate must be at least 0, got {validate}")
-    policy = policy or TimingPolicy()
-    policy = dataclasses.replace(policy, clock=resolve_clock(target, policy.clock))
+    _check_validate(validate)
+    policy = _resolved(policy, target)
     t0 = time.monotonic()
     parts: list[Part] = space_parts(config)
     samples = random_subnets(config, validate, seed) if validate else []
-    timings, background = _time_pool(config, target, backend, policy, seed, progress, parts, samples)
+    if backend == BACKEND:
+        with tempfile.TemporaryDirectory(prefix="sst-profile-") as tmp:
+            bundle = _time_here(config, target, parts, samples, seed, policy, progress, Path(tmp))
+            return table_from_bundle(bundle, config, plot_path, time.monotonic() - t0, record_source=False)
+    timings, background = _time_torch(config, target, policy, seed, progress, parts, samples)
     duration = time.monotonic() - t0
-    table = _table_from(config, target, backend, policy, seed, parts, timings, duration, background)
+    table = _table_from(config, target, backend, policy, seed, {p.key: p.input_shape for p in parts}, timings,
+                        duration, background.to_dict(), fingerprint(target, backend))
     if samples:
         measured = [timings[_subnet_key(i)] for i in range(len(samples))]
         _record_validation(table, samples, measured, seed, policy, duration, None, plot_path)
     return table
+
+
+def _measure_subnets(config: SpaceConfig, target: Target, backend: str, samples: list[Mapping[str, Any]],
+                     seed: int, policy: TimingPolicy, progress: bool) -> tuple[list[Timing], dict[str, Any]]:
+    """Whole subnets alone, on either backend: their timings and the background-load record."""
+    keys = [_subnet_key(i) for i in range(len(samples))]
+    if backend == BACKEND:
+        with tempfile.TemporaryDirectory(prefix="sst-validate-") as tmp:
+            bundle = _time_here(config, target, [], samples, seed, policy, progress, Path(tmp))
+            doc, timings = read_timings(bundle)
+            return [timings[k] for k in keys], doc["background"]
+    timings, background = _time_torch(config, target, policy, seed, progress, [], samples)
+    return [timings[k] for k in keys], background.to_dict()
 
 
 def validate_table(table: LatencyTable, config: SpaceConfig, target: Target, n: int, seed: int = 0,
@@ -315,8 +453,7 @@ def validate_table(table: LatencyTable, config: SpaceConfig, target: Target, n: 
     policy = dataclasses.replace(policy or TimingPolicy(), clock=clock)
     t0 = time.monotonic()
     samples = random_subnets(config, n, seed)
-    timings, background = _time_pool(config, target, table.backend, policy, seed, progress, [], samples)
-    measured = [timings[_subnet_key(i)] for i in range(len(samples))]
+    measured, background = _measure_subnets(config, target, table.backend, samples, seed, policy, progress)
     return _record_validation(table, samples, measured, seed, policy, time.monotonic() - t0, background,
                               plot_path)
 
@@ -361,6 +498,30 @@ def validate_file(table: str | Path, validate: int, space: str | Path | SpaceCon
     return tab, tab.save(path)
 
 
+def from_bundle_to_file(directory: str | Path, space: str | Path | SpaceConfig | None = None,
+                        out: str | Path | None = None, overwrite: bool = False) -> tuple[LatencyTable, Path]:
+    """`profile --from-bundle`: the table of a bundle timed on its device, written atomically (and plot)."""
+    bundle = read_bundle(directory, check_files=False)  # the ONNX files need not come back from the device
+    config = _bundle_space(bundle, space)
+    path = Path(out) if out is not None else default_table_path(config, bundle.target, BACKEND)
+    if path.exists() and not overwrite:
+        raise SSTEdgeError("exists already; pass --overwrite to replace it", path)
+    table = table_from_bundle(bundle, config, plot_path_for(path))
+    return table, table.save(path)
+
+
+def _measured_where(table: LatencyTable) -> str:
+    """Native or foreign here: a table from a bundle is usually measured on another machine."""
+    fp = table.fingerprint
+    src = table.timing.get("bundle")
+    via = f", timed from bundle {src.get('dir')} on {src.get('timed')}" if isinstance(src, dict) else ""
+    diff = device_mismatches(fp, device_fingerprint(uses_gpu=bool(fp.get("gpu"))))
+    if not diff:
+        return f"  measured on this machine (native here{via})"
+    return (f"  measured on another machine (foreign here{via}; use it on that device, or here with "
+            f"--allow-foreign-table): " + "; ".join(diff))
+
+
 def describe(table: LatencyTable) -> str:
     """A plain-text summary: what was measured where, the parts, and the validation figures."""
     fp = table.fingerprint
@@ -369,6 +530,7 @@ def describe(table: LatencyTable) -> str:
              f"  device: {fp.get('cpu_model')}, {fp.get('cpu_count')} CPUs"
              + (f", GPU {fp['gpu']}" if fp.get("gpu") else "")
              + f"; {fp.get('execution_provider')}, {fp.get('precision')}, {fp.get('threads')} thread(s)",
+             _measured_where(table),
              f"  fixed parts {table.fixed_ms:.3f} ms: "
              + ", ".join(f"{k} {t.median_ms:.3f}" for k, (_, t) in table.fixed.items())]
     for st in table.stages:
@@ -399,17 +561,33 @@ def describe(table: LatencyTable) -> str:
     return "\n".join(lines)
 
 
+def _policy(rounds: int | None, clock: str, quick: bool) -> TimingPolicy:
+    return make_policy(TimingPolicy(), rounds, clock, quick)
+
+
+def write_bundle_verb(space: str | None, target: str | None, directory: str, validate: int = 0, seed: int = 0,
+                      rounds: int | None = None, clock: str = "auto", quick: bool = False,
+                      overwrite: bool = False, backend: str | None = None, progress: bool = True) -> str:
+    """`profile --bundle DIR`: write the bundle (the policy goes into its manifest); returns the report."""
+    if space is None or target is None:
+        raise SSTEdgeError("--bundle needs --space and --target")
+    policy = _policy(rounds, clock, quick)
+    bundle_to_dir(space, target, directory, validate, seed, policy, overwrite, progress, backend)
+    return describe_bundle(directory)
+
+
 def run_profile(space: str | None = None, target: str | None = None, table: str | None = None,
                 out: str | None = None, backend: str | None = None, validate: int = 0, seed: int = 0,
-                rounds: int = 8, clock: str = "auto", quick: bool = False, overwrite: bool = False,
-                allow_foreign: bool = False, progress: bool = True) -> LatencyTable:
-    """The `profile` verb: measure a new table (--space, --target), or check or re-validate one (--table)."""
-    if rounds < 1:
-        raise SSTEdgeError(f"--rounds must be at least 1, got {rounds}")
-    if validate < 0:
-        raise SSTEdgeError(f"--validate must be at least 0, got {validate}")
-    policy = TimingPolicy.quick() if quick else TimingPolicy(rounds=rounds, max_rounds=rounds + 2)
-    policy = dataclasses.replace(policy, clock=clock)
+                rounds: int | None = None, clock: str = "auto", quick: bool = False, overwrite: bool = False,
+                allow_foreign: bool = False, progress: bool = True,
+                from_bundle: str | None = None) -> LatencyTable:
+    """The `profile` verb: measure a new table (--space, --target), build one from a timed bundle
+    (--from-bundle), or check or re-validate one (--table). Rounds default to 8 (+2 for unstable medians)."""
+    _check_validate(validate)
+    policy = _policy(rounds, clock, quick)
+    if from_bundle is not None:
+        tab, _ = from_bundle_to_file(from_bundle, space, out, overwrite)
+        return tab
     if table is None:
         if space is None or target is None:
             raise SSTEdgeError("give --space and --target to measure a table, or --table to check one")

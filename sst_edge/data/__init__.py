@@ -1,4 +1,5 @@
-"""Data stage: decode clips (decord or PyAV), few-shot datasets and splits, episodes, the synthetic set.
+"""Data stage (host): torch episodes, the synthetic set, dataset checks. Decoding, preprocessing, datasets
+and the numpy episode sampler are the device layer's (`sst_edge.device`).
 
 Names are imported lazily, so ``import sst_edge.data`` costs nothing until a name is used.
 """
@@ -9,16 +10,6 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "VideoError": "errors", "DatasetError": "errors",
-    "VideoInfo": "probe", "FrameIndex": "probe", "probe_video": "probe", "decode_all": "probe",
-    "VideoDecoder": "decoders", "DecordDecoder": "decoders", "PyAVDecoder": "decoders",
-    "make_decoder": "decoders", "get_decoder": "decoders", "decord_available": "decoders",
-    "resolve_decoder_name": "decoders",
-    "Preprocess": "preprocess", "load_clip": "preprocess", "sample_indices": "preprocess",
-    "resized_shape": "preprocess", "frames_to_tensor": "preprocess",
-    "ClipSet": "datasets", "FewShotSplits": "datasets", "load_splits": "datasets",
-    "read_split_file": "datasets", "find_split_files": "datasets", "scan_class_folders": "datasets",
-    "split_classes": "datasets", "VIDEO_EXTENSIONS": "datasets",
     "Episode": "episodes", "EpisodeDataset": "episodes", "episode_loader": "episodes",
     "write_video": "encode",
     "SynthClass": "synth", "synth_classes": "synth", "render_clip": "synth", "generate_synthetic": "synth",

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .datasets import SPLITS, find_split_files, read_split_file, scan_class_folders
-from .decoders import make_decoder
-from .errors import DatasetError, VideoError
-from .preprocess import sample_indices
-from .probe import decode_all
+from ..device.datasets import SPLITS, find_split_files, read_split_file, scan_class_folders
+from ..device.decoders import make_decoder
+from ..device.preprocess import sample_indices
+from ..device.probe import decode_all
+from ..errors import DatasetError, VideoError
 
 
 @dataclass

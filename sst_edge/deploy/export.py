@@ -24,22 +24,15 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..cost.onnx_export import agreement, convert_fp16, export_onnx
+from ..device.card import CARD_FILE, ENGINE_FILE, MODEL_FILE, ModelCard, file_record
+from ..device.heads import HeadConfig
+from ..device.session import INPUT_NAME, OUTPUT_NAME, cpu_session, ort_features
+from ..device.targets import Target, load_target
 from ..errors import SSTEdgeError
-from ..fewshot import HeadConfig
 from ..fileio import read_json, sha256_file, utc_now
 from ..space.config import SpaceConfig
-from .card import CARD_FILE, ENGINE_FILE, MODEL_FILE, ModelCard, file_record
-from .onnx_export import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    agreement,
-    convert_fp16,
-    cpu_session,
-    export_onnx,
-    ort_features,
-)
 from .quantize import quantize_for_target
-from .targets import Target, load_target
 from .tensorrt import build_engine, check_graph, tensorrt_available, trtexec_command
 
 PARITY_TOL = 1e-4
@@ -177,8 +170,8 @@ def measure_latency(paths: dict[str, Path], target: Target, config: SpaceConfig,
     from dataclasses import replace
 
     from ..cost.profile import ort_opener, resolve_clock, timed
-    from ..cost.timing import TimingPolicy
-    from .onnx_export import available_providers
+    from ..device.session import available_providers
+    from ..device.timing import TimingPolicy
 
     if target.provider not in available_providers():
         return {}

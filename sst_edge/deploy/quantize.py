@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cost.onnx_export import _quiet, agreement, quantize_dynamic_int8
+from ..device.session import INPUT_NAME, cpu_session, ort_features
+from ..device.targets import Target
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write
 from ..space.config import SpaceConfig
-from .onnx_export import INPUT_NAME, _quiet, agreement, cpu_session, ort_features, quantize_dynamic_int8
-from .targets import Target
 
 MODES = ("dynamic", "static")
 METHODS = ("minmax", "entropy", "percentile")
@@ -33,8 +34,8 @@ def calibration_clips(data: str | Path, config: SpaceConfig, count: int, seed: i
     """`count` clips of `split` (seeded), preprocessed as at evaluation, each [1, T, 3, H, W]."""
     from tqdm import tqdm
 
-    from ..data.datasets import load_splits
-    from ..data.preprocess import load_clip
+    from ..device.datasets import load_splits
+    from ..device.preprocess import load_clip
 
     clips = load_splits(data)[split]
     paths = [p for p, _ in clips.items()]
@@ -42,7 +43,7 @@ def calibration_clips(data: str | Path, config: SpaceConfig, count: int, seed: i
         raise SSTEdgeError(f"the {split} split holds no clips", data)
     chosen = random.Random(seed).sample(paths, min(count, len(paths)))
     pre = config.eval_preprocess()
-    return [load_clip(p, pre).numpy()[None] for p in tqdm(chosen, desc="calibration clips", unit="clip",
+    return [load_clip(p, pre)[None] for p in tqdm(chosen, desc="calibration clips", unit="clip",
                                                           disable=not progress, leave=False)]
 
 
@@ -92,8 +93,8 @@ def episode_accuracy(paths: dict[str, Path], target: Target, config: SpaceConfig
                      head: Any, episodes: int, split: str = "val", seed: int = 0,
                      progress: bool = False) -> dict[str, float]:
     """Mean 5-way 1-shot accuracy of each ONNX model on the same seeded episodes of `split`."""
-    from ..data.datasets import load_splits
     from ..data.episodes import EpisodeDataset
+    from ..device.datasets import load_splits
     from ..train.evaluate import compare_embeddings
 
     clips = getattr(load_splits(data), split)
@@ -115,7 +116,7 @@ def quantize_for_target(fp32: Path, dst: Path, target: Target, config: SpaceConf
                         say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Quantize `fp32` into `dst` as the target says (or `mode`); returns the card's quantization record:
     settings, agreement with fp32 on `clips`, and the accuracy change when `data` is given."""
-    from ..fewshot import HeadConfig
+    from ..device.heads import HeadConfig
 
     q = target.quantization
     settings = {"op_types": list(q.op_types) if q else ["MatMul", "Gemm"],

@@ -14,31 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from ..data.decoders import VideoDecoder, get_decoder, resolve_decoder_name
-from ..deploy.card import MODEL_FILE, ModelCard, load_card, verify_files
-from ..deploy.onnx_export import make_session_options
+from ..device.card import MODEL_FILE, ModelCard, load_card, verify_files
+from ..device.decoders import VideoDecoder, get_decoder, resolve_decoder_name
+from ..device.preprocess import load_clip
+from ..device.session import choose_providers, make_session_options, onnxruntime
 from ..errors import SSTEdgeError
-
-# Fastest first; ORT assigns each node to the first provider in the list that supports it.
-PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-
-
-def choose_providers(available: Sequence[str], wanted: Sequence[str] | None = None) -> list[str]:
-    """TensorRT, CUDA, CPU: those available, in that order; `wanted` restricts the set (each must exist)."""
-    if wanted is not None:
-        unknown = [p for p in wanted if p not in PROVIDER_ORDER]
-        missing = [p for p in wanted if p in PROVIDER_ORDER and p not in available]
-        if unknown or missing or not wanted:
-            problems = [f"unknown provider {p!r} (known: {', '.join(PROVIDER_ORDER)})" for p in unknown]
-            have = ", ".join(available)
-            problems += [f"{p} is not in this onnxruntime (available: {have})" for p in missing]
-            problems += ["no provider given"] if not wanted else []
-            raise SSTEdgeError("cannot use the requested execution providers", None, problems)
-    chosen = [p for p in PROVIDER_ORDER if p in available and (wanted is None or p in wanted)]
-    if not chosen:
-        raise SSTEdgeError(f"this onnxruntime has none of {', '.join(PROVIDER_ORDER)} "
-                           f"(available: {', '.join(available)})")
-    return chosen
 
 
 class FewShotRuntime:
@@ -51,8 +31,7 @@ class FewShotRuntime:
 
     def __init__(self, model_dir: str | Path, threads: int | None = None,
                  providers: Sequence[str] | None = None, decoder: str | None = None):
-        import onnxruntime as ort
-
+        ort = onnxruntime()
         self.card: ModelCard = load_card(model_dir)
         assert self.card.path is not None
         self.model_dir = self.card.path.parent
@@ -113,12 +92,6 @@ class FewShotRuntime:
                  for i in range(0, len(x), step)]
         return np.concatenate(parts).astype(np.float32, copy=False)
 
-    def embed_torch(self, clips: Any) -> Any:
-        """`embed` for a torch tensor (evaluation reuses the training code's episode loop)."""
-        import torch
-
-        return torch.from_numpy(self.embed(clips.numpy()))
-
     # ------------------------------------------------------------------------------------------- load
     def decoder(self) -> VideoDecoder:
         """This thread's decoder (decoders must not be shared across threads)."""
@@ -127,13 +100,24 @@ class FewShotRuntime:
     def load(self, path: str | Path, decoder: VideoDecoder | None = None) -> np.ndarray:
         """Decode and preprocess one video as in evaluation (segment centres, centre crop):
         float32 ``[T, 3, H, W]``. Raises `VideoError` (naming the file) for an unreadable one."""
-        from ..data.preprocess import load_clip
+        return load_clip(path, self.card.preprocess, train=False, decoder=decoder or self.decoder())
 
-        return load_clip(path, self.card.preprocess, train=False, decoder=decoder or self.decoder()).numpy()
+    def embed_file(self, path: str | Path, decoder: VideoDecoder | None = None) -> np.ndarray:
+        """One video's features ``[T, C]``, checked finite: a model that overflows (fp16 can) must not
+        put NaN into a gallery or a ranking."""
+        feats = self.embed(self.load(path, decoder)[None])[0]
+        if not np.isfinite(feats).all():
+            raise SSTEdgeError(f"model '{self.card.name}' gave non-finite features (NaN or Infinity) for "
+                               f"{path}: the model is broken or overflows at this precision", self.model_path)
+        return feats
 
     def embed_paths(self, paths: Sequence[str | Path], batch: int = 8) -> np.ndarray:
         """Features ``[N, T, C]`` of videos, decoded and embedded `batch` at a time."""
         out = []
         for i in range(0, len(paths), batch):
-            out.append(self.embed(np.stack([self.load(p) for p in paths[i:i + batch]])))
+            feats = self.embed(np.stack([self.load(p) for p in paths[i:i + batch]]))
+            if not np.isfinite(feats).all():
+                raise SSTEdgeError(f"model '{self.card.name}' gave non-finite features (NaN or Infinity)",
+                                   self.model_path)
+            out.append(feats)
         return np.concatenate(out) if out else np.zeros((0, *self.feature_shape), np.float32)

@@ -6,12 +6,13 @@ Layout of a gallery directory::
     features/<id>.safetensors  one clip's frame features [T, C] float32 (safetensors, numpy API)
     .lock                      serialises writers (fcntl), so two enrollments cannot lose each other's clips
 
-Crash safety without a journal: a clip's feature file is written atomically (temporary file, fsync,
-rename) before the index that names it is atomically replaced, and only the index says what exists. A
-kill at any point leaves the previous index (the new clip's file then is a stray, ignored and deleted by
-the next write) or the new one (with its file complete). Enrollment commits clip by clip, so a crash
-loses at most the clip being embedded; every clip is probed before the first one is committed, so a bad
-file stops the enrollment with the gallery unchanged.
+All or nothing, without a journal: an enrollment first checks everything it can (every clip probed,
+every feature file already in the gallery read and verified, every new clip embedded and its features
+checked finite), then writes the new clips' feature files atomically (temporary file, fsync, rename), then
+replaces the index atomically: the commit point, and only the index says what exists. A failure or a kill
+before the commit leaves the gallery as it was (the new files are deleted, or, after a kill, are strays
+of our own naming that the next write deletes); after it, the enrollment is whole. Files we did not
+create are never deleted or overwritten: a gallery folder holding foreign files is refused.
 
 Features of two models are never comparable, so the index records the model's sha256 and a gallery
 opened with another model is refused. Storing features rather than prototypes keeps both heads (the
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
+import struct
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,11 +37,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..deploy.card import ModelCard
+from ..device.card import ModelCard
+from ..device.heads import HEADS, HeadConfig
 from ..errors import SSTEdgeError
-from ..fewshot import HEADS, HeadConfig
-from ..fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file, utc_now
-from .classify import UNKNOWN, calibrate, calibration_key, group_ids
+from ..fileio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    os_error,
+    read_bytes,
+    read_json,
+    sha256_bytes,
+    sha256_file,
+    stat_file,
+    utc_now,
+)
+from ..schema import HEX64, POS_INT, TEXT, check, header_schema
+from ..text import LABEL_MAX, brief, is_label_text, printable
+from .calibration import UNKNOWN, calibrate, calibration_key, group_ids
 
 if TYPE_CHECKING:
     from .engine import FewShotRuntime
@@ -55,18 +69,38 @@ INDEX_FILE = "gallery.json"
 FEATURES_DIR = "features"
 LOCK_FILE = ".lock"
 TENSOR = "features"
-_LABEL_MAX = 200
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
+_CLIP_ID = "[0-9a-f]{12}"
+OUR_FEATURE = re.compile(rf"^{_CLIP_ID}\.safetensors$")  # the only names we write (and delete) in features/
+OUR_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # fileio.atomic_write's temporary files
+_HEADER_MAX = 1 << 16  # a feature file's safetensors header: one tensor and a little metadata
+CLIP_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "required": ["id", "source", "sha256", "added", "file", "features_sha256"],
+    "properties": {"id": {"type": "string", "pattern": f"^{_CLIP_ID}$"}, "source": TEXT, "sha256": HEX64,
+                   "added": {**TEXT, "maxLength": 64},
+                   "file": {"type": "string", "pattern": f"^{FEATURES_DIR}/{_CLIP_ID}\\.safetensors$"},
+                   "features_sha256": HEX64}}
+INDEX_SCHEMA = {
+    "type": "object", "required": ["format", "version", "model", "space", "feature_shape", "head", "labels"],
+    "properties": {
+        **header_schema(FORMAT, VERSION),
+        "model": {"type": "object", "required": ["name", "sha256"],
+                  "properties": {"name": {**TEXT, "maxLength": 200}, "sha256": HEX64}},
+        "space": {**TEXT, "maxLength": 200}, "space_hash": {**TEXT, "maxLength": 128},
+        "feature_shape": {"type": "array", "items": POS_INT, "minItems": 2, "maxItems": 2},
+        "head": {"type": "object"},
+        "labels": {"type": "object", "propertyNames": {"format": "label", "maxLength": LABEL_MAX},
+                   "additionalProperties": {"type": "array", "minItems": 1, "items": CLIP_SCHEMA}},
+        "calibration": {"type": "object"}, "created": TEXT, "updated": TEXT}}
 
 
 def check_label(label: Any) -> str:
     """A label is any printable, non-empty text of up to 200 characters except the open-set answer."""
     if not isinstance(label, str) or not label.strip():
-        raise SSTEdgeError(f"a label must be non-empty text, got {label!r}")
-    if label != label.strip() or _CONTROL.search(label) or len(label) > _LABEL_MAX:
-        raise SSTEdgeError(f"label {label!r}: no leading/trailing spaces or control characters, at most "
-                           f"{_LABEL_MAX} characters")
+        raise SSTEdgeError(f"a label must be non-empty text, got {brief(label)!r}")
+    if not is_label_text(label):
+        raise SSTEdgeError(f"label '{brief(label, 60)}': printable characters only, no leading/trailing "
+                           f"spaces, at most {LABEL_MAX} characters")
     if label.lower() == UNKNOWN:
         raise SSTEdgeError(f"'{label}' is reserved: classification answers it for clips of no enrolled "
                            "action")
@@ -110,9 +144,12 @@ class EnrollReport:
                 "calibration": self.calibration}
 
     def lines(self) -> list[str]:
-        out = [f"enrolled {len(self.added)} clip{'s' * (len(self.added) != 1)} as '{self.label}' in "
-               f"{self.gallery} ({self.counts.get(self.label, 0)} in the label, {len(self.counts)} labels)"]
-        out += [f"  skipped {s}" for s in self.skipped] + [f"  note: {n}" for n in self.notes]
+        n = len(self.added)
+        out = [f"enrolled {n} clip{'s' * (n != 1)} as '{printable(self.label)}' in {printable(self.gallery)} "
+               f"({self.counts.get(self.label, 0)} in the label, {len(self.counts)} labels)"
+               + ("; committed" if n else "; nothing changed")]
+        out += [f"  skipped {printable(s)}" for s in self.skipped]
+        out += [f"  note: {printable(n)}" for n in self.notes]
         return out
 
 
@@ -135,7 +172,7 @@ class Gallery:
         """An existing gallery; with `card`, refused unless it was made by that model."""
         path = Path(path)
         index = path / INDEX_FILE
-        if not index.is_file():
+        if not index.exists() and not index.is_symlink():
             what = "no such directory" if not path.exists() else f"no {INDEX_FILE} here"
             raise SSTEdgeError(f"not a gallery ({what}): enroll clips to create one", path)
         g = cls(path, _validate(read_json(index, "gallery index"), index), True)
@@ -147,9 +184,11 @@ class Gallery:
     def create(cls, path: str | Path, card: ModelCard) -> Gallery:
         """A new, empty gallery for `card`'s model; nothing is written until the first clip is enrolled."""
         path = Path(path)
-        if path.exists() and not _only_ours(path):
-            raise SSTEdgeError(f"exists and is not a gallery (no {INDEX_FILE}): refusing to write into it",
-                               path)
+        if path.exists() or path.is_symlink():
+            foreign = _foreign_files(path, indexed=False)
+            if foreign:
+                raise SSTEdgeError(f"exists and is not a gallery (no {INDEX_FILE}): refusing to write into "
+                                   "it", path, [f"not ours: {printable(f)}" for f in foreign[:10]])
         doc = {"format": FORMAT, "version": VERSION, "created": utc_now(), "updated": utc_now(),
                "model": {"name": card.name, "sha256": card.sha256}, "space": card.space,
                "space_hash": card.space_hash, "feature_shape": [card.frames, card.feature_dim],
@@ -158,7 +197,8 @@ class Gallery:
 
     @classmethod
     def open_or_create(cls, path: str | Path, card: ModelCard) -> Gallery:
-        return cls.open(path, card) if (Path(path) / INDEX_FILE).is_file() else cls.create(path, card)
+        index = Path(path) / INDEX_FILE
+        return cls.open(path, card) if index.exists() or index.is_symlink() else cls.create(path, card)
 
     def check_model(self, card: ModelCard) -> None:
         """Refuse a gallery whose features were made by another model (another sha256 of model.onnx)."""
@@ -200,27 +240,43 @@ class Gallery:
         return hits[0]
 
     def features(self, rec: ClipRecord) -> np.ndarray:
-        """A clip's frame features ``[T, C]``, checked against the sha256 the index recorded."""
+        """A clip's frame features ``[T, C]``, checked against the sha256 the index recorded.
+
+        The file's size is known from the shape (a safetensors header, then T*C float32): it is checked
+        before the file is read, so a damaged or hostile file cannot make a small device read gigabytes."""
         hit = self._cache.get(rec.id)
         if hit is not None:
             return hit
         import safetensors.numpy as stn
 
         f = self.path / rec.file
-        if not f.is_file():
-            raise SSTEdgeError(f"the feature file of clip {rec.id} ({rec.source}) is missing: remove the "
-                               f"clip (`sst-edge gallery remove --clip {rec.id}`) and enroll it again", f)
-        data = f.read_bytes()
+        what = f"the feature file of clip {rec.id} ({brief(rec.source)})"
+        if not f.exists() and not f.is_symlink():
+            raise SSTEdgeError(f"{what} is missing: remove the clip (`sst-edge gallery remove --clip "
+                               f"{rec.id}`) and enroll it again", f)
+        t, c = self.feature_shape
+        data_bytes = t * c * 4
+        size = stat_file(f, what).st_size
+        if not 8 + data_bytes < size <= 8 + _HEADER_MAX + data_bytes:
+            raise SSTEdgeError(f"{what} has {size:,} bytes; features [{t}, {c}] take {data_bytes + 8:,} to "
+                               f"{data_bytes + 8 + _HEADER_MAX:,} (damaged): remove the clip and enroll it "
+                               "again", f)
+        data = read_bytes(f, what)
         if sha256_bytes(data) != rec.features_sha256:
-            raise SSTEdgeError(f"the feature file of clip {rec.id} ({rec.source}) does not match its sha256 "
-                               f"in {INDEX_FILE} (corrupted): remove the clip and enroll it again", f)
+            raise SSTEdgeError(f"{what} does not match its sha256 in {INDEX_FILE} (corrupted): remove the "
+                               "clip and enroll it again", f)
+        header = struct.unpack("<Q", data[:8])[0]
+        if 8 + header + data_bytes != len(data):
+            raise SSTEdgeError(f"{what} is not a feature file of shape [{t}, {c}]", f)
         try:
             arr = stn.load(data)[TENSOR]
         except Exception as e:  # safetensors raises SafetensorError, KeyError for a foreign file
-            raise SSTEdgeError(f"not a readable feature file ({e})", f) from None
+            raise SSTEdgeError(f"not a readable feature file ({brief(e, 200)})", f) from None
         if arr.shape != self.feature_shape or arr.dtype != np.float32:
             raise SSTEdgeError(f"features {arr.dtype}{list(arr.shape)}, expected float32"
                                f"{list(self.feature_shape)}", f)
+        if not np.isfinite(arr).all():
+            raise SSTEdgeError(f"{what} holds non-finite values (NaN or Infinity): remove the clip", f)
         self._cache[rec.id] = arr
         return arr
 
@@ -261,9 +317,19 @@ class Gallery:
     # ------------------------------------------------------------------------------------------ write
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
-        """Hold the writer lock, re-read the index (another process may have written), yield a copy of it."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / LOCK_FILE, "a+") as lock:
+        """Hold the writer lock, re-read the index (another process may have written), yield a copy of it.
+
+        Refused (before anything is written) when the folder holds files we did not create."""
+        foreign = _foreign_files(self.path, indexed=self.index_path.is_file())
+        if foreign:
+            raise SSTEdgeError("the gallery folder holds files sst-edge did not create; refusing to write "
+                               "(move them elsewhere)", self.path, [printable(f) for f in foreign[:10]])
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            lock = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115 (held for the whole block)
+        except OSError as e:
+            raise os_error(e, "cannot write to the gallery", self.path) from None
+        with lock:
             if fcntl is not None:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             if self.index_path.is_file():
@@ -275,11 +341,18 @@ class Gallery:
             yield copy.deepcopy(self.doc)
 
     def _commit(self, doc: dict[str, Any], recalibrate: bool = True) -> None:
-        """Replace the index atomically (the commit point), then delete files it does not name."""
+        """Replace the index atomically (the commit point), then delete our own files it does not name.
+
+        Calibration is computed first: a feature file that cannot be read stops the change uncommitted."""
         doc["updated"] = utc_now()
         if recalibrate:
             doc["calibration"] = self._calibrate(doc)
-        atomic_write_json(self.index_path, doc)
+        check(doc, INDEX_SCHEMA, "gallery index", self.index_path)
+        try:
+            atomic_write_json(self.index_path, doc)
+        except OSError as e:
+            raise os_error(e, "cannot write the gallery index; the gallery is unchanged",
+                           self.index_path) from None
         self.doc, self.exists = doc, True
         self._clean()
 
@@ -294,12 +367,15 @@ class Gallery:
         return out
 
     def _clean(self) -> int:
-        """Delete feature files the index does not name (a crash's strays) and leftover temporary files."""
+        """Delete OUR feature files the index does not name (a crash's strays) and our temporary files;
+        nothing else, whatever its name."""
         named = {Path(r["file"]).name for recs in self.doc["labels"].values() for r in recs}
-        removed = 0
         folder = self.path / FEATURES_DIR
-        strays = [p for p in folder.iterdir() if p.name not in named] if folder.is_dir() else []
-        strays += list(self.path.glob(f".{INDEX_FILE}.*.tmp"))
+        strays = [p for p in folder.iterdir() if p.is_file() and not p.is_symlink() and (
+            (OUR_FEATURE.match(p.name) and p.name not in named) or OUR_TEMP.match(p.name))] \
+            if folder.is_dir() else []
+        strays += [p for p in self.path.glob(f".{INDEX_FILE}.*.tmp") if OUR_TEMP.match(p.name)]
+        removed = 0
         for p in strays:
             with contextlib.suppress(OSError):
                 p.unlink()
@@ -310,26 +386,57 @@ class Gallery:
     def add(self, label: str, features: np.ndarray, source: str | Path, source_sha256: str,
             recalibrate: bool = True) -> ClipRecord | None:
         """Commit one clip's features to `label`; None (nothing written) if that video is already in it."""
+        added = self.add_many(label, [(features, Path(source), source_sha256)], recalibrate)
+        return added[0] if added else None
+
+    def add_many(self, label: str, clips: Sequence[tuple[np.ndarray, Path, str]],
+                 recalibrate: bool = True) -> list[ClipRecord]:
+        """Commit clips (features, source, source sha256) to `label` in one index write: all or nothing.
+
+        Videos already in the label are left out. Their feature files are written first; if anything fails
+        before the index is replaced, they are deleted again and the gallery is as it was."""
         import safetensors.numpy as stn
 
         label = check_label(label)
-        feats = np.ascontiguousarray(features, np.float32)
-        if feats.shape != self.feature_shape:
-            raise SSTEdgeError(f"features {list(feats.shape)} do not fit this gallery's "
-                               f"{list(self.feature_shape)}", self.path)
-        with self._locked() as doc:
-            if any(r["sha256"] == source_sha256 for r in doc["labels"].get(label, [])):
-                return None
-            clip_id = uuid.uuid4().hex[:12]
-            rel = f"{FEATURES_DIR}/{clip_id}.safetensors"
-            meta = {"clip": clip_id, "model_sha256": doc["model"]["sha256"], "source_sha256": source_sha256}
-            blob = stn.save({TENSOR: feats}, metadata=meta)
-            atomic_write_bytes(self.path / rel, blob)
-            rec = ClipRecord(clip_id, str(source), source_sha256, utc_now(), rel, sha256_bytes(blob))
-            doc["labels"].setdefault(label, []).append(rec.to_dict())
-            self._cache[clip_id] = feats
-            self._commit(doc, recalibrate)
-        return rec
+        for feats, source, _ in clips:
+            _check_features(feats, self.feature_shape, source, self.path)
+        written: list[Path] = []
+        new_folder = not self.path.exists()
+        try:
+            with self._locked() as doc:
+                have = {r["sha256"] for r in doc["labels"].get(label, [])}
+                recs: list[ClipRecord] = []
+                for feats, source, digest in clips:
+                    if digest in have:
+                        continue
+                    have.add(digest)
+                    clip_id = uuid.uuid4().hex[:12]
+                    rel = f"{FEATURES_DIR}/{clip_id}.safetensors"
+                    meta = {"clip": clip_id, "model_sha256": doc["model"]["sha256"], "source_sha256": digest}
+                    arr = np.ascontiguousarray(feats, np.float32)
+                    blob = stn.save({TENSOR: arr}, metadata=meta)
+                    try:
+                        atomic_write_bytes(self.path / rel, blob)
+                    except OSError as e:
+                        raise os_error(e, "cannot write a feature file; nothing was enrolled",
+                                       self.path / rel) from None
+                    written.append(self.path / rel)
+                    self._cache[clip_id] = arr
+                    rec = ClipRecord(clip_id, str(source), digest, utc_now(), rel, sha256_bytes(blob))
+                    recs.append(rec)
+                    doc["labels"].setdefault(label, []).append(rec.to_dict())
+                if recs:
+                    self._commit(doc, recalibrate)
+                return recs
+        except BaseException:
+            for f in written:  # ours, and named by no index: the gallery is as it was
+                with contextlib.suppress(OSError):
+                    f.unlink()
+            if new_folder and not self.index_path.exists():  # a first enrollment leaves no folder behind
+                for f in (self.path / LOCK_FILE, self.path / FEATURES_DIR, self.path):
+                    with contextlib.suppress(OSError):
+                        f.unlink() if f.name == LOCK_FILE else f.rmdir()
+            raise
 
     def recalibrate(self) -> dict[str, Any]:
         with self._locked() as doc:
@@ -370,10 +477,11 @@ class Gallery:
     # ------------------------------------------------------------------------------------------ enroll
     def enroll(self, runtime: FewShotRuntime, label: str, clips: Sequence[str | Path],
                progress: bool = True) -> EnrollReport:
-        """Embed `clips` with `runtime` and add them to `label`, committing clip by clip.
+        """Embed `clips` with `runtime` and add them to `label`: all of them, or none.
 
-        Every clip is hashed and probed first: an unreadable one stops the enrollment before anything is
-        written. A video already in the label (same sha256) is skipped with a note, not duplicated.
+        Every clip is hashed and probed, every feature file of the gallery read and verified, and every
+        new clip embedded (its features finite) before anything is written; then one commit adds them.
+        A video already in the label (same sha256) is skipped with a note, not duplicated.
         """
         from tqdm import tqdm
 
@@ -387,14 +495,16 @@ class Gallery:
         bad: list[SSTEdgeError] = []
         seen: dict[str, Path] = {}
         for c in clips:
-            p = Path(c).expanduser().resolve()
+            p = Path(c).expanduser().absolute()
             try:
-                if not p.is_file():
-                    raise SSTEdgeError("video not found" if not p.exists() else "not a file", p)
+                stat_file(p, "video")
                 decoder.info(p)  # probe: missing, empty, foreign, truncated -> VideoError naming the file
                 digest = sha256_file(p)
             except SSTEdgeError as e:
                 bad.append(e)
+                continue
+            except OSError as e:
+                bad.append(os_error(e, "video", p))
                 continue
             if digest in seen:
                 report.skipped.append(f"{p}: the same video as {seen[digest]} (given twice)")
@@ -407,41 +517,66 @@ class Gallery:
                 raise SSTEdgeError(f"{e.message}; nothing was enrolled", e.path, e.problems)
             raise SSTEdgeError(f"{len(bad)} of {len(clips)} clips cannot be read; nothing was enrolled", None,
                                [str(e) for e in bad])
-        bar = tqdm(todo, desc=f"enroll '{label}'", unit="clip", disable=not progress or len(todo) < 2,
-                   leave=False)
-        for p, digest in bar:
-            if any(r.sha256 == digest for r in self.labels.get(label, [])):
+        try:
+            self.supports()  # every feature file already here, verified: the commit recalibrates on them
+        except SSTEdgeError as e:
+            raise SSTEdgeError(f"{e.message}; nothing was enrolled", e.path, e.problems) from None
+        have = {r.sha256 for r in self.labels.get(label, [])}
+        new: list[tuple[np.ndarray, Path, str]] = []
+        for p, digest in tqdm(todo, desc=f"enroll '{brief(label, 30)}'", unit="clip",
+                              disable=not progress or len(todo) < 2, leave=False):
+            if digest in have:
                 report.skipped.append(f"{p}: already enrolled in '{label}' (same video, sha256 "
                                       f"{digest[:12]})")
                 continue
-            feats = runtime.embed(runtime.load(p, decoder)[None])[0]
-            rec = self.add(label, feats, p, digest, recalibrate=False)
-            if rec is None:  # enrolled meanwhile by another process
-                report.skipped.append(f"{p}: already enrolled in '{label}'")
-                continue
-            report.added.append(rec)
-            others = [lb for lb, recs in self.labels.items() if lb != label and any(r.sha256 == digest
-                                                                                   for r in recs)]
+            new.append((runtime.embed_file(p, decoder), p, digest))
+        report.added = self.add_many(label, new, recalibrate=True) if new else []
+        if len(report.added) < len(new):
+            report.skipped.append(f"{len(new) - len(report.added)} clip(s) enrolled meanwhile by another "
+                                  "process")
+        for rec in report.added:
+            others = [lb for lb, recs in self.labels.items()
+                      if lb != label and any(r.sha256 == rec.sha256 for r in recs)]
             if others:
-                report.notes.append(f"{p} is also enrolled as {', '.join(map(repr, others))}")
-        bar.close()
-        if report.added or (self.exists and not self.calibration_current()):
-            report.calibration = {k: _short(v) for k, v in self.recalibrate().items()}
+                report.notes.append(f"{rec.source} is also enrolled as {', '.join(map(repr, others))}")
+        if not report.added and self.exists and not self.calibration_current():
+            self.recalibrate()
+        report.calibration = {k: _short(v) for k, v in self.doc.get("calibration", {}).items()}
         report.counts = {lb: len(recs) for lb, recs in self.labels.items()}
         return report
 
 
-def _only_ours(path: Path) -> bool:
-    """An empty directory, or what a first enrollment killed before its first commit leaves behind."""
+def _foreign_files(path: Path, indexed: bool) -> list[str]:
+    """Files in a gallery folder that sst-edge did not create (empty when there are none, or no folder).
+
+    Ours: gallery.json (when `indexed`), .lock, our temporary files, features/<12 hex>.safetensors."""
+    if not path.exists() and not path.is_symlink():
+        return []
     if not path.is_dir():
-        return False
-    for p in path.iterdir():
-        if p.name == FEATURES_DIR and p.is_dir():
-            if any(not (f.suffix in (".safetensors", ".tmp") and f.is_file()) for f in p.iterdir()):
-                return False
-        elif p.name != LOCK_FILE and not (p.name.startswith(f".{INDEX_FILE}.") and p.suffix == ".tmp"):
-            return False
-    return True
+        return [str(path)]
+    out = []
+    try:
+        for p in sorted(path.iterdir()):
+            if p.name == FEATURES_DIR and p.is_dir() and not p.is_symlink():
+                out += [str(f) for f in sorted(p.iterdir())
+                        if not (f.is_file() and not f.is_symlink()
+                                and (OUR_FEATURE.match(f.name) or OUR_TEMP.match(f.name)))]
+            elif not ((p.name == INDEX_FILE and indexed) or p.name == LOCK_FILE
+                      or (p.name.startswith(f".{INDEX_FILE}.") and OUR_TEMP.match(p.name))):
+                out.append(str(p))
+    except OSError as e:
+        raise os_error(e, "cannot list the gallery folder", path) from None
+    return out
+
+
+def _check_features(feats: np.ndarray, shape: tuple[int, int], source: str | Path, where: Path) -> None:
+    a = np.asarray(feats)
+    if a.shape != shape:
+        raise SSTEdgeError(f"features {list(a.shape)} of {source} do not fit this gallery's {list(shape)}",
+                           where)
+    if not np.isfinite(a).all():
+        raise SSTEdgeError(f"the features of {source} hold non-finite values (NaN or Infinity); nothing was "
+                           "enrolled", where)
 
 
 def _names(doc: dict[str, Any]) -> str:
@@ -453,49 +588,30 @@ def _short(cal: dict[str, Any]) -> dict[str, Any]:
 
 
 def _validate(doc: Any, path: Path) -> dict[str, Any]:
-    """The index, checked for shape: a corrupt or foreign file is reported, never half used."""
+    """The index, checked by schema on every read: a corrupt, foreign or hostile file (a label holding
+    escape codes, a feature file outside the gallery, a newer format) is reported, never half used."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise SSTEdgeError(f"not an sst-edge gallery index (expected format '{FORMAT}')", path)
-    if doc.get("version") != VERSION:
-        raise SSTEdgeError(f"gallery version {doc.get('version')!r} is not supported (this sst-edge reads "
-                           f"version {VERSION})", path)
+    if doc.get("version") != VERSION or isinstance(doc.get("version"), bool):
+        raise SSTEdgeError(f"gallery version {brief(doc.get('version'))} is not supported (this sst-edge "
+                           f"reads version {VERSION})", path)
+    check(doc, INDEX_SCHEMA, "gallery index", path)
     problems = []
-    for key in ("model", "space", "feature_shape", "head", "labels"):
-        if key not in doc:
-            problems.append(f"missing key '{key}'")
-    model = doc.get("model")
-    if not isinstance(model, dict) or not isinstance(model.get("sha256"), str) or "name" not in model:
-        problems.append("'model' must be {name, sha256}")
-    fs = doc.get("feature_shape")
-    if not (isinstance(fs, list) and len(fs) == 2 and all(isinstance(v, int) and v > 0 for v in fs)):
-        problems.append(f"'feature_shape' must be [T, C], got {fs!r}")
     try:
-        HeadConfig(**doc.get("head", {}))
+        HeadConfig.from_dict(doc["head"])
     except (SSTEdgeError, TypeError) as e:
-        problems.append(f"'head' is invalid: {e}")
-    labels = doc.get("labels")
+        problems.append(f"'head' is invalid: {brief(e, 200)}")
     ids: set[str] = set()
-    if not isinstance(labels, dict):
-        problems.append("'labels' must map a label to a list of clip records")
-    else:
-        for lb, recs in labels.items():
-            if not isinstance(recs, list):
-                problems.append(f"label '{lb}': expected a list of clip records")
-                continue
-            for i, r in enumerate(recs):
-                try:
-                    rec = ClipRecord.from_dict(r)
-                except (KeyError, TypeError):
-                    need = ", ".join(ClipRecord.__dataclass_fields__)
-                    problems.append(f"label '{lb}', clip {i}: needs {need}")
-                    continue
-                if rec.id in ids:
-                    problems.append(f"clip id {rec.id} appears twice")
-                ids.add(rec.id)
-                if Path(rec.file).is_absolute() or ".." in Path(rec.file).parts:
-                    problems.append(f"clip {rec.id}: feature file {rec.file!r} is outside the gallery")
-    if not isinstance(doc.setdefault("calibration", {}), dict):
-        problems.append("'calibration' must be an object")
+    for lb, recs in doc["labels"].items():
+        if lb.lower() == UNKNOWN:
+            problems.append(f"label '{lb}' is reserved for the open-set answer")
+        for r in recs:
+            if r["id"] in ids:
+                problems.append(f"clip id {r['id']} appears twice")
+            ids.add(r["id"])
+            if r["file"] != f"{FEATURES_DIR}/{r['id']}.safetensors":
+                problems.append(f"clip {r['id']}: feature file {r['file']!r} is not the clip's own")
+    doc.setdefault("calibration", {})
     if problems:
         raise SSTEdgeError("the gallery index is corrupt", path, problems)
     return doc

@@ -14,6 +14,7 @@ The thread owns its decoder; nothing that holds a file crosses threads.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from collections import deque
@@ -24,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from ..data.decoders import VideoDecoder, make_decoder
-from ..data.preprocess import frames_to_tensor, resized_shape, sample_indices
+from ..device.decoders import VideoDecoder, make_decoder
+from ..device.preprocess import frames_to_array, resized_shape, sample_indices
 from ..errors import SSTEdgeError
-from .classify import UNKNOWN, Classifier
+from .calibration import UNKNOWN
+from .classify import Classifier
 from .engine import FewShotRuntime
 
 _END = object()
@@ -78,7 +80,7 @@ def _decode_windows(q: queue.Queue, stop: threading.Event, decoder: VideoDecoder
         for s in starts:
             n = min(window, num_frames - s)
             idx = s + sample_indices(n, pre.frames, train=False)
-            clip = frames_to_tensor(decoder.read(path, idx, size), pre).numpy()
+            clip = frames_to_array(decoder.read(path, idx, size), pre)
             if not _put(q, stop, (s, s + n, clip)):
                 return
         _put(q, stop, _END)
@@ -94,6 +96,9 @@ def stream_video(runtime: FewShotRuntime, classifier: Classifier, path: str | Pa
         raise SSTEdgeError(f"unit must be 'seconds' or 'frames', got {unit!r}")
     if smooth < 1 or prefetch < 1:
         raise SSTEdgeError(f"smooth and prefetch must be >= 1, got {smooth} and {prefetch}")
+    for name, value in (("window", window), ("stride", stride)):
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise SSTEdgeError(f"the {name} must be a finite number > 0, got {value!r}")
     path = Path(path)
     decoder = make_decoder(runtime.decoder_name)  # this generator's own; used by the decode thread only
     info = decoder.info(path)
@@ -121,7 +126,11 @@ def stream_video(runtime: FewShotRuntime, classifier: Classifier, path: str | Pa
             if isinstance(item, BaseException):
                 raise item
             s, e, clip = item
-            logits = classifier.logits(runtime.embed(clip[None]))
+            feats = runtime.embed(clip[None])
+            if not np.isfinite(feats).all():
+                raise SSTEdgeError(f"model '{runtime.card.name}' gave non-finite features (NaN or Infinity) "
+                                   f"for frames {s}-{e} of {path}", runtime.model_path)
+            logits = classifier.logits(feats)
             probs = classifier.probabilities(logits)
             raw = classifier.decide(logits, probs)[0]
             recent.append(probs[0])

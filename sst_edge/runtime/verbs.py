@@ -7,15 +7,23 @@ only parses arguments, calls one of these and prints `lines()` (or `to_dict()` a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from tqdm import tqdm
+
+from ..device.card import load_card
+from ..device.datasets import load_splits
+from ..device.evaluation import EvalResult, array_scorer, score_episodes
+from ..device.heads import HeadConfig
+from ..device.preprocess import Preprocess
 from ..errors import SSTEdgeError
-from ..fewshot import HeadConfig
 from .classify import Classifier, Prediction
 from .engine import FewShotRuntime
 from .gallery import EnrollReport, Gallery
+from .stream import stream_video
 
 
 def _runtime(model: str | Path | FewShotRuntime, threads: int | None = None, decoder: str | None = None,
@@ -67,8 +75,6 @@ def classify(model: str | Path | FewShotRuntime, gallery: str | Path, clips: Seq
              threads: int | None = None, decoder: str | None = None, progress: bool = True) -> ClassifyReport:
     """`sst-edge classify`: the ranked labels and calibrated confidence of each clip ("unknown" below the
     threshold). An unreadable clip stops with an error naming it before any clip is classified."""
-    from tqdm import tqdm
-
     rt = _runtime(model, threads, decoder)
     g = Gallery.open(gallery, rt.card)
     cls = Classifier.from_gallery(g, head, min_shots, threshold)
@@ -77,7 +83,7 @@ def classify(model: str | Path | FewShotRuntime, gallery: str | Path, clips: Seq
         dec.info(c)  # probe all first: a bad clip is reported before work is done
     report = ClassifyReport(str(g.path), rt.card.name, cls.describe(), top=top)
     for c in tqdm(clips, desc="classify", unit="clip", disable=not progress or len(clips) < 2, leave=False):
-        report.results.append((str(c), cls.predict(rt.embed(rt.load(c, dec)[None]))[0]))
+        report.results.append((str(c), cls.predict(rt.embed_file(c, dec))[0]))
     return report
 
 
@@ -100,8 +106,6 @@ def stream(model: str | Path | FewShotRuntime, gallery: str | Path, video: str |
            decoder: str | None = None) -> StreamReport:
     """Sliding-window classification of a long video (see stream.py); `stream_video` yields the same
     windows one at a time for live output."""
-    from .stream import stream_video
-
     rt = _runtime(model, threads, decoder)
     cls = Classifier.from_gallery(Gallery.open(gallery, rt.card), head, min_shots, threshold)
     report = StreamReport(str(video), cls.describe())
@@ -134,8 +138,6 @@ class GalleryResult:
 
 
 def _open(gallery: str | Path, model: str | Path | None) -> Gallery:
-    from ..deploy.card import load_card
-
     return Gallery.open(gallery, load_card(model) if model is not None else None)
 
 
@@ -171,8 +173,8 @@ def gallery_rename(gallery: str | Path, old: str, new: str, model: str | Path | 
 def eval_model(model: str | Path | FewShotRuntime, data: str | Path, *, split_dir: str | Path | None = None,
                split: str = "test", way: int = 5, shot: int = 1, query: int = 1, episodes: int = 600,
                seed: int = 0, heads: Sequence[str] = ("alignment",), tau: float | None = None,
-               window: int | None | str = "card", reversed_pairs: bool = False, workers: int = 0,
-               threads: int | None = None, decoder: str | None = None, progress: bool = True) -> Any:
+               window: int | None | str = "card", reversed_pairs: bool = False, threads: int | None = None,
+               decoder: str | None = None, progress: bool = True) -> EvalResult:
     """`sst-edge eval --model`: `train.evaluate.evaluate`'s protocol (the same seeded episodes, centre
     segments and crops of the card's preprocessing, the same heads and interval) with the features
     computed by ONNX Runtime from the exported model. Returns an `EvalResult`.
@@ -181,22 +183,19 @@ def eval_model(model: str | Path | FewShotRuntime, data: str | Path, *, split_di
     """
     return eval_model_episodes(model, data, split_dir=split_dir, split=split, way=way, shot=shot, query=query,
                                episodes=episodes, seed=seed, heads=heads, tau=tau, window=window,
-                               reversed_pairs=reversed_pairs, workers=workers, threads=threads,
-                               decoder=decoder, progress=progress)[0]
+                               reversed_pairs=reversed_pairs, threads=threads, decoder=decoder,
+                               progress=progress)[0]
 
 
 def eval_model_episodes(model: str | Path | FewShotRuntime, data: str | Path, *,
                         split_dir: str | Path | None = None, split: str = "test", way: int = 5, shot: int = 1,
                         query: int = 1, episodes: int = 600, seed: int = 0,
                         heads: Sequence[str] = ("alignment",), tau: float | None = None,
-                        window: int | None | str = "card", reversed_pairs: bool = False, workers: int = 0,
+                        window: int | None | str = "card", reversed_pairs: bool = False,
                         threads: int | None = None, decoder: str | None = None,
-                        progress: bool = True) -> tuple[Any, Any]:
+                        progress: bool = True) -> tuple[EvalResult, np.ndarray]:
     """`eval_model` and the accuracy of every episode with each head, ``[len(heads), episodes]`` (to
     compare with PyTorch episode by episode)."""
-    from ..data.datasets import load_splits
-    from ..train.evaluate import EvalResult, score_episodes
-
     if episodes < 1 or way < 2 or shot < 1 or query < 1:
         raise SSTEdgeError("evaluation needs episodes >= 1, way >= 2, shot >= 1 and query >= 1")
     rt = _runtime(model, threads, decoder)
@@ -209,12 +208,10 @@ def eval_model_episodes(model: str | Path | FewShotRuntime, data: str | Path, *,
     result = EvalResult(card.space, str(rt.model_dir), dict(sample), f"exported model '{card.name}' "
                         f"(ONNX Runtime, {', '.join(rt.session.get_providers())})", split, way, shot, query,
                         episodes, seed)
-    score_episodes(result, rt.embed_torch, clips, pre, head_cfgs, reversed_pairs=reversed_pairs,
-                   workers=workers, progress=progress, tag=" (ORT)")
+    scorer = array_scorer(rt.embed, pre, result, head_cfgs, progress)
+    score_episodes(result, scorer, clips, head_cfgs, reversed_pairs=reversed_pairs, tag=" (ORT)")
     return result, result.per_episode
 
 
-def _with_decoder(pre: Any, name: str) -> Any:
-    from dataclasses import replace
-
+def _with_decoder(pre: Preprocess, name: str) -> Preprocess:
     return replace(pre, decoder=name)

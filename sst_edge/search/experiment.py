@@ -73,9 +73,9 @@ def _cost_of(sample: dict[str, Any], config: SpaceConfig, budget: Budget, table:
 def _prepare(config: SpaceConfig, weights: str | Path, data: str | Path, out: Path,
              s: SearchSettings) -> dict:
     """Decode the fixed validation episodes once and write the context the trials read."""
-    from ..data.datasets import load_splits
     from ..data.episodes import EpisodeDataset, episode_loader
-    from ..fewshot import DEFAULT_TAU, DEFAULT_WINDOW, HeadConfig
+    from ..device.datasets import load_splits
+    from ..device.heads import DEFAULT_TAU, DEFAULT_WINDOW, HeadConfig
     from ..train.evaluate import load_supernet
 
     load_supernet(weights, config)  # fail early, with the file named, on weights of another space

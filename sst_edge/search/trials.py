@@ -83,7 +83,7 @@ def _context(workdir: str) -> dict[str, Any]:
     """Supernet, episodes, heads and cost models of a search, built once per process."""
     if workdir in _CACHE:
         return _CACHE[workdir]
-    from ..fewshot import HeadConfig
+    from ..device.heads import HeadConfig
     from ..space.config import load_space
     from ..train.evaluate import load_supernet
 
@@ -108,7 +108,8 @@ def _context(workdir: str) -> dict[str, Any]:
 def score(sample: dict[str, Any], workdir: str) -> dict[str, Any]:
     """Accuracy on the fixed validation episodes, predicted latency, FLOPs and params of one subnet."""
     from ..cost.flops import predicted_cost
-    from ..train.evaluate import confidence_interval, episode_accuracies
+    from ..device.evaluation import confidence_interval
+    from ..train.evaluate import episode_accuracies
 
     c = _context(workdir)
     config = c["config"]

@@ -18,7 +18,7 @@ from ..errors import SSTEdgeError
 from ..resources import resolve
 
 if TYPE_CHECKING:
-    from ..data.preprocess import Preprocess
+    from ..device.preprocess import Preprocess
 
 OPS = ("tab", "sab")
 
@@ -82,7 +82,7 @@ class SpaceConfig:
     def eval_preprocess(self, resize: int | None = None) -> Preprocess:
         """How evaluation, search, export and the device prepare clips for this space: T segment centres,
         shorter side `resize` (default 8/7 of the crop), centre crop to the input size."""
-        from ..data.preprocess import Preprocess, default_resize
+        from ..device.preprocess import Preprocess, default_resize
 
         return Preprocess(frames=self.frames, size=self.size,
                           resize=resize if resize is not None else default_resize(self.size))

@@ -9,9 +9,19 @@ from typing import Any
 
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write_json, read_json
+from ..schema import TEXT, check, header_schema
+from ..text import brief
 from .config import SpaceConfig
+from .subnet import is_choice
 
 FORMAT = "sst-edge/restriction"
+RESTRICTION_SCHEMA = {
+    "type": "object", "required": ["format", "space", "space_hash", "keep"],
+    "properties": {**header_schema(FORMAT, None), "space": {**TEXT, "maxLength": 200},
+                   "space_hash": {**TEXT, "maxLength": 128},
+                   "keep": {"type": "object", "propertyNames": {"format": "text", "maxLength": 200},
+                            "additionalProperties": {"type": "array", "minItems": 1}},
+                   "history": {"type": "array"}}}
 
 
 @dataclass
@@ -26,7 +36,7 @@ class Restriction:
                 "keep": self.keep, "history": self.history}
 
     def save(self, path: str | Path) -> Path:
-        return atomic_write_json(path, self.to_dict())
+        return atomic_write_json(path, check(self.to_dict(), RESTRICTION_SCHEMA, "shrunk-space file", path))
 
 
 def full_restriction(config: SpaceConfig) -> Restriction:
@@ -38,20 +48,18 @@ def keep_problems(config: SpaceConfig, keep: Mapping[str, Sequence]) -> list[str
     problems = []
     for label, values in keep.items():
         if label not in allowed:
-            problems.append(f"unknown label '{label}'")
+            problems.append(f"unknown label '{brief(label)}'")
         elif not isinstance(values, list) or not values:
             problems.append(f"'{label}' keeps no value (every label needs at least one)")
         else:
-            problems += [f"'{label}': {v!r} is not one of {allowed[label]}" for v in values
-                         if v not in allowed[label] or isinstance(v, bool)]
+            problems += [f"'{label}': {brief(repr(v))} is not one of {allowed[label]}" for v in values
+                         if not is_choice(v, allowed[label])]
     return problems
 
 
 def load_restriction(path: str | Path, config: SpaceConfig) -> Restriction:
     """Read a shrunk-space JSON and check it belongs to `config`, naming every problem."""
-    doc = read_json(path, "shrunk-space JSON")
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("keep"), dict):
-        raise SSTEdgeError(f"not a shrunk-space file (expected format {FORMAT!r} with a 'keep' object)", path)
+    doc = check(read_json(path, "shrunk-space JSON"), RESTRICTION_SCHEMA, "shrunk-space file", path)
     problems = []
     if doc.get("space") != config.name:
         problems.append(f"made for space '{doc.get('space')}', not '{config.name}'")

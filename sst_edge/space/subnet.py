@@ -13,10 +13,23 @@ from typing import Any
 
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write_json, read_json
+from ..schema import TEXT, check, header_schema
+from ..text import brief
 from .config import SpaceConfig, load_space
 
 FORMAT = "sst-edge/subnet"
 VERSION = 1
+SUBNET_SCHEMA = {
+    "type": "object", "required": ["format", "version", "space", "space_hash", "sample"],
+    "properties": {**header_schema(FORMAT, VERSION), "space": {**TEXT, "maxLength": 200},
+                   "space_hash": {**TEXT, "maxLength": 128},
+                   "sample": {"type": "object", "propertyNames": {"format": "text", "maxLength": 200}},
+                   "metrics": {"type": "object"}}}
+
+
+def is_choice(value: Any, allowed: list) -> bool:
+    """`value` is one of `allowed` with the same type: 12.0 and True are not the heads choice 12."""
+    return any(value == a and type(value) is type(a) for a in allowed)
 
 
 @dataclass
@@ -31,7 +44,7 @@ class Subnet:
                 "sample": dict(self.sample), "metrics": dict(self.metrics)}
 
     def save(self, path: str | Path) -> Path:
-        return atomic_write_json(path, self.to_dict())
+        return atomic_write_json(path, check(self.to_dict(), SUBNET_SCHEMA, "subnet document", path))
 
 
 def sample_problems(config: SpaceConfig, sample: Mapping[str, Any],
@@ -40,12 +53,12 @@ def sample_problems(config: SpaceConfig, sample: Mapping[str, Any],
     allowed = dict(config.choices())
     if restrict:
         allowed.update({k: list(v) for k, v in restrict.items() if k in allowed})
-    problems = [f"unknown label '{k}'" for k in sample if k not in allowed]
+    problems = [f"unknown label '{brief(k)}'" for k in sample if k not in allowed]
     for label, values in allowed.items():
         if label not in sample:
             problems.append(f"missing label '{label}'")
-        elif sample[label] not in values or isinstance(sample[label], bool):
-            problems.append(f"'{label}' = {sample[label]!r} is not one of {values}")
+        elif not is_choice(sample[label], values):
+            problems.append(f"'{label}' = {brief(repr(sample[label]))} is not one of {values}")
     return problems
 
 
@@ -61,19 +74,8 @@ def make_subnet(config: SpaceConfig, sample: Mapping[str, Any], metrics: Mapping
 def load_subnet(path: str | Path, space: SpaceConfig | str | Path | None = None,
                 restrict: Mapping[str, Any] | None = None) -> tuple[Subnet, SpaceConfig]:
     """Read and validate a subnet document; the space defaults to the one the document names."""
-    doc = read_json(path, "subnet document")
+    doc = check(read_json(path, "subnet document"), SUBNET_SCHEMA, "subnet document", path)
     problems: list[str] = []
-    if not isinstance(doc, dict):
-        raise SSTEdgeError("a subnet document must be a JSON object", path)
-    if doc.get("format") != FORMAT:
-        problems.append(f"'format' is {doc.get('format')!r}, expected {FORMAT!r}")
-    for key in ("space", "space_hash", "sample"):
-        if key not in doc:
-            problems.append(f"missing '{key}'")
-    if not isinstance(doc.get("sample", {}), dict):
-        problems.append("'sample' must be an object {label: value}")
-    if problems:
-        raise SSTEdgeError("not a valid subnet document", path, problems)
     if space is None:
         try:
             config = load_space(doc["space"])

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..data.preprocess import default_resize
+from ..device.heads import HeadConfig
+from ..device.preprocess import default_resize
 from ..errors import SSTEdgeError
-from ..fewshot import HeadConfig
 
 # Fields that may differ between a run and its resumption.
 RESUMABLE_CHANGES = ("workers", "threads")

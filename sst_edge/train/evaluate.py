@@ -1,16 +1,13 @@
 """Few-shot accuracy of one subnet of a trained supernet, as the literature reports it.
 
-Fixed, seeded evaluation episodes (centre segments and crops) on held-out classes; accuracy per episode;
-the mean with its 95% confidence interval 1.96 * std / sqrt(episodes). Several heads are scored on the
-same features, so "alignment vs prototype" compares heads, not episodes. The same code gives the
-per-epoch validation accuracy in training (split over ranks under torchrun).
+The protocol (episodes, heads, confidence interval, reversed pairs) is `device.evaluation`'s, shared with
+exported models; here the features come from the PyTorch supernet. The same code gives the per-epoch
+validation accuracy in training (split over ranks under torchrun).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +16,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..data.datasets import ClipSet, load_splits
 from ..data.episodes import EpisodeDataset, episode_loader
-from ..data.preprocess import Preprocess
+from ..device.datasets import load_splits
+from ..device.evaluation import EvalResult, Scorer, score_episodes
+from ..device.heads import DEFAULT_TAU, DEFAULT_WINDOW, HeadConfig
+from ..device.preprocess import Preprocess
 from ..errors import SSTEdgeError
-from ..fewshot import DEFAULT_TAU, DEFAULT_WINDOW, HeadConfig
-from ..fileio import read_json
+from ..fewshot import head_logits
 from ..space.config import SpaceConfig, load_space
 from ..space.supernet import activate, build_supernet, load_shared_weights
 from .checkpoint import checkpoint_paths, complete_checkpoints, load_tensors, model_state
@@ -33,12 +31,6 @@ from .distributed import Dist, configure_threads
 WEIGHTS_FILE = "supernet.safetensors"
 RESTRICTION_FILE = "shrunk.json"
 SUPERNET_FORMAT = "sst-edge/supernet"
-
-
-def confidence_interval(accuracies: np.ndarray) -> float:
-    """Half-width of the 95% interval of the mean episode accuracy (normal approximation)."""
-    n = len(accuracies)
-    return float(1.96 * np.std(accuracies) / math.sqrt(n)) if n else float("nan")
 
 
 def split_features(features: torch.Tensor, way: int, shot: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +77,8 @@ def compare_embeddings(embeds: Sequence[Callable[[torch.Tensor], torch.Tensor]],
             for e, embed in enumerate(embeds):
                 query, support = split_features(embed(clips), dataset.way, dataset.shot)
                 for h, head in enumerate(heads):
-                    acc[e, h, j] = (head.logits(query, support).argmax(1) == ep.query_labels).double().mean()
+                    hit = head_logits(query, support, head).argmax(1) == ep.query_labels
+                    acc[e, h, j] = hit.double().mean()
             bar.update()
     bar.close()
     return d.sum(acc).numpy()
@@ -185,53 +178,6 @@ def run_restriction(weights: str | Path, config: SpaceConfig) -> dict[str, list]
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-def reversed_pair_sets(clips: ClipSet) -> list[ClipSet]:
-    """One 2-class ClipSet per reversed pair of `clips` (from the dataset's classes.json)."""
-    meta_path = clips.root / "classes.json"
-    meta = read_json(meta_path, "synthetic dataset description")
-    pairs = meta.get("reversed_pairs") if isinstance(meta, dict) else None
-    if not isinstance(pairs, list):
-        raise SSTEdgeError("lists no 'reversed_pairs' (only the synthetic dataset has them)", meta_path)
-    sets = [ClipSet(f"{clips.name}:{a}|{b}", clips.root, {c: clips.clips[c] for c in sorted((a, b))})
-            for a, b in pairs if a in clips.clips and b in clips.clips]
-    if not sets:
-        raise SSTEdgeError(f"no reversed pair has both classes in split '{clips.name}'", meta_path)
-    return sets
-
-
-@dataclass
-class EvalResult:
-    space: str
-    weights: str
-    sample: dict[str, Any]
-    subnet_source: str
-    split: str
-    way: int
-    shot: int
-    query: int
-    episodes: int
-    seed: int
-    accuracy: dict[str, float] = field(default_factory=dict)   # head -> mean episode accuracy
-    ci95: dict[str, float] = field(default_factory=dict)       # head -> half-width of the 95% interval
-    heads: dict[str, dict[str, Any]] = field(default_factory=dict)
-    pairs: list[str] = field(default_factory=list)             # reversed pairs evaluated, if any
-    per_pair: dict[str, dict[str, float]] = field(default_factory=dict)  # pair -> head -> accuracy
-    per_episode: Any = field(default=None, repr=False)  # [heads, episodes] accuracies, not serialised
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "per_episode"}
-
-    def lines(self) -> list[str]:
-        what = (f"2-way {self.shot}-shot on {len(self.pairs)} reversed pairs" if self.pairs
-                else f"{self.way}-way {self.shot}-shot")
-        return [f"{what}, split '{self.split}', {self.episodes} episodes x {self.query} queries per class "
-                f"(seed {self.seed}), subnet: {self.subnet_source}"] + [
-            f"  {h:<10} accuracy {100 * a:.2f}% +- {100 * self.ci95[h]:.2f}% (95% CI)"
-            for h, a in self.accuracy.items()] + [
-            f"    {pair}: " + ", ".join(f"{h} {100 * a:.1f}%" for h, a in accs.items())
-            for pair, accs in self.per_pair.items()]
-
-
 def evaluate(space: str | Path | SpaceConfig, weights: str | Path, data: str | Path, *,
              split_dir: str | Path | None = None, split: str = "test", subnet: str | Path | None = None,
              sample: dict[str, Any] | None = None, way: int = 5, shot: int = 1, query: int = 1,
@@ -275,40 +221,17 @@ def evaluate(space: str | Path | SpaceConfig, weights: str | Path, data: str | P
                         seed)
     activate(supernet, config, sample)
     supernet.eval()
-    return score_episodes(result, supernet, load_splits(data, split_dir)[split], pre, head_cfgs,
-                          reversed_pairs=reversed_pairs, workers=workers, progress=progress)
+    scorer = torch_scorer(supernet, pre, result, head_cfgs, workers, progress)
+    return score_episodes(result, scorer, load_splits(data, split_dir)[split], head_cfgs,
+                          reversed_pairs=reversed_pairs)
 
 
-def score_episodes(result: EvalResult, embed: Callable[[torch.Tensor], torch.Tensor], clips: ClipSet,
-                   pre: Preprocess, head_cfgs: Sequence[HeadConfig], *, reversed_pairs: bool = False,
-                   workers: int = 0, progress: bool = True, tag: str = "") -> EvalResult:
-    """Fill `result` (its split, way, shot, query, episodes and seed say which episodes) with the accuracy
-    of each head, features from `embed`: the one protocol of `sst-edge eval`, for PyTorch weights and
-    exported models alike. Reversed pairs: 2-way episodes spread over the pairs, one seed each.
-    `result.per_episode` keeps the accuracies ([heads, episodes]) for episode-by-episode comparisons."""
-    r = result
-    sets = reversed_pair_sets(clips) if reversed_pairs else [clips]
-    n_way = 2 if reversed_pairs else r.way
-    per_set = [r.episodes // len(sets) + (i < r.episodes % len(sets)) for i in range(len(sets))]
-    acc, used = [], []
-    for i, (cs, n) in enumerate(zip(sets, per_set, strict=True)):
-        if n:
-            ds = EpisodeDataset(cs, pre, way=n_way, shot=r.shot, query=r.query, episodes=n, seed=r.seed + i,
-                                train=False)
-            desc = cs.name if reversed_pairs else f"eval {r.split}{tag}"
-            acc.append(embedded_episode_accuracies(embed, ds, head_cfgs, workers, progress=progress,
-                                                   desc=desc))
-            used.append(cs)
-    all_acc = np.concatenate(acc, axis=1)
-    r.way, r.episodes = n_way, all_acc.shape[1]
-    if reversed_pairs:
-        r.pairs = [cs.name.split(":", 1)[1] for cs in sets]
-        r.per_pair = {cs.name.split(":", 1)[1]: {head.kind: float(a[h].mean())
-                                                 for h, head in enumerate(head_cfgs)}
-                      for cs, a in zip(used, acc, strict=True)}
-    for h, head in enumerate(head_cfgs):
-        r.accuracy[head.kind] = float(all_acc[h].mean())
-        r.ci95[head.kind] = confidence_interval(all_acc[h])
-        r.heads[head.kind] = head.to_dict()
-    r.per_episode = all_acc
-    return r
+def torch_scorer(embed: Callable[[torch.Tensor], torch.Tensor], pre: Preprocess, result: EvalResult,
+                 heads: Sequence[HeadConfig], workers: int = 0, progress: bool = True) -> Scorer:
+    """A `Scorer` of `result`'s episodes with features from a PyTorch embedding (DataLoader workers)."""
+    def scorer(clips, way: int, episodes: int, seed: int, desc: str) -> np.ndarray:
+        ds = EpisodeDataset(clips, pre, way=way, shot=result.shot, query=result.query, episodes=episodes,
+                            seed=seed, train=False)
+        return embedded_episode_accuracies(embed, ds, heads, workers, progress=progress, desc=desc)
+
+    return scorer

@@ -39,11 +39,11 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import __version__
-from ..data.datasets import load_splits
 from ..data.episodes import EpisodeDataset, episode_loader
-from ..data.errors import DatasetError
-from ..data.preprocess import Preprocess
-from ..errors import SSTEdgeError
+from ..device.datasets import load_splits
+from ..device.preprocess import Preprocess
+from ..errors import DatasetError, SSTEdgeError
+from ..fewshot import head_logits
 from ..fileio import atomic_write, atomic_write_json, read_json, utc_now
 from ..space.config import SpaceConfig, load_space
 from ..space.restriction import Restriction, full_restriction
@@ -306,7 +306,7 @@ class _Trainer:
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
             query, support = split_features(self.model(torch.cat([ep.support, ep.query])), cfg.way, cfg.shot)
-            logits = cfg.head.logits(query, support)
+            logits = head_logits(query, support, cfg.head)
             loss = F.cross_entropy(logits, ep.query_labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import DatasetError
+from ..errors import DatasetError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
                     ".ogv")

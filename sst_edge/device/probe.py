@@ -10,12 +10,14 @@ timestamp, the same numbering decord uses, so both decoders agree on what "frame
 from __future__ import annotations
 
 import bisect
+import errno
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 
-from .errors import VideoError
+from ..errors import VideoError
+from ..fileio import os_reason
 
 
 @dataclass(frozen=True)
@@ -52,15 +54,19 @@ def av_reason(e: BaseException) -> str:
 
 
 def _open(path: Path) -> av.container.InputContainer:
-    if not path.exists():
-        raise VideoError("file not found", path)
+    try:
+        st = path.stat()
+    except OSError as e:  # not found, a symlink loop, permission denied on a folder...
+        raise VideoError("file not found" if e.errno == errno.ENOENT else os_reason(e), path) from None
     if not path.is_file():
         raise VideoError("not a file (video datasets hold one video file per clip)", path)
-    if path.stat().st_size == 0:
+    if st.st_size == 0:
         raise VideoError("empty file (0 bytes)", path)
     try:
         return av.open(str(path), metadata_errors="ignore")
-    except (av.FFmpegError, UnicodeDecodeError) as e:
+    except (av.FFmpegError, UnicodeDecodeError, OSError) as e:
+        if getattr(e, "errno", None) in (errno.EACCES, errno.EPERM):
+            raise VideoError("permission denied", path) from None
         raise VideoError(f"not a readable video container ({av_reason(e)}): the file is damaged, "
                          "truncated, or not a video", path) from None
 

@@ -1,4 +1,4 @@
-"""ONNX export, precision conversion and ONNX Runtime sessions, shared by profiling and deployment.
+"""ONNX export and precision conversion as a target deploys a module, shared by profiling and deployment.
 
 Latency tables are only worth anything if blocks are timed exactly as the deployed model runs, so the
 profiler and the model exporter both go through these functions. Choices (../shared/notes/measurements.md):
@@ -18,21 +18,15 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..device.session import INPUT_NAME, OUTPUT_NAME
+from ..device.targets import Target
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write
-from .targets import Target
-
-if TYPE_CHECKING:
-    import onnxruntime as ort
-
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
 
 
 @contextlib.contextmanager
@@ -128,76 +122,6 @@ def export_for_target(module: nn.Module, example_input: torch.Tensor, path: str 
         return convert_fp16(fp32, path)
     finally:
         fp32.unlink(missing_ok=True)
-
-
-def available_providers() -> list[str]:
-    import onnxruntime as ort
-
-    return list(ort.get_available_providers())
-
-
-def session_options(target: Target) -> ort.SessionOptions:
-    """Threads and graph optimisation from the target; sequential execution (one clip, no inter-op)."""
-    return make_session_options(target.graph_optimization, target.threads)
-
-
-def make_session_options(graph_optimization: str = "all", threads: int = 1) -> ort.SessionOptions:
-    """SessionOptions as every sst-edge session uses them (profiling, export checks, the runtime)."""
-    import onnxruntime as ort
-
-    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-    so = ort.SessionOptions()
-    so.graph_optimization_level = levels.get(graph_optimization, levels["all"])
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    return so
-
-
-def make_session(path: str | Path, target: Target) -> ort.InferenceSession:
-    """An InferenceSession with the target's providers (in order), options, threads and optimisation.
-
-    Refuses rather than silently falling back when the target's main provider is missing or fails to load
-    (ORT would run everything on the CPU and every timing would be of the wrong device).
-    """
-    import onnxruntime as ort
-
-    have = available_providers()
-    if target.provider not in have:
-        raise SSTEdgeError(f"target '{target.name}' runs on {target.provider}, which this onnxruntime "
-                           f"({ort.__version__}) does not have (available: {', '.join(have)})",
-                           target.source or None)
-    chosen = [(p, o) for p, o in target.ort_providers() if p in have]
-    try:
-        sess = ort.InferenceSession(str(path), session_options(target), providers=[p for p, _ in chosen],
-                                    provider_options=[o for _, o in chosen])
-    except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
-        raise SSTEdgeError(f"ONNX Runtime cannot load this model for target '{target.name}': {e}",
-                           path) from None
-    if sess.get_providers()[0] != target.provider:
-        raise SSTEdgeError(f"{target.provider} failed to start (the session fell back to "
-                           f"{sess.get_providers()[0]}); check the CUDA/TensorRT libraries", path)
-    return sess
-
-
-# ------------------------------------------------------------------- checks shared by export and int8
-def cpu_session(path: Path, target: Target) -> ort.InferenceSession:
-    """A CPU session with the target's threads: parity and agreement are checked on the CPU here."""
-    from dataclasses import replace
-
-    cpu = replace(target, execution_providers=("CPUExecutionProvider",), provider_options={})
-    return make_session(path, cpu)
-
-
-def ort_features(sess: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
-    """Run in a batch of 2 and then batches of 1, which exercises the dynamic batch axis."""
-    parts = [sess.run(None, {INPUT_NAME: x[:2]})[0]]
-    parts += [sess.run(None, {INPUT_NAME: x[i:i + 1]})[0] for i in range(2, len(x))]
-    return np.concatenate(parts)
 
 
 def agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, float | int]:

@@ -1,7 +1,8 @@
-"""Clip preprocessing: segment sampling, shorter-side resize, crop, flip, normalisation.
+"""Clip preprocessing in numpy: segment sampling, shorter-side resize, crop, flip, normalisation.
 
-`Preprocess` is recorded in the model card and the on-device runtime calls ``load_clip(path, preprocess)``
-with it, so training, evaluation and the device see clips prepared exactly the same way.
+`Preprocess` is recorded in the model card, and training, evaluation and the on-device runtime all call
+``load_clip(path, preprocess)`` with it, so every stage sees clips prepared exactly the same way. numpy
+only (no torch): the device half has none, and training wraps the arrays with ``torch.from_numpy``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..errors import SSTEdgeError
 from .decoders import DECODERS, VideoDecoder, get_decoder
@@ -118,8 +118,8 @@ def resized_shape(height: int, width: int, shorter: int) -> tuple[int, int]:
     return max(shorter, int(round(height * shorter / width))), shorter
 
 
-def frames_to_tensor(frames: np.ndarray, pre: Preprocess, train: bool = False,
-                     rng: np.random.Generator | None = None) -> torch.Tensor:
+def frames_to_array(frames: np.ndarray, pre: Preprocess, train: bool = False,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
     """uint8 ``[T, h, w, 3]`` -> crop, optional flip, normalise -> float32 ``[T, 3, size, size]``."""
     t, h, w, _ = frames.shape
     s = pre.size
@@ -134,15 +134,14 @@ def frames_to_tensor(frames: np.ndarray, pre: Preprocess, train: bool = False,
     crop = frames[:, top:top + s, left:left + s]
     if flip:
         crop = crop[:, :, ::-1]
-    # numpy, not torch: on small tensors torch's thread pool costs milliseconds per op on a busy 2-core box
     scale = 1.0 / (255.0 * np.asarray(pre.std, np.float32))
     shift = -np.asarray(pre.mean, np.float32) / np.asarray(pre.std, np.float32)
     x = crop.astype(np.float32) * scale + shift
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 def load_clip(path: str | Path, preprocess: Preprocess, train: bool = False,
-              rng: np.random.Generator | None = None, decoder: VideoDecoder | None = None) -> torch.Tensor:
+              rng: np.random.Generator | None = None, decoder: VideoDecoder | None = None) -> np.ndarray:
     """Decode and preprocess one clip to float32 ``[T, 3, size, size]``.
 
     ``train=False`` (the default, and what the runtime uses) is deterministic: segment centres, centre
@@ -155,4 +154,4 @@ def load_clip(path: str | Path, preprocess: Preprocess, train: bool = False,
         rng = np.random.default_rng()
     idx = sample_indices(info.num_frames, preprocess.frames, train, rng)
     frames = decoder.read(path, idx, resized_shape(info.height, info.width, preprocess.resize))
-    return frames_to_tensor(frames, preprocess, train, rng)
+    return frames_to_array(frames, preprocess, train, rng)

@@ -22,8 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..errors import SSTEdgeError
-from .errors import VideoError
+from ..errors import SSTEdgeError, VideoError
 from .probe import VideoInfo, av_reason, probe_video
 
 DECODERS = ("auto", "decord", "pyav")

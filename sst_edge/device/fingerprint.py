@@ -13,7 +13,7 @@ import platform
 from functools import cache
 from typing import Any
 
-from ..deploy.targets import Target
+from .targets import Target
 
 # Fields of the fingerprint that make a table foreign when they differ.
 DEVICE_KEYS = ("cpu_model", "cpu_count")
@@ -48,14 +48,27 @@ def cpu_count() -> int:
 
 
 def gpu_name() -> str | None:
-    try:
-        import torch
+    """The first NVIDIA GPU's name (nvidia-smi), or a Jetson's board name (its device tree); None if neither.
 
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    except Exception:  # a broken CUDA install must not stop a CPU profile
+    No torch: the device half reads it from the driver's tools, which desktop GPUs and Jetsons both have."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is not None:
+        try:
+            out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                 text=True, timeout=10, check=False).stdout.strip().splitlines()
+        except (OSError, subprocess.SubprocessError):
+            out = []
+        if out and out[0].strip():
+            return out[0].strip()
+    try:
+        with open("/proc/device-tree/model", encoding="utf-8", errors="replace") as f:
+            model = f.read().strip("\x00\n ")
+    except OSError:
         return None
-    return None
+    return model if "jetson" in model.lower() or "nvidia" in model.lower() else None
 
 
 def library_versions() -> dict[str, str]:

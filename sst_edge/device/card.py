@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.preprocess import Preprocess
 from ..errors import SSTEdgeError
-from ..fewshot import HeadConfig
-from ..fileio import atomic_write_json, read_json, sha256_file
+from ..fileio import atomic_write_json, os_error, read_json, sha256_file, stat_file
+from ..schema import HEX64, NONNEG_INT, POS_INT, POS_NUMBER, TEXT, check, header_schema
+from ..text import brief
+from .decoders import DECODERS
+from .heads import HEADS, HeadConfig
+from .preprocess import Preprocess
 
 CARD_FORMAT = "sst-edge/model-card"
 CARD_VERSION = 1
@@ -26,6 +29,37 @@ ENGINE_FILE = "model.engine"
 
 _REQUIRED = ("format", "version", "name", "space", "space_hash", "subnet", "target", "preprocess", "input",
              "output", "head", "files")
+_DIM = {"anyOf": [POS_INT, {"type": "string", "format": "text", "maxLength": 64}]}  # a size, or "batch"
+_FILE_NAME = "^(?!\\.\\.?$)[A-Za-z0-9._-]{1,255}$"  # a plain name inside the model directory
+PREPROCESS_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "properties": {"frames": POS_INT, "size": POS_INT, "resize": POS_INT,
+                   "mean": {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3},
+                   "std": {"type": "array", "items": POS_NUMBER, "minItems": 3, "maxItems": 3},
+                   "decoder": {"enum": list(DECODERS)}, "hflip": {"type": "boolean"}}}
+HEAD_SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["kind", "tau", "window"],
+    "properties": {"kind": {"enum": list(HEADS)}, "tau": POS_NUMBER,
+                   "window": {"anyOf": [NONNEG_INT, {"type": "null"}]}}}
+CARD_SCHEMA = {
+    "type": "object", "required": list(_REQUIRED),
+    "properties": {
+        **header_schema(CARD_FORMAT, CARD_VERSION),
+        "name": {**TEXT, "minLength": 1, "maxLength": 200}, "space": {**TEXT, "maxLength": 200},
+        "space_hash": {**TEXT, "maxLength": 128}, "subnet": {"type": "object"}, "target": {"type": "object"},
+        "preprocess": PREPROCESS_SCHEMA, "head": HEAD_SCHEMA,
+        "input": {"type": "object", "required": ["shape"],
+                  "properties": {"name": TEXT, "dtype": TEXT,
+                                 "shape": {"type": "array", "prefixItems": [_DIM] + [POS_INT] * 4,
+                                           "minItems": 5, "maxItems": 5}}},
+        "output": {"type": "object", "required": ["shape"],
+                   "properties": {"name": TEXT, "dtype": TEXT,
+                                  "shape": {"type": "array", "prefixItems": [_DIM, POS_INT, POS_INT],
+                                            "minItems": 3, "maxItems": 3}}},
+        "files": {"type": "object", "required": [MODEL_FILE], "propertyNames": {"pattern": _FILE_NAME},
+                  "additionalProperties": {"type": "object", "required": ["sha256", "bytes"],
+                                           "properties": {"sha256": HEX64, "bytes": NONNEG_INT}}},
+    }}
 
 
 @dataclass
@@ -69,21 +103,10 @@ class ModelCard:
         where = path or None
         if not isinstance(doc, dict) or doc.get("format") != CARD_FORMAT:
             raise SSTEdgeError(f"not an sst-edge model card (expected format '{CARD_FORMAT}')", where)
-        if doc.get("version") != CARD_VERSION:
-            raise SSTEdgeError(f"model card version {doc.get('version')!r} is not supported "
+        if doc.get("version") != CARD_VERSION or isinstance(doc.get("version"), bool):
+            raise SSTEdgeError(f"model card version {brief(doc.get('version'))} is not supported "
                                f"(this sst-edge reads version {CARD_VERSION})", where)
-        missing = [k for k in _REQUIRED if k not in doc]
-        if missing:
-            raise SSTEdgeError("the model card is incomplete", where, [f"missing key '{k}'" for k in missing])
-        problems = []
-        for key in ("input", "output"):
-            shape = doc[key].get("shape") if isinstance(doc[key], dict) else None
-            if not isinstance(shape, list) or len(shape) != (5 if key == "input" else 3):
-                problems.append(f"{key}.shape must be a list of {5 if key == 'input' else 3} dimensions")
-        if not isinstance(doc["files"], dict) or MODEL_FILE not in doc["files"]:
-            problems.append(f"files must list {MODEL_FILE} with its sha256")
-        if problems:
-            raise SSTEdgeError("the model card is malformed", where, problems)
+        check(doc, CARD_SCHEMA, "model card", where)
         try:
             pre = Preprocess.from_dict(doc["preprocess"])
             head = HeadConfig(**doc["head"])
@@ -95,7 +118,7 @@ class ModelCard:
                    Path(path) if path is not None else None)
 
     def save(self, path: str | Path) -> Path:
-        return atomic_write_json(path, self.to_dict())
+        return atomic_write_json(path, check(self.to_dict(), CARD_SCHEMA, "model card", path))
 
 
 def file_record(path: str | Path) -> dict[str, Any]:
@@ -121,9 +144,16 @@ def verify_files(card: ModelCard, names: tuple[str, ...] | None = None) -> None:
         if names is not None and name not in names:
             continue
         f = folder / name
-        if not f.is_file():
+        if not f.exists() and not f.is_symlink():
             raise SSTEdgeError(f"{name} listed in {CARD_FILE} is missing", f)
-        digest = sha256_file(f)
+        size = stat_file(f, name).st_size
+        if size != rec.get("bytes"):
+            raise SSTEdgeError(f"{name} has {size:,} bytes, not the {rec.get('bytes'):,} of {CARD_FILE} (the "
+                               "file was modified, truncated or corrupted after export; re-export it)", f)
+        try:
+            digest = sha256_file(f)
+        except OSError as e:
+            raise os_error(e, f"reading {name}", f) from None
         if digest != rec.get("sha256"):
             raise SSTEdgeError(f"{name} does not match the sha256 in {CARD_FILE} (the file was modified or "
                                f"corrupted after export; re-export it)", f,

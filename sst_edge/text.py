@@ -1,0 +1,28 @@
+"""Text from documents and files made safe to print: documents are copied between devices and may be
+hand-edited, so a label or a path must never reach a terminal raw (ANSI escapes can clear the screen, set
+the window title or forge lines), nor flood it (a 10,000-character label)."""
+
+from __future__ import annotations
+
+LABEL_MAX = 200
+
+
+def printable(text: object) -> str:
+    """`text` with every non-printable character (control, escape, line or paragraph separator, bidi
+    override...) written as a Python escape, so what is printed is what the document holds, on one line."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s)
+
+
+def brief(text: object, limit: int = 80) -> str:
+    """`printable(text)`, cut to `limit` characters with the full length said."""
+    s = printable(text)
+    return s if len(s) <= limit else f"{s[:limit]}... ({len(s)} characters)"
+
+
+def is_label_text(text: object, limit: int = LABEL_MAX) -> bool:
+    """Non-empty printable text of at most `limit` characters, no leading or trailing spaces."""
+    return (isinstance(text, str) and 0 < len(text) <= limit and text == text.strip()
+            and text.isprintable())
