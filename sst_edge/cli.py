@@ -559,7 +559,7 @@ def describe_failure(e: BaseException) -> tuple[int, str]:
     if isinstance(e, RecursionError):
         return 2, "error: the input is nested too deeply"
     return 1, (f"internal error ({type(e).__name__}: {brief(e, 300)}); this is a bug in sst-edge: run the "
-               "command again with --debug and report the traceback")
+               "command again as `sst-edge --debug ...` and report the traceback")
 
 
 if __name__ == "__main__":

@@ -174,7 +174,8 @@ def add_runtime(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--head", choices=["alignment", "prototype"], default="alignment",
                    help="few-shot head (default alignment: frame-level, order-aware)")
     c.add_argument("--threshold", type=unit_interval,
-                   help="confidence below which the answer is 'unknown' (default: calibrated on the gallery)")
+                   help="calibrated confidence below which the answer is 'unknown'; replaces the gallery's "
+                        "calibrated distance rule (default: that rule, see README)")
     c.add_argument("--top", type=count(1), default=5, help="labels to show per clip (default 5)")
     c.add_argument("--stream", action="store_true", help="classify one long video window by window")
     c.add_argument("--window", type=positive_float, default=2.0, help="--stream: window length (default 2.0)")

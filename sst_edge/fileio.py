@@ -141,7 +141,11 @@ def read_bytes(path: str | Path, what: str = "file", max_bytes: int | None = Non
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
     """Read strict JSON (no NaN/Infinity, bounded size and depth), turning every failure into an error
     that names the file."""
-    data = read_bytes(path, what, JSON_MAX_BYTES)
+    return parse_json(read_bytes(path, what, JSON_MAX_BYTES), path, what)
+
+
+def parse_json(data: bytes, path: str | Path | None = None, what: str = "JSON file") -> Any:
+    """`read_json` for bytes already read (to hash exactly what was parsed, say)."""
     try:
         doc = json.loads(data.decode("utf-8"))
         bad = non_finite(doc)

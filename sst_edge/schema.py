@@ -87,6 +87,16 @@ def check(doc: Any, schema: Mapping[str, Any], what: str, path: str | Path | Non
     return doc
 
 
+def check_header(doc: Any, fmt: str, version: int, what: str, path: str | Path | None = None) -> None:
+    """Refuse, before any other check, a document that is not ours or that a newer sst-edge wrote: its
+    other problems would only be noise."""
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise SSTEdgeError(f"not an sst-edge {what} (expected format '{fmt}')", path)
+    if doc.get("version") != version or isinstance(doc.get("version"), bool):
+        raise SSTEdgeError(f"{what} version {brief(doc.get('version'))} is not supported (this sst-edge "
+                           f"reads version {version})", path)
+
+
 def header_schema(fmt: str, version: int | None) -> dict[str, Any]:
     """The `format` and `version` entries every document starts with."""
     props: dict[str, Any] = {"format": {"const": fmt}}

@@ -63,7 +63,7 @@ def test_enrolled_classes_are_recognised_far_above_chance(rt: FewShotRuntime, en
     for p in preds:
         confs = [c for _, _, c in p.ranking]
         assert confs == sorted(confs, reverse=True) and sum(confs) == pytest.approx(1, abs=1e-6)
-        assert p.label == (UNKNOWN if p.confidence < rep.classifier["threshold"] else p.ranking[0][0])
+        assert p.label == (UNKNOWN if p.why else p.ranking[0][0]) and p.unknown == bool(p.why)
     json.dumps(rep.to_dict())  # --json output
     assert rep.lines()[0].startswith("head alignment")
     proto = verbs.classify(rt, path, [held_out[0][0]], head="prototype", threshold=0.0, progress=False)
@@ -104,7 +104,7 @@ def test_open_set_unknown(rt: FewShotRuntime, tmp_path: Path) -> None:
         for j in range(4):
             g.add(f"action{k}", clip(k), f"/v/{k}_{j}.mp4", f"{k:032x}{j:032x}")
     cal = g.doc["calibration"]["alignment"]
-    assert cal["method"] == "leave-one-out" and cal["threshold"] > 0 and cal["unknown_rejected"] > 0.5
+    assert cal["method"] == "leave-one-out" and cal["score_threshold"] < 0 and cal["unknown_rejected"] > 0.5
     cls = Classifier.from_gallery(g)
     known = cls.predict(np.stack([clip(k) for k in range(4) for _ in range(3)]))
     assert [p.label for p in known] == [f"action{k}" for k in range(4) for _ in range(3)]
@@ -117,10 +117,12 @@ def test_default_calibration_when_the_gallery_cannot_tell() -> None:
     rng = np.random.default_rng(0)
     head = HeadConfig()
     one_shot = [rng.normal(size=(1, 4, 8)).astype(np.float32) for _ in range(3)]
-    assert calibrate(one_shot, head)["method"] == "default"
-    assert calibrate([rng.normal(size=(3, 4, 8)).astype(np.float32)], head)["method"] == "default"
+    cal = calibrate(one_shot, head)
+    assert cal["method"] == "default" and cal["score_threshold"] is None and "2 clips" in cal["why"]
+    one = calibrate([rng.normal(size=(3, 4, 8)).astype(np.float32)], head)  # 1 label: the floor alone
+    assert one["method"] == "leave-one-out" and one["fit"] is None and one["score_threshold"] == one["floor"]
     two = calibrate([rng.normal(size=(3, 4, 8)).astype(np.float32) for _ in range(2)], head)
-    assert two["method"] == "leave-one-out" and two["threshold"] == 0.0 and "why_no_threshold" in two
+    assert two["method"] == "leave-one-out" and two["threshold"] == 0.0 and two["score_threshold"] < 0
 
 
 def test_unequal_shots_match_the_heads() -> None:

@@ -24,20 +24,17 @@ from typing import Any
 
 from ..device.fingerprint import device_fingerprint, device_mismatches, execution_provider, run_mismatches
 from ..device.targets import Target, load_target
-from ..device.timing import Timing
+from ..device.timing import TIMING_SCHEMA, Timing
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write_json, read_json
 from ..resources import resolve
-from ..schema import NONNEG_NUMBER, POS_INT, POS_NUMBER, TEXT, check, header_schema
+from ..schema import POS_INT, POS_NUMBER, TEXT, check, header_schema
 from ..space.config import SpaceConfig, heads_label, load_space, op_label
 
 FORMAT = "sst-edge/latency-table"
 VERSION = 1
 UNIT = "ms per clip (batch 1)"
 FOREIGN_HINT = "pass --allow-foreign-table (allow_foreign=True) to use it anyway"
-TIMING_SCHEMA = {"type": "object", "required": ["median_ms", "p10_ms", "p90_ms", "count"],
-                 "properties": {"median_ms": POS_NUMBER, "p10_ms": NONNEG_NUMBER, "p90_ms": NONNEG_NUMBER,
-                                "count": POS_INT}}
 TABLE_SCHEMA = {
     "type": "object",
     "required": ["format", "version", "space", "space_hash", "target", "backend", "created", "fingerprint",

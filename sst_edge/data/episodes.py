@@ -6,42 +6,27 @@ Use it with ``DataLoader(batch_size=None)`` (see `episode_loader`): an episode i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..device.episodes import Episode as ArrayEpisode
-from ..device.episodes import EpisodeSampler
+from ..device.episodes import Episode, EpisodeSampler
 
 
-@dataclass
-class Episode:
-    """One few-shot task as torch tensors. Labels 0..N-1 index ``classes``; class-major."""
-
-    index: int
-    support: torch.Tensor          # [N*K, T, 3, H, W] float32
-    query: torch.Tensor            # [N*Q, T, 3, H, W] float32
-    support_labels: torch.Tensor   # [N*K] int64
-    query_labels: torch.Tensor     # [N*Q] int64
-    classes: list[str]
-    support_paths: list[str]
-    query_paths: list[str]
-    skipped: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_arrays(cls, ep: ArrayEpisode) -> Episode:
-        return cls(ep.index, torch.from_numpy(ep.support), torch.from_numpy(ep.query),
-                   torch.from_numpy(ep.support_labels), torch.from_numpy(ep.query_labels), ep.classes,
-                   ep.support_paths, ep.query_paths, ep.skipped)
+def to_tensors(ep: Episode) -> Episode:
+    """The same episode with torch tensors (shared memory, no copy) where the sampler gives arrays."""
+    return replace(ep, support=torch.from_numpy(ep.support), query=torch.from_numpy(ep.query),
+                   support_labels=torch.from_numpy(ep.support_labels),
+                   query_labels=torch.from_numpy(ep.query_labels))
 
 
 class EpisodeDataset(EpisodeSampler, Dataset):
     """`EpisodeSampler` whose items are torch `Episode`s (see `EpisodeSampler` for the arguments)."""
 
-    def __getitem__(self, j: int) -> Episode:  # type: ignore[override]
-        return Episode.from_arrays(super().__getitem__(j))
+    def __getitem__(self, j: int) -> Episode:
+        return to_tensors(super().__getitem__(j))
 
 
 def episode_loader(dataset: EpisodeDataset, num_workers: int = 0, prefetch_factor: int | None = 2,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,12 +23,22 @@ from typing import Any
 import numpy as np
 
 from ..errors import SSTEdgeError
-from ..fileio import atomic_write_json, read_json, sha256_bytes, sha256_file, utc_now
+from ..fileio import (
+    JSON_MAX_BYTES,
+    atomic_write_json,
+    parse_json,
+    read_bytes,
+    read_json,
+    sha256_bytes,
+    sha256_file,
+    utc_now,
+)
+from ..schema import HEX64, NONNEG_INT, POS_INT, TEXT, check, check_header, header_schema
 from .background import BackgroundLog
 from .fingerprint import fingerprint
 from .session import make_session
 from .targets import Target, parse_target
-from .timing import CLOCKS, Opener, Run, Timing, TimingPolicy, time_items
+from .timing import CLOCKS, TIMING_SCHEMA, Opener, Run, Timing, TimingPolicy, time_items
 
 FORMAT = "sst-edge/profile-bundle"
 VERSION = 1
@@ -39,6 +48,27 @@ MANIFEST = "bundle.json"
 TIMINGS = "timings.json"
 BACKEND = "onnxruntime"
 KINDS = ("part", "subnet")
+ITEM_SCHEMA = {
+    "type": "object", "required": ["key", "kind", "file", "sha256", "bytes", "input_shape", "input_seed"],
+    "properties": {"key": {**TEXT, "minLength": 1, "maxLength": 200}, "kind": {"enum": list(KINDS)},
+                   "file": {**TEXT, "minLength": 1}, "sha256": HEX64, "bytes": NONNEG_INT,
+                   "input_shape": {"type": "array", "items": POS_INT, "minItems": 1},
+                   "input_seed": NONNEG_INT, "sample": {"type": "object"}}}
+MANIFEST_SCHEMA = {
+    "type": "object", "required": ["format", "version", "space", "space_hash", "target", "backend", "seed",
+                                   "policy", "items"],
+    "properties": {**header_schema(FORMAT, VERSION), "space": {**TEXT, "maxLength": 200},
+                   "space_hash": {**TEXT, "maxLength": 128},
+                   "target": {"type": "object", "required": ["settings", "hash"]},
+                   "backend": {"const": BACKEND}, "seed": NONNEG_INT, "policy": {"type": "object"},
+                   "items": {"type": "array", "minItems": 1, "items": ITEM_SCHEMA}}}
+TIMINGS_SCHEMA = {
+    "type": "object", "required": ["format", "manifest_sha256", "fingerprint", "policy", "background",
+                                   "timings"],
+    "properties": {**header_schema(TIMINGS_FORMAT, TIMINGS_VERSION), "manifest_sha256": HEX64,
+                   "fingerprint": {"type": "object"}, "policy": {"type": "object"},
+                   "background": {"type": "object"},
+                   "timings": {"type": "object", "additionalProperties": TIMING_SCHEMA}}}
 
 
 # ------------------------------------------------------------------------------------- shared helpers
@@ -210,24 +240,9 @@ def _parse_item(i: int, d: Any, problems: list[str]) -> BundleItem | None:
 
 
 def _parse_manifest(doc: Any, path: Path) -> tuple[Target, TimingPolicy, list[BundleItem]]:
-    if not isinstance(doc, dict):
-        raise SSTEdgeError("a profile bundle manifest must be a JSON object", path)
+    check_header(doc, FORMAT, VERSION, "profile bundle manifest", path)
+    check(doc, MANIFEST_SCHEMA, "profile bundle manifest", path)
     problems: list[str] = []
-    if doc.get("format") != FORMAT:
-        problems.append(f"'format' is {doc.get('format')!r}, expected {FORMAT!r}")
-    if doc.get("version") != VERSION:
-        problems.append(f"'version' is {doc.get('version')!r}, expected {VERSION} (write the bundle with "
-                        "the sst-edge version this device has)")
-    if problems:
-        raise SSTEdgeError("not a profile bundle sst-edge can run", path, problems)
-    kinds = {"space": str, "space_hash": str, "target": dict, "backend": str, "seed": int, "policy": dict,
-             "items": list}
-    problems += [f"'{k}' missing or not a {t.__name__}" for k, t in kinds.items()
-                 if not isinstance(doc.get(k), t)]
-    if problems:
-        raise SSTEdgeError("not a valid profile bundle manifest", path, problems)
-    if doc["backend"] != BACKEND:
-        problems.append(f"backend {doc['backend']!r}: bundles are timed by {BACKEND}")
     policy = parse_policy(doc["policy"], problems)
     items = [it for i, d in enumerate(doc["items"]) if (it := _parse_item(i, d, problems)) is not None]
     seen: set[str] = set()
@@ -273,11 +288,8 @@ def read_bundle(directory: str | Path, check_files: bool = True) -> Bundle:
     if not path.is_file():
         raise SSTEdgeError(f"no {MANIFEST} here: not a profile bundle (write one with "
                            "`sst-edge profile --space S --target T --bundle DIR`)", directory)
-    raw = path.read_bytes()  # hashed as read: timings.json quotes this sha256
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SSTEdgeError(f"not a valid profile bundle manifest: {e}", path) from None
+    raw = read_bytes(path, "profile bundle manifest", JSON_MAX_BYTES)  # hashed as read: timings.json
+    doc = parse_json(raw, path, "profile bundle manifest")  # quotes this sha256
     target, policy, items = _parse_manifest(doc, path)
     if check_files and (problems := file_problems(directory, items)):
         raise SSTEdgeError("files of the bundle do not match its manifest", path, problems)
@@ -335,6 +347,7 @@ def read_timings(bundle: Bundle) -> tuple[dict[str, Any], dict[str, Timing]]:
     doc = read_json(path, "bundle timings")
     if not isinstance(doc, dict) or doc.get("format") != TIMINGS_FORMAT:
         raise SSTEdgeError(f"not a timings file of a profile bundle (format {TIMINGS_FORMAT!r})", path)
+    check(doc, TIMINGS_SCHEMA, "bundle timings file", path)
     if doc.get("manifest_sha256") != bundle.sha256:
         theirs = str(doc.get("manifest_sha256"))[:16]
         raise SSTEdgeError(f"these timings belong to another bundle (manifest sha256 {theirs}..., this "

@@ -15,8 +15,7 @@ from typing import Any
 
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write_json, os_error, read_json, sha256_file, stat_file
-from ..schema import HEX64, NONNEG_INT, POS_INT, POS_NUMBER, TEXT, check, header_schema
-from ..text import brief
+from ..schema import HEX64, NONNEG_INT, POS_INT, POS_NUMBER, TEXT, check, check_header, header_schema
 from .decoders import DECODERS
 from .heads import HEADS, HeadConfig
 from .preprocess import Preprocess
@@ -101,11 +100,7 @@ class ModelCard:
     @classmethod
     def from_dict(cls, doc: Any, path: str | Path | None = None) -> ModelCard:
         where = path or None
-        if not isinstance(doc, dict) or doc.get("format") != CARD_FORMAT:
-            raise SSTEdgeError(f"not an sst-edge model card (expected format '{CARD_FORMAT}')", where)
-        if doc.get("version") != CARD_VERSION or isinstance(doc.get("version"), bool):
-            raise SSTEdgeError(f"model card version {brief(doc.get('version'))} is not supported "
-                               f"(this sst-edge reads version {CARD_VERSION})", where)
+        check_header(doc, CARD_FORMAT, CARD_VERSION, "model card", where)
         check(doc, CARD_SCHEMA, "model card", where)
         try:
             pre = Preprocess.from_dict(doc["preprocess"])

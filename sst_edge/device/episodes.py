@@ -26,13 +26,14 @@ from .preprocess import Preprocess, load_clip
 
 @dataclass
 class Episode:
-    """One few-shot task (numpy). Labels 0..N-1 index ``classes``; support and query are class-major."""
+    """One few-shot task. Labels 0..N-1 index ``classes``; support and query are class-major. numpy arrays
+    from the sampler; `data.episodes.to_tensors` gives the same episode as torch tensors for training."""
 
     index: int
-    support: np.ndarray            # [N*K, T, 3, H, W] float32
-    query: np.ndarray              # [N*Q, T, 3, H, W] float32
-    support_labels: np.ndarray     # [N*K] int64
-    query_labels: np.ndarray       # [N*Q] int64
+    support: Any                   # [N*K, T, 3, H, W] float32
+    query: Any                     # [N*Q, T, 3, H, W] float32
+    support_labels: Any            # [N*K] int64
+    query_labels: Any              # [N*Q] int64
     classes: list[str]             # class name of each label
     support_paths: list[str]
     query_paths: list[str]

@@ -29,8 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from ..schema import NONNEG_NUMBER, POS_INT, POS_NUMBER
 from .background import BackgroundLog, LoadMeter, wait_quiet
 
+TIMING_SCHEMA = {"type": "object", "required": ["median_ms", "p10_ms", "p90_ms", "count"],
+                 "properties": {"median_ms": POS_NUMBER, "p10_ms": NONNEG_NUMBER, "p90_ms": NONNEG_NUMBER,
+                                "count": POS_INT}}
 Run = Callable[[], object]
 Opener = Callable[[], contextlib.AbstractContextManager[Run]]
 CLOCKS = {"wall": time.perf_counter_ns, "thread": time.thread_time_ns}

@@ -17,7 +17,7 @@ create are never deleted or overwritten: a gallery folder holding foreign files 
 Features of two models are never comparable, so the index records the model's sha256 and a gallery
 opened with another model is refused. Storing features rather than prototypes keeps both heads (the
 alignment head needs every support frame) and lets clips be removed; prototypes are built from them on
-the device. Calibration (classify.py) is recomputed after each change and stored with the clips it was
+the device. Calibration (calibration.py) is recomputed after each change and stored with the clips it was
 computed on; a stale one (after a crash mid-enrollment) is recomputed in memory when classifying.
 Readers take no lock: a clip removed by another process while its features load fails that load with a
 clear error (run it again).
@@ -51,7 +51,7 @@ from ..fileio import (
     stat_file,
     utc_now,
 )
-from ..schema import HEX64, POS_INT, TEXT, check, header_schema
+from ..schema import HEX64, POS_INT, TEXT, check, check_header, header_schema
 from ..text import LABEL_MAX, brief, is_label_text, printable
 from .calibration import UNKNOWN, calibrate, calibration_key, group_ids
 
@@ -80,6 +80,18 @@ CLIP_SCHEMA = {
                    "added": {**TEXT, "maxLength": 64},
                    "file": {"type": "string", "pattern": f"^{FEATURES_DIR}/{_CLIP_ID}\\.safetensors$"},
                    "features_sha256": HEX64}}
+CALIBRATION_SCHEMA = {  # what is read back and printed; the rest of a record is the calibration's own
+    "type": "object", "required": ["method", "temperature", "threshold", "key"],
+    "properties": {"method": {**TEXT, "maxLength": 64}, "key": {**TEXT, "maxLength": 64},
+                   "temperature": {"type": "number", "exclusiveMinimum": 0},
+                   "threshold": {"type": "number"},
+                   "loo_accuracy": {"type": "number", "minimum": 0, "maximum": 1},
+                   "known_accepted": {"type": "number", "minimum": 0, "maximum": 1},
+                   "unknown_rejected": {"type": "number", "minimum": 0, "maximum": 1},
+                   "floor": {"type": ["number", "null"]}, "fit": {"type": ["number", "null"]},
+                   "score_threshold": {"type": ["number", "null"]}, "version": {"type": "integer"},
+                   "queries": {"type": "integer", "minimum": 0}, "labels": {"type": "integer", "minimum": 0},
+                   "head": {"type": "object"}}}
 INDEX_SCHEMA = {
     "type": "object", "required": ["format", "version", "model", "space", "feature_shape", "head", "labels"],
     "properties": {
@@ -91,7 +103,9 @@ INDEX_SCHEMA = {
         "head": {"type": "object"},
         "labels": {"type": "object", "propertyNames": {"format": "label", "maxLength": LABEL_MAX},
                    "additionalProperties": {"type": "array", "minItems": 1, "items": CLIP_SCHEMA}},
-        "calibration": {"type": "object"}, "created": TEXT, "updated": TEXT}}
+        "calibration": {"type": "object", "propertyNames": {"enum": list(HEADS)},
+                        "additionalProperties": CALIBRATION_SCHEMA},
+        "created": TEXT, "updated": TEXT}}
 
 
 def check_label(label: Any) -> str:
@@ -584,17 +598,14 @@ def _names(doc: dict[str, Any]) -> str:
 
 
 def _short(cal: dict[str, Any]) -> dict[str, Any]:
-    return {k: cal[k] for k in ("method", "temperature", "threshold", "loo_accuracy") if k in cal}
+    keys = ("method", "temperature", "threshold", "score_threshold", "why", "loo_accuracy")
+    return {k: cal[k] for k in keys if k in cal}
 
 
 def _validate(doc: Any, path: Path) -> dict[str, Any]:
     """The index, checked by schema on every read: a corrupt, foreign or hostile file (a label holding
     escape codes, a feature file outside the gallery, a newer format) is reported, never half used."""
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise SSTEdgeError(f"not an sst-edge gallery index (expected format '{FORMAT}')", path)
-    if doc.get("version") != VERSION or isinstance(doc.get("version"), bool):
-        raise SSTEdgeError(f"gallery version {brief(doc.get('version'))} is not supported (this sst-edge "
-                           f"reads version {VERSION})", path)
+    check_header(doc, FORMAT, VERSION, "gallery index", path)
     check(doc, INDEX_SCHEMA, "gallery index", path)
     problems = []
     try:

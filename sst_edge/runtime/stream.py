@@ -29,7 +29,7 @@ from ..device.decoders import VideoDecoder, make_decoder
 from ..device.preprocess import frames_to_array, resized_shape, sample_indices
 from ..errors import SSTEdgeError
 from .calibration import UNKNOWN
-from .classify import Classifier
+from .classify import Classifier, content_problem
 from .engine import FewShotRuntime
 
 _END = object()
@@ -133,11 +133,15 @@ def stream_video(runtime: FewShotRuntime, classifier: Classifier, path: str | Pa
             logits = classifier.logits(feats)
             probs = classifier.probabilities(logits)
             raw = classifier.decide(logits, probs)[0]
-            recent.append(probs[0])
-            mean = np.mean(recent, axis=0)
+            blank = content_problem(clip, runtime.card.preprocess)  # nothing to see: unknown, unsmoothed
+            if blank:
+                raw.reject(blank)
+            recent.append(np.stack([probs[0], logits[0]]))  # the open-set score is smoothed with them
+            mean, mean_logits = np.mean(recent, axis=0)
             top = int(np.argmax(mean))
             conf = float(mean[top])
-            label = UNKNOWN if conf < classifier.threshold else classifier.labels[top]
+            why = blank or classifier.why_unknown(conf, float(mean_logits[top]))
+            label = UNKNOWN if why else classifier.labels[top]
             yield StreamWindow(round(s / fps, 4), round(e / fps, 4), label, conf, raw.label, raw.confidence,
                                s, e)
     finally:

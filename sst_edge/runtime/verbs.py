@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ..device.card import load_card
 from ..device.datasets import load_splits
@@ -61,12 +60,14 @@ class ClassifyReport:
 
     def lines(self) -> list[str]:
         cal = self.classifier
-        out = [f"head {cal['head']['kind']}, {len(cal['labels'])} labels, threshold {cal['threshold']:.3f} "
-               f"({cal['calibration']} calibration)"]
+        out = [f"head {cal['head']['kind']}, {len(cal['labels'])} labels, {cal['open_set']}"]
         out += [f"  left out '{lb}': {why}" for lb, why in cal["excluded"].items()]
         for clip, p in self.results:
-            rest = ", ".join(f"{lb} {c:.2f}" for lb, _, c in p.ranking[1:self.top])
-            out.append(f"{clip}: {p.label} ({p.confidence:.2f})" + (f"  [then {rest}]" if rest else ""))
+            rest = ", ".join(f"{lb} {c:.2f}" for lb, _, c in p.ranking[(not p.unknown):self.top])
+            answer = f"{p.label}  [{p.why}]" if p.unknown else f"{p.label} ({p.confidence:.2f})"
+            out.append(f"{clip}: {answer}"
+                       + (f"  [{'nearest' if p.unknown else 'then'} {rest}]" if rest else ""))
+            out += [f"  note: {n}" for n in p.notes]
         return out
 
 
@@ -75,15 +76,19 @@ def classify(model: str | Path | FewShotRuntime, gallery: str | Path, clips: Seq
              threads: int | None = None, decoder: str | None = None, progress: bool = True) -> ClassifyReport:
     """`sst-edge classify`: the ranked labels and calibrated confidence of each clip ("unknown" below the
     threshold). An unreadable clip stops with an error naming it before any clip is classified."""
+    from tqdm import tqdm  # optional at import time: the device half starts in well under 0.5 s
+
     rt = _runtime(model, threads, decoder)
     g = Gallery.open(gallery, rt.card)
     cls = Classifier.from_gallery(g, head, min_shots, threshold)
     dec = rt.decoder()
-    for c in clips:
-        dec.info(c)  # probe all first: a bad clip is reported before work is done
+    frames = [dec.info(c).num_frames for c in clips]  # probe all first: a bad clip is reported before work
     report = ClassifyReport(str(g.path), rt.card.name, cls.describe(), top=top)
-    for c in tqdm(clips, desc="classify", unit="clip", disable=not progress or len(clips) < 2, leave=False):
-        report.results.append((str(c), cls.predict(rt.embed_file(c, dec))[0]))
+    for c, n in tqdm(list(zip(clips, frames, strict=True)), desc="classify", unit="clip",
+                     disable=not progress or len(clips) < 2, leave=False):
+        clip = rt.load(c, dec)  # Classifier.logits refuses non-finite features
+        pred = cls.predict(rt.embed(clip[None]))[0]
+        report.results.append((str(c), pred.check_clip(clip, rt.card.preprocess, n)))
     return report
 
 
@@ -132,8 +137,10 @@ class GalleryResult:
             out += [f"    {r['id']}  {r['source']}  added {r['added']}" for r in recs]
         for kind, cal in s.get("calibration", {}).items():
             extra = f", leave-one-out accuracy {cal['loo_accuracy']:.2f}" if "loo_accuracy" in cal else ""
+            thr, why = cal.get("score_threshold"), cal.get("why", "older rule: recomputed when classifying")
+            rule = f"score threshold {thr:.3f}" if thr is not None else f"no score threshold ({why})"
             out.append(f"  calibration {kind}: {cal.get('method')}, temperature "
-                       f"{cal.get('temperature'):.3g}, threshold {cal.get('threshold'):.3f}{extra}")
+                       f"{cal.get('temperature'):.3g}, {rule}{extra}")
         return out
 
 

@@ -1,0 +1,47 @@
+"""Import time of the device half vs the host half, each in fresh interpreters, interleaved.
+
+The device half (`import sst_edge.runtime.verbs, sst_edge.device.bundle`: enroll, classify, stream, gallery,
+eval --model, profile --run-bundle) must start fast on a small device and never pull torch; the host half
+(`import sst_edge.train.loop`) brings torch and NNI. Prints the medians and their ratio.
+
+    .venv/bin/python bench/import_time.py --rounds 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+
+SNIPPETS = {
+    "python alone": "pass",
+    "device half": "import sst_edge.runtime.verbs, sst_edge.device.bundle",
+    "host half": "import sst_edge.train.loop",
+}
+
+
+def once(code: str) -> float:
+    probe = ("import time; t = time.perf_counter(); " + code + "; import sys; "
+             "print(time.perf_counter() - t); "
+             "assert ('torch' in sys.modules) == " + repr("train" in code))
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args()
+    times: dict[str, list[float]] = {k: [] for k in SNIPPETS}
+    for _ in range(args.rounds):
+        for name, code in SNIPPETS.items():
+            times[name].append(once(code))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for name, v in times.items():
+        print(f"  {name:<14} median {med[name]:.3f} s  (min {min(v):.3f}, max {max(v):.3f}, {len(v)} runs)")
+    print(f"  host / device import time: {med['host half'] / med['device half']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
