@@ -15,11 +15,11 @@ from sst_edge.cost.latency import (
     Correction,
     LatencyTable,
     check_table,
+    fixed_keys,
     foreign_problems,
     load_table,
     read_table,
 )
-from sst_edge.cost.parts import fixed_keys
 from sst_edge.cost.profile import draw_validation, profile_space, profile_to_file, random_subnets
 from sst_edge.cost.validation import accuracy, fit_correction, leave_one_out
 from sst_edge.device.targets import load_target
@@ -236,7 +236,7 @@ def test_invalid_table_lists_problems(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"format": "sst-edge/latency-table", "version": 1, "space": "sst_tiny"}))
     with pytest.raises(SSTEdgeError) as e:
         read_table(bad)
-    assert str(bad) in str(e.value) and "'fixed' missing" in str(e.value)
+    assert str(bad) in str(e.value) and "'fixed' is a required property" in str(e.value)
     with pytest.raises(SSTEdgeError, match="no such table"):
         read_table("no_such_table")
 

@@ -309,12 +309,16 @@ def test_crash_between_feature_file_and_index(rt: FewShotRuntime, monkeypatch: p
 
 KILL_SCRIPT = """
 import sys, time
+import sst_edge.runtime.gallery as gallery_mod
 from sst_edge.runtime.engine import FewShotRuntime
 from sst_edge.runtime.gallery import Gallery
 model, gallery, *clips = sys.argv[1:]
 rt = FewShotRuntime(model)
-embed = rt.embed
-rt.embed = lambda x: (time.sleep(0.1), embed(x))[1]  # slow enough to be killed in the middle
+write = gallery_mod.atomic_write_bytes
+def slow_write(path, data):  # slow enough to be killed between feature files and the index
+    write(path, data)
+    time.sleep(0.05)
+gallery_mod.atomic_write_bytes = slow_write
 Gallery.open_or_create(gallery, rt.card).enroll(rt, "action", clips, progress=False)
 print("finished", flush=True)
 """
@@ -322,36 +326,36 @@ print("finished", flush=True)
 
 def test_kill_9_during_enrollment_loses_nothing_committed(rt: FewShotRuntime, exported_model: Path,
                                                           synth_dataset: Path, tmp_path: Path) -> None:
-    clips = sorted(synth_dataset.glob("*/*.mp4"))[:40]
+    """A real enrollment killed while it writes its feature files: the gallery is the old one (all or
+    nothing), every clip it names loads, and the next write deletes the strays and enrolls again."""
+    clips = sorted(synth_dataset.glob("*/*.mp4"))[:30]
     g = tmp_path / "g"
+    verbs.enroll(rt, g, "first", clips[:3], progress=False)
+    before = (g / INDEX_FILE).read_bytes()
+    old_files = {p.name for p in (g / FEATURES_DIR).iterdir()}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-c", KILL_SCRIPT, str(exported_model), str(g), *map(str, clips)]
+    args = [sys.executable, "-c", KILL_SCRIPT, str(exported_model), str(g), *map(str, clips[3:])]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    committed: list[str] = []
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if (g / INDEX_FILE).is_file():
-                doc = json.loads((g / INDEX_FILE).read_text())  # replaced atomically: always whole
-                committed = [r["id"] for r in doc["labels"].get("action", [])]
-                if len(committed) >= 3:
-                    break
-            time.sleep(0.01)
+            if len({p.name for p in (g / FEATURES_DIR).iterdir()} - old_files) >= 3:
+                break  # in the middle of writing the new clips' feature files
+            time.sleep(0.005)
         assert proc.poll() is None, f"enrollment ended before it could be killed: {proc.communicate()}"
-        time.sleep(0.05)  # land somewhere later in the next clip
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL and len(committed) >= 3
+    assert proc.returncode == -signal.SIGKILL
+    assert (g / INDEX_FILE).read_bytes() == before  # nothing of the killed enrollment was committed
+    strays = {p.name for p in (g / FEATURES_DIR).iterdir()} - old_files
+    assert len(strays) >= 3
     after = Gallery.open(g, rt.card)
-    ids = [r.id for r in after.labels["action"]]
-    assert ids[: len(committed)] == committed and len(ids) < len(clips)
-    assert after.supports()["action"].shape == (len(ids), *rt.feature_shape)  # every committed clip loads
-    assert Classifier.from_gallery(after).predict(after.supports()["action"][:1])[0].ranking
-    # enrolling again resumes: the committed clips are skipped, the rest added, strays cleaned
-    r = verbs.enroll(rt, g, "action", clips[:len(ids) + 2], progress=False)
-    assert len(r.added) == 2 and len(r.skipped) == len(ids)
-    named = {Path(x.file).name for x in Gallery.open(g).labels["action"]}
-    assert {p.name for p in (g / FEATURES_DIR).iterdir()} == named
+    assert list(after.labels) == ["first"] and after.supports()["first"].shape == (3, *rt.feature_shape)
+    # enrolling again commits the whole batch and deletes the killed enrollment's strays
+    r = verbs.enroll(rt, g, "action", clips[3:8], progress=False)
+    assert len(r.added) == 5
+    named = {Path(x.file).name for recs in Gallery.open(g).labels.values() for x in recs}
+    assert {p.name for p in (g / FEATURES_DIR).iterdir()} == named and not strays & named
     assert not list(g.glob(".*.tmp")) and Gallery.open(g).calibration_current()

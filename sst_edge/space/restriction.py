@@ -20,7 +20,7 @@ RESTRICTION_SCHEMA = {
     "properties": {**header_schema(FORMAT, None), "space": {**TEXT, "maxLength": 200},
                    "space_hash": {**TEXT, "maxLength": 128},
                    "keep": {"type": "object", "propertyNames": {"format": "text", "maxLength": 200},
-                            "additionalProperties": {"type": "array", "minItems": 1}},
+                            "additionalProperties": {"type": "array"}},
                    "history": {"type": "array"}}}
 
 
