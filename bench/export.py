@@ -2,10 +2,12 @@
 
 All variants run in this one process, interleaved round by round in shuffled order (the profiler's
 `time_items`), one thread each (the cpu-fp32/cpu-int8 targets' setting), batch 1, timed with the calling
-thread's CPU clock, so the ratios hold even on a shared 2-vCPU host. Workload: the paper's model
-(search_spaces/sst_paper.paper_model.json, 8x224x224) with freshly initialised supernet weights: speed does
-not depend on the weights. Variants: PyTorch eager (SDPA), ORT fp32 (the exported, offline-optimised
-model.onnx), ORT int8 dynamic and int8 static (MatMul/Gemm, calibrated on synthetic clips).
+thread's CPU clock, so the ratios hold even on a shared 2-vCPU host. Workload: a subnet with the paper's
+cost (search_spaces/sst_paper.paper_cost.json, 8x224x224, 13.62 G multiply-adds, SABs and TABs in every
+stage; not the paper's own searched architecture, see bench/paper_cost_subnet.py) with freshly initialised
+supernet weights: speed does not depend on the weights. Variants: PyTorch eager (SDPA), ORT fp32 (the
+exported, offline-optimised model.onnx), ORT int8 dynamic and int8 static (MatMul/Gemm, calibrated on
+synthetic clips).
 
 Accuracy: int8 costs accuracy only through trained weights, and no sst_paper supernet is trained on this
 CPU, so the accuracy change is measured on a trained sst_tiny run (`--run`, `--subnet`, `--data`, e.g. the
@@ -37,10 +39,10 @@ from sst_edge.train.checkpoint import save_tensors
 from sst_edge.train.evaluate import SUPERNET_FORMAT
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER_SUBNET = ROOT / "search_spaces" / "sst_paper.paper_model.json"
+PAPER_SUBNET = ROOT / "search_spaces" / "sst_paper.paper_cost.json"
 
 
-def paper_models(tmp: Path) -> tuple[torch.nn.Module, dict[str, Path], torch.Tensor]:
+def paper_cost_models(tmp: Path) -> tuple[torch.nn.Module, dict[str, Path], torch.Tensor]:
     config = load_space("sst_paper")
     torch.manual_seed(0)
     weights = tmp / "supernet.safetensors"
@@ -62,7 +64,7 @@ def speed(rounds: int) -> dict[str, float]:
     fp32, int8 = load_target("cpu-fp32"), load_target("cpu-int8")
     policy = dataclasses.replace(TimingPolicy(rounds=rounds, max_rounds=rounds), clock=resolve_clock(fp32))
     with tempfile.TemporaryDirectory() as tmp, torch_threads(fp32.threads):
-        module, paths, x = paper_models(Path(tmp))
+        module, paths, x = paper_cost_models(Path(tmp))
         openers = {"torch eager fp32": torch_opener(module, fp32, x)}
         for key, p in paths.items():
             openers[key] = ort_opener(p, int8 if "int8" in key else fp32, x.numpy())
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ms = speed(args.rounds)
     eager, fp32 = ms["torch eager fp32"], ms["ort fp32"]
-    print("\nsst_paper paper model, 8x224x224, batch 1, 1 thread, thread-CPU clock, interleaved rounds")
+    print("\nsst_paper paper-cost subnet (13.62 G multiply-adds), 8x224x224, batch 1, 1 thread, "
+          "thread-CPU clock, interleaved rounds")
     print(f"{'variant':<20}{'median ms':>10}{'vs eager':>10}{'vs ort fp32':>13}")
     for k, v in ms.items():
         print(f"{k:<20}{v:>10.1f}{eager / v:>10.2f}{fp32 / v:>13.2f}")

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .cli_deploy import add_export, add_runtime
+from .cli_deploy import FROM_RUN, add_export, add_run_head_options, add_runtime
 from .errors import SSTEdgeError
 from .fileio import os_reason
 from .text import brief, printable
@@ -166,7 +166,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, clip_grad=args.clip_grad,
         head=HeadConfig(args.head, args.tau, args.window),
         shrink=ShrinkConfig(warmup=args.warmup, period=args.shrink_period, drop_percent=args.drop_percent,
-                            threshold=args.threshold, lam=args.lam, min_count=args.min_count),
+                            confidence=args.confidence, lam=args.lam, min_count=args.min_count),
         latency_table=args.latency_table, allow_foreign_table=args.allow_foreign_table, resize=args.resize,
         hflip=args.hflip,
         val_episodes=args.val_episodes, seed=args.seed, workers=args.workers, threads=args.threads,
@@ -194,8 +194,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "train", help="train a supernet with search-space shrinking",
         description="Train the weight-sharing supernet of a space on few-shot episodes (one uniformly drawn "
                     "subnet per episode) and shrink the space as it trains (Algorithm 1 of SST: after "
-                    "--warmup epochs, every --shrink-period epochs score each candidate op / head count by "
-                    "normalised mean loss + lambda x normalised mean cost and drop the worst). Writes OUT/"
+                    "--warmup epochs, at every epoch divisible by --shrink-period score each candidate op / "
+                    "head count by mean loss + lambda x its block's exact relative cost and drop the worst "
+                    "of those worse than the best value of their own label beyond the noise, at "
+                    "--confidence, Welch t with Holm's correction). Writes OUT/"
                     "supernet.safetensors, OUT/shrunk.json (for --restrict and search), checkpoints every "
                     "epoch, metrics.jsonl, run.json and loss/score plots. Runs under torchrun "
                     "(DistributedDataParallel on gloo) unchanged. With --subnet and --init, fine-tune the "
@@ -228,17 +230,22 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="random horizontal flips (off by default: a flip turns left-to-right motion into "
                         "right-to-left, another class)")
     s = p.add_argument_group("space shrinking (Algorithm 1)")
-    s.add_argument("--warmup", type=int, default=2, help="epochs before losses and costs are recorded "
+    s.add_argument("--warmup", type=int, default=2, help="epochs before losses are recorded "
                                                          "(default 2)")
-    s.add_argument("--shrink-period", type=int, default=2, help="epochs between shrink events (default 2)")
+    s.add_argument("--shrink-period", type=int, default=2,
+                   help="shrink at the end of every epoch divisible by this, after warm-up (default 2)")
     s.add_argument("--drop-percent", type=float, default=10.0,
-                   help="drop at most this %% of the remaining candidates per event (default 10)")
-    s.add_argument("--threshold", type=float, default=0.75,
-                   help="only candidates scoring at least this may be dropped (default 0.75)")
+                   help="drop at most this %% of the remaining candidates per event, the significantly "
+                        "worst first (default 10)")
+    s.add_argument("--confidence", type=float, default=0.95,
+                   help="a candidate goes only if worse than another value of its label beyond the loss "
+                        "noise at this confidence, family-wise per event (Holm); with no real difference an "
+                        "event drops anything with probability <= 1 - confidence (default 0.95)")
     s.add_argument("--lambda", dest="lam", type=float, default=0.5,
-                   help="weight of the normalised cost in the score (default 0.5)")
+                   help="loss (nats) worth the cost of a whole mean subnet: score = mean loss + lambda x "
+                        "(block cost - the label's cheapest) / mean subnet cost (default 0.5)")
     s.add_argument("--min-count", type=int, default=5,
-                   help="records a candidate needs since the last event to be scored (default 5)")
+                   help="steps a candidate needs since the last event to be tested (at least 2; default 5)")
     s.add_argument("--latency-table", help="shrink on this latency table's predicted ms (name or path) "
                                            "instead of FLOPs")
     s.add_argument("--allow-foreign-table", action="store_true",
@@ -260,11 +267,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from .device.evaluation import LITERATURE_EPISODES
     from .fileio import atomic_write_json
 
-    heads = ["alignment", "prototype"] if args.head == "both" else [args.head]
+    # None: the head the run trained through (--weights) or the card's (--model)
+    heads = None if args.head is None else ["alignment", "prototype"] if args.head == "both" else [args.head]
+    episodes = LITERATURE_EPISODES if args.episodes is None else args.episodes
     common = dict(split_dir=args.split, split=args.eval_split, way=args.way, shot=args.shot, query=args.query,
-                  episodes=args.episodes, seed=args.seed, heads=heads, tau=args.tau, window=args.window,
+                  episodes=episodes, seed=args.seed, heads=heads, tau=args.tau,
                   reversed_pairs=args.reversed_pairs, threads=args.threads, progress=not args.no_progress)
     if args.model is not None:
         from .runtime.verbs import eval_model
@@ -272,15 +282,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.subnet or args.resize:
             raise SSTEdgeError("--subnet and --resize do not apply to an exported model (its card fixes "
                                "both)", args.model)
-        r = eval_model(args.model, args.data, **common)
+        r = eval_model(args.model, args.data, window="card" if args.window == FROM_RUN else args.window,
+                       **common)
     else:
         from .train.evaluate import evaluate
 
         if args.space is None:
             raise SSTEdgeError("--weights needs --space (the space the run trained)")
         r = evaluate(args.space, args.weights, args.data, subnet=args.subnet, resize=args.resize,
-                     workers=args.workers, **common)
+                     workers=args.workers, window=args.window, **common)
     print("\n".join(r.lines()))
+    if args.episodes is None:
+        print(f"({LITERATURE_EPISODES:,} episodes: the few-shot literature's test protocol; --episodes N is "
+              "quicker)")
     if args.out:
         print(f"wrote {atomic_write_json(args.out, r.to_dict())}")
     return 0
@@ -291,8 +305,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "eval", help="few-shot accuracy with its 95%% confidence interval on held-out classes",
         description="Accuracy of a subnet on fixed, seeded N-way K-shot episodes of held-out (meta-test) "
                     "classes, with the 95%% confidence interval 1.96 x std / sqrt(episodes), as the "
-                    "few-shot literature reports it. The subnet: --subnet, else the subnet of a fine-tuning "
-                    "run, else the largest (most FLOPs) subnet of the run's shrunk space.")
+                    "few-shot literature reports it (by default its protocol: 10,000 episodes of 1 query "
+                    "per class). The subnet: --subnet, else the subnet of a fine-tuning run, else the "
+                    "largest (most FLOPs) subnet of the run's shrunk space. The head (kind, tau, window): "
+                    "the one the run trained through (run.json beside the weights), or the card's with "
+                    "--model; --head, --tau, --window override it, and a difference is reported.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", help="a training run folder (runs/NAME) or a supernet .safetensors")
     src.add_argument("--model", help="an exported model folder (models/NAME): the same episodes, with "
@@ -307,11 +324,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--way", type=int, default=5, help="classes per episode (default 5)")
     p.add_argument("--shot", type=int, default=1, help="support clips per class (default 1)")
     p.add_argument("--query", type=int, default=1, help="query clips per class (default 1)")
-    p.add_argument("--episodes", type=int, default=600, help="episodes (default 600)")
+    p.add_argument("--episodes", type=int,
+                   help="episodes (default 10,000, the literature's test protocol; fewer run quicker)")
     p.add_argument("--seed", type=int, default=0, help="seed of the episodes (default 0)")
-    p.add_argument("--head", choices=["alignment", "prototype", "both"], default="alignment",
-                   help="few-shot head; both = the two on the same episodes and features (default alignment)")
-    _add_head_options(p)
+    p.add_argument("--head", choices=["alignment", "prototype", "both"],
+                   help="few-shot head; both = the two on the same episodes and features (default: the "
+                        "run's, or the card's with --model)")
+    add_run_head_options(p, "the run's (run.json beside the weights), or the card's with --model")
     p.add_argument("--reversed-pairs", action="store_true",
                    help="2-way episodes of class pairs that are each other played backwards (listed in "
                         "DATA/classes.json by the synthetic dataset): only temporal order separates them")
@@ -333,15 +352,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
         way=args.way, shot=args.shot, query=args.query, episodes=args.episodes, split=args.split,
         split_dir=args.split_dir, concurrency=args.concurrency, budget_ms=args.budget_ms,
         budget_gflops=args.budget_gflops, table=args.latency_table,
-        allow_foreign_table=args.allow_foreign_table, head=args.head, baseline=not args.no_baseline,
+        allow_foreign_table=args.allow_foreign_table, head=args.head, tau=args.tau, window=args.window,
+        rescore_top=args.rescore_top, rescore_episodes=args.rescore_episodes, baseline=not args.no_baseline,
         threads=args.threads, port=args.port)
     summary = run_search(args.space, args.weights, args.data, args.out, settings, restrict=args.restrict)
-    best, rnd = summary["best"], summary["random_best"]
-    cost = "latency_ms" if args.budget_ms is not None else "gflops"
-    print(f"best: accuracy {best['accuracy']:.3f} +- {best['ci95']:.3f}, {cost} {best[cost]:.4g} "
-          f"({summary['trials']} trials, {summary['over_budget']} over budget)")
-    if rnd:
-        print(f"random baseline: accuracy {rnd['accuracy']:.3f} +- {rnd['ci95']:.3f}, {cost} {rnd[cost]:.4g}")
+    from .search.report import summary_lines
+
+    print("\n".join(summary_lines(summary)))
     print(f"wrote {args.out}/best.json, trials.csv, pareto.png, search.json")
     return 0
 
@@ -353,8 +370,13 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                     "a latency budget (a latency table's prediction) or a FLOPs budget, enforced as an NNI "
                     "ExpressionConstraint. Every candidate inherits its weights from the supernet and is "
                     "scored on the same fixed, seeded validation episodes. A random baseline of the same "
-                    "number of subnets under the same budget runs in the same command. Writes best.json, "
-                    "trials.csv, pareto.png (accuracy vs cost, Pareto front, budget line), search.json.")
+                    "number of subnets under the same budget runs in the same command. Then the top "
+                    "--rescore-top of each are re-scored on --rescore-episodes other validation episodes; "
+                    "best.json is the evolution's best re-scored subnet, compared with the baseline's on "
+                    "those episodes (paired t-test). The head is the one the run trained through (run.json "
+                    "beside the weights) unless --head/--tau/--window say otherwise. Writes best.json, "
+                    "trials.csv, pareto.png (accuracy vs cost with 95%% CIs, Pareto front, budget line), "
+                    "search.json.")
     p.add_argument("--space", required=True, help="space name or path")
     p.add_argument("--weights", required=True, help="training run folder (or supernet .safetensors)")
     p.add_argument("--data", required=True, help="dataset folder")
@@ -376,7 +398,14 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val", choices=["train", "val", "test"],
                    help="classes the candidates are scored on (default val; keep test for the end)")
     p.add_argument("--split-dir", help="folder of split files (default DATA/splits)")
-    p.add_argument("--head", default="alignment", choices=["alignment", "prototype"])
+    p.add_argument("--head", choices=["alignment", "prototype"],
+                   help="few-shot head (default: the one the run trained through, from its run.json)")
+    add_run_head_options(p, "the run's, from run.json beside the weights")
+    p.add_argument("--rescore-top", type=int, default=5,
+                   help="re-score this many best subnets of the evolution and of the random baseline "
+                        "(default 5)")
+    p.add_argument("--rescore-episodes", type=int, default=200,
+                   help="validation episodes of the re-scoring, other than the search's (default 200)")
     p.add_argument("--concurrency", type=int, default=1,
                    help="1: NNI's in-process engine; N > 1: NNI's local engine with N trial processes")
     p.add_argument("--port", type=int, default=8745, help="port of NNI's manager (local engine)")

@@ -44,13 +44,44 @@ def count(minimum: int):
     return parse
 
 
+FROM_RUN = "run"  # --window's default: the run's (None already means "no window")
+
+
+def head_window(text: str) -> int | None | str:
+    """--window: an integer >= 0, 'none' (or 'all': every support frame), or 'run' (the run's)."""
+    if text.lower() in ("none", "all"):
+        return None
+    if text.lower() == FROM_RUN:
+        return FROM_RUN
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"window must be an integer >= 0, 'none' or 'run', got {text!r}") \
+            from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"window must be >= 0 or 'none', got {text}")
+    return value
+
+
+def add_run_head_options(p: argparse._ActionsContainer, owner: str = "the run's") -> None:
+    """--tau / --window that default to the head the weights were trained with (run.json beside them,
+    or a model's card): a value given overrides it, is recorded, and a difference is reported."""
+    p.add_argument("--tau", type=positive_float, default=None,
+                   help=f"temperature of the head's softmax and logits (default: {owner}; a different "
+                        "value is reported)")
+    p.add_argument("--window", type=head_window, default=FROM_RUN, metavar="W",
+                   help="alignment: a query frame looks at support frames at most W segments away, or "
+                        f"'none' for all (default: {owner}; a different value is reported)")
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from .deploy.export import card_summary, export_model
 
     card = export_model(args.subnet, args.weights, args.target, args.out, data=args.data,
                         quantization=args.quantization, episodes=args.episodes,
                         latency_table=args.latency_table, measure=not args.no_measure,
-                        overwrite=args.overwrite, progress=not args.no_progress)
+                        overwrite=args.overwrite, progress=not args.no_progress, head_kind=args.head,
+                        tau=args.tau, window=args.window)
     print("\n".join(card_summary(card)))
     return 0
 
@@ -78,6 +109,10 @@ def add_export(sub: argparse._SubParsersAction) -> None:
                    help="validation episodes for the int8 accuracy check (default 100)")
     p.add_argument("--latency-table", help="the table that predicts the latency in the card (default: "
                                            "latency_tables/SPACE.TARGET.json, if made on this device)")
+    p.add_argument("--head", choices=["alignment", "prototype"],
+                   help="the runtime's few-shot head (default: the one the run trained through, from "
+                        "run.json beside the weights; a different one is reported and recorded in the card)")
+    add_run_head_options(p, "the run's, from run.json beside the weights")
     p.add_argument("--no-measure", action="store_true", help="skip the latency measurement")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
     p.add_argument("--no-progress", action="store_true", help="no progress output")

@@ -1,7 +1,8 @@
 """Few-shot heads in torch (training and evaluation: batched over queries and classes, differentiable).
 
 The definitions, the head settings (`HeadConfig`) and the numpy twin the device runs live in
-`sst_edge.device.heads`; both agree to 1e-5 (tests/test_fewshot.py).
+`sst_edge.device.heads`; both agree to 1e-5 (tests/test_fewshot.py). The idea of a non-parametric,
+query-specific prototype is the paper's; the formula, tau and the window are ours (see device/heads.py).
 """
 
 from __future__ import annotations

@@ -213,7 +213,7 @@ def test_sst_paper_subnet_passes_parity(tmp_path: Path):
     weights = tmp_path / "supernet.safetensors"
     save_tensors(weights, supernet.state_dict(),
                  {"format": SUPERNET_FORMAT, "space": config.name, "space_hash": config.hash})
-    subnet = Path(__file__).parents[1] / "search_spaces" / "sst_paper.paper_model.json"
+    subnet = Path(__file__).parents[1] / "search_spaces" / "sst_paper.paper_cost.json"
     card = export_model(subnet, weights, "cpu-fp32", tmp_path / "paper", measure=False, progress=False)
     assert card.extra["parity"]["max_abs_diff"] <= 1e-4
     assert card.input["shape"] == ["batch", 8, 3, 224, 224]

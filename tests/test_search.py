@@ -11,6 +11,7 @@ import pytest
 from sst_edge.cli import main
 from sst_edge.cost.flops import predicted_cost
 from sst_edge.errors import SSTEdgeError
+from sst_edge.fileio import sha256_file
 from sst_edge.search import SearchSettings, run_search
 from sst_edge.space.config import load_space
 from sst_edge.space.report import extreme_sample
@@ -34,30 +35,108 @@ def _nni_processes() -> list[str]:
     return [line for line in r.stdout.splitlines() if "pgrep" not in line]
 
 
-def test_in_process_search_meets_the_budget(trained_run, synth_dataset, tmp_path):
+class _Spy:
+    """Records every episode the search draws, per EpisodeDataset built: (seed, index, support and query
+    clip paths)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        import sst_edge.data.episodes as episodes
+
+        self.sets: list[tuple[str, list[tuple]]] = []
+        spy = self
+
+        class Recording(episodes.EpisodeDataset):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.drawn: list[tuple] = []
+                spy.sets.append((self.clips.name, self.drawn))
+
+            def episode(self, index: int):
+                ep = super().episode(index)
+                self.drawn.append((self.seed, index, tuple(ep.support_paths), tuple(ep.query_paths)))
+                return ep
+
+        monkeypatch.setattr(episodes, "EpisodeDataset", Recording)
+
+
+def test_in_process_search_meets_the_budget_and_rescores_on_other_episodes(trained_run, synth_dataset,
+                                                                           tmp_path, monkeypatch):
+    from sst_edge.search.experiment import top_records
+    from sst_edge.search.report import summary_lines
+
+    spy = _Spy(monkeypatch)
     budget = _budget(trained_run, 0.5)
     out = tmp_path / "search"
     settings = SearchSettings(trials=10, population=4, sample_size=2, episodes=8, budget_gflops=budget,
-                              seed=1)
+                              seed=1, rescore_top=3, rescore_episodes=10)
     summary = run_search("sst_tiny", trained_run, synth_dataset, out, settings)
     records = list(csv.DictReader((out / "trials.csv").open()))
     assert sum(r["kind"] == "evolution" for r in records) == 10
     assert sum(r["kind"] == "random" for r in records) == 10
     assert all(float(r["gflops"]) <= budget + 1e-12 for r in records)
     assert summary["over_budget"] == 0
+    # The search's episodes (decoded once) and the re-scoring's: the same split, disjoint episodes.
+    (search_split, search_eps), (rescore_split, rescore_eps) = spy.sets
+    assert search_split == rescore_split == "val"
+    assert [e[:2] for e in search_eps] == [(1, i) for i in range(8)]
+    assert [e[:2] for e in rescore_eps] == [(1, i) for i in range(8, 18)]
+    assert not {e[2:] for e in search_eps} & {e[2:] for e in rescore_eps}  # no episode drawn twice
+    assert summary["episodes"]["search"]["first"] == 0 and summary["episodes"]["rescore"]["first"] == 8
+    # The shortlist: the top 3 of the evolution and the top 3 of the random baseline, by search estimate.
+    trials = [json.loads(f.read_text()) for f in (out / "trials").glob("*.json")]
+    rescored = summary["rescored"]
+    for kind in ("evolution", "random"):
+        top = top_records([t for t in trials if t["kind"] == kind], 3, "gflops")
+        assert [f["sample"] for f in rescored if f["kind"] == kind] == [t["sample"] for t in top]
+    assert all(f["rescore"]["episodes"] == 10 and f["search"]["episodes"] == 8 for f in rescored)
+    # best.json: the evolution's best re-scored subnet, with both figures, the cost model and the head.
     sub, config = load_subnet(out / "best.json", restrict=run_restriction(trained_run, TINY))
     assert config.name == "sst_tiny" and predicted_cost(config, sub.sample).gflops <= budget
-    assert sub.metrics["accuracy"] == max(float(r["accuracy"]) for r in records if r["kind"] == "evolution")
-    assert sub.metrics["accuracy"] > 0.2  # 5-way: well above chance with trained weights
+    m = sub.metrics
+    evo = [f for f in rescored if f["kind"] == "evolution"]
+    assert m["accuracy"] == m["rescore"]["accuracy"] == max(f["rescore"]["accuracy"] for f in evo)
+    winner = next(f for f in evo if f["sample"] == sub.sample)
+    assert m["search"]["accuracy"] == winner["search"]["accuracy"]
+    assert m["search"]["episodes"] == 8 and m["rescore"]["episodes"] == m["episodes"] == 10
+    assert m["search"]["first_episode"] == 0 and m["rescore"]["first_episode"] == 8
+    assert 0 < m["rescore"]["ci95"] < 0.5 and 0 < m["search"]["ci95"] < 0.5
+    assert m["latency_table"] is None  # a FLOPs budget: no table predicted anything
+    assert m["head"] == {"kind": "alignment", "tau": 0.1, "window": 1}  # conftest's run: the defaults
+    assert m["accuracy"] > 0.2  # 5-way: well above chance with trained weights
+    # The winner against the baseline's best re-scored subnet, paired on the same episodes.
+    c = summary["comparison"]
+    assert c == m["vs_random"] and c["episodes"] == 10 and isinstance(c["significant"], bool)
+    rnd = summary["random_best"]
+    assert c["difference"] == pytest.approx(m["accuracy"] - rnd["rescore"]["accuracy"])
+    assert any("paired t-test" in line and "random baseline" in line for line in summary_lines(summary))
+    shortlisted = [r for r in records if r["rescore_accuracy"]]
+    assert 3 <= len(shortlisted) <= 6
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The CLI loads what search wrote.
     assert main(["space", "check", str(out / "best.json")]) == 0
 
 
+def test_paired_comparison():
+    import numpy as np
+
+    from sst_edge.search.experiment import paired_comparison
+
+    a = np.array([0.8, 0.9, 1.0, 0.7, 0.9, 0.8, 1.0, 0.9])
+    c = paired_comparison(a, a - np.array([0.2, 0.1, 0.3, 0.2, 0.1, 0.2, 0.3, 0.1]))
+    assert c["significant"] and c["p_value"] < 0.001 and c["wins"] == 8
+    assert c["difference"] == pytest.approx(0.1875) and 0 < c["difference_ci95"] < 0.1
+    same = paired_comparison(a, a)
+    assert not same["significant"] and same["p_value"] == 1.0 and same["ties"] == 8
+    worse = paired_comparison(a - 0.2, a)
+    assert not worse["significant"]  # significantly worse is not "better"
+    assert paired_comparison(a[:1], a[:1] - 0.1)["p_value"] is None
+
+
 def test_multi_process_engine_completes_and_stops_nni(trained_run, synth_dataset, tmp_path):
     out = tmp_path / "mp"
     settings = SearchSettings(trials=4, population=2, sample_size=2, episodes=4, concurrency=2,
-                              budget_gflops=_budget(trained_run, 0.7), baseline=False, port=8761)
+                              budget_gflops=_budget(trained_run, 0.7), baseline=False, port=8761,
+                              rescore_top=1, rescore_episodes=2)
     summary = run_search("sst_tiny", trained_run, synth_dataset, out, settings)
     assert summary["trials"] == 4 and summary["over_budget"] == 0
     assert len(list((out / "trials").glob("evolution-*.json"))) == 4
@@ -81,7 +160,7 @@ def test_latency_budget_through_the_table(trained_run, synth_dataset, tmp_path):
     lo = table.predict_ms(extreme_sample(TINY, keep))
     budget = lo * 1.05
     settings = SearchSettings(trials=4, population=2, sample_size=2, episodes=4, budget_ms=budget,
-                              table=str(foreign), baseline=False)
+                              table=str(foreign), baseline=False, rescore_top=2, rescore_episodes=3)
     with pytest.raises(SSTEdgeError, match="another space, target or device"):
         run_search("sst_tiny", trained_run, synth_dataset, tmp_path / "refused", settings)
     settings.allow_foreign_table = True
@@ -90,6 +169,11 @@ def test_latency_budget_through_the_table(trained_run, synth_dataset, tmp_path):
     for f in (tmp_path / "lat" / "trials").glob("*.json"):
         rec = json.loads(f.read_text())
         assert rec["latency_ms"] <= budget and table.predict_ms(rec["sample"]) == rec["latency_ms"]
+    best = load_subnet(tmp_path / "lat" / "best.json")[0].metrics
+    assert best["latency_table"]["name"] == str(foreign)
+    assert best["latency_table"]["sha256"] == sha256_file(foreign)
+    assert best["vs_random"] is None  # no baseline: nothing to compare with
+    assert best["latency_ms"] == table.predict_ms(load_subnet(tmp_path / "lat" / "best.json")[0].sample)
 
 
 def test_impossible_budget_is_refused(trained_run, synth_dataset, tmp_path):
@@ -113,7 +197,8 @@ def test_space_with_fewer_subnets_than_trials(trained_run, synth_dataset, tmp_pa
     keep["s3_l1_op"] = ["tab", "sab"]
     keep["s3_l2_op"] = ["tab", "sab"]  # 4 subnets in all
     restrict = Restriction(TINY.name, TINY.hash, keep).save(tmp_path / "shrunk.json")
-    settings = SearchSettings(trials=6, population=2, sample_size=2, episodes=2, budget_gflops=10.0)
+    settings = SearchSettings(trials=6, population=2, sample_size=2, episodes=2, budget_gflops=10.0,
+                              rescore_top=1, rescore_episodes=2)
     run_search("sst_tiny", trained_run, synth_dataset, tmp_path / "s", settings, restrict=restrict)
     randoms = [json.loads(f.read_text()) for f in (tmp_path / "s" / "trials").glob("random-*.json")]
     assert len(randoms) == 4

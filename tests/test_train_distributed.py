@@ -31,7 +31,7 @@ def test_torchrun_two_processes_on_gloo(synth_dataset: Path, tmp_path: Path) -> 
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(HERE / "ddp_train.py"),
            "train", "--space", "sst_tiny", "--data", str(synth_dataset), "--out", str(out),
            "--way", "3", "--query", "1", "--episodes", "4", "--epochs", "2", "--val-episodes", "4",
-           "--warmup", "0", "--shrink-period", "1", "--drop-percent", "10", "--threshold", "0.3",
+           "--warmup", "0", "--shrink-period", "1", "--drop-percent", "10", "--confidence", "0.9",
            "--min-count", "1", "--workers", "0", "--threads", "1", "--log-every", "2", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -43,6 +43,6 @@ def test_torchrun_two_processes_on_gloo(synth_dataset: Path, tmp_path: Path) -> 
     assert record["result"]["in_sync"] is True  # every rank ends with the same weights
     assert record["result"]["steps"] == 8 and len(record["result"]["val_acc"]) == 2
     history = json.loads((out / "shrunk.json").read_text())["history"]
-    assert len(history) == 2 and history[0]["dropped"]
+    assert len(history) == 2 and len(history[0]["candidates"]) == 45  # 4 steps: too few to drop
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in steps if r["kind"] == "step"] == [2, 4, 6, 8]  # written once, by rank 0

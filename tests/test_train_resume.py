@@ -24,7 +24,7 @@ def tiny_args(data: Path, out: Path, **override: str) -> list[str]:
     """3 epochs x 6 steps, shrinking at the end of epoch 2 from records that span the kill (warm-up 0)."""
     opts = {"--way": "3", "--shot": "1", "--query": "1", "--episodes": "6", "--epochs": "3",
             "--val-episodes": "3", "--warmup": "0", "--shrink-period": "2", "--drop-percent": "20",
-            "--threshold": "0.3", "--min-count": "1", "--lr-warmup": "4", "--workers": "1", "--threads": "1",
+            "--confidence": "0.9", "--min-count": "1", "--lr-warmup": "4", "--workers": "1", "--threads": "1",
             "--log-every": "2", **override}
     return ["train", "--space", "sst_tiny", "--data", str(data), "--out", str(out), "--no-progress",
             *[x for kv in opts.items() for x in kv]]

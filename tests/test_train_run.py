@@ -25,7 +25,8 @@ def run_dir(synth_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     out = tmp_path_factory.mktemp("train") / "sst_tiny"
     rc = main(["train", "--space", "sst_tiny", "--data", str(synth_dataset), "--out", str(out),
                "--episodes", "56", "--epochs", "5", "--query", "3", "--lr-warmup", "30", "--warmup", "1",
-               "--shrink-period", "2", "--val-episodes", "10", "--no-progress"])
+               "--shrink-period", "2", "--val-episodes", "10", "--no-progress",
+               "--lambda", "20"])  # a loss difference this short run can tell from noise: the costliest go
     assert rc == 0
     return out
 
@@ -51,13 +52,13 @@ def test_loss_falls_and_shrinking_removes_candidates(run_dir: Path) -> None:
     assert sum(map(len, keep.values())) == sum(map(len, config.choices().values())) - len(result["dropped"])
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     events = [r for r in rows if r["kind"] == "shrink"]
-    assert [e["epoch"] for e in events] == [3, 5]
+    assert [e["epoch"] for e in events] == [2, 4]  # epochs > warm-up (1) divisible by the period (2)
     alive = sum(map(len, config.choices().values()))
     for e in events:
         assert len(e["candidates"]) == alive  # every candidate still in the space, with its evidence
         for c in e["dropped"]:
-            assert c["score"] >= e["threshold"] and c["count"] >= 5 and c["mean_loss"] > 0
-            assert c["mean_cost"] > 0 and c["decision"] == "dropped"
+            assert c["p_holm"] <= 1 - e["confidence"] and c["n"] >= 5 and c["mean_loss"] > 0
+            assert c["diff"] > 0 and c["value"] != c["best"] and c["decision"] == "dropped"
         alive -= len(e["dropped"])
     epochs = [r for r in rows if r["kind"] == "epoch"]
     assert len(epochs) == 5 and all(0 <= r["val_acc"] <= 1 for r in epochs)

@@ -16,6 +16,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from ..device.heads import HeadConfig
 from ..device.session import INPUT_NAME, OUTPUT_NAME, cpu_session, ort_features
 from ..device.targets import Target, load_target
 from ..errors import SSTEdgeError
-from ..fileio import read_json, sha256_file, utc_now
+from ..fileio import sha256_file, utc_now
 from ..space.config import SpaceConfig
 from .quantize import quantize_for_target
 from .tensorrt import build_engine, check_graph, tensorrt_available, trtexec_command
@@ -71,18 +72,18 @@ def load_export_subnet(subnet: str | Path, weights: str | Path) -> tuple[SpaceCo
     return config, dict(sub.sample), module.eval(), {**meta, "metrics": sub.metrics}
 
 
-def _run_head(weights: str | Path) -> HeadConfig:
-    """The head the run trained with (run.json beside the weights), else the default."""
-    folder = Path(weights) if Path(weights).is_dir() else Path(weights).parent
-    run = folder / "run.json"
-    if run.is_file():
-        try:
-            head = read_json(run, "run record").get("config", {}).get("head")
-            if isinstance(head, dict):
-                return HeadConfig(**head)
-        except (SSTEdgeError, TypeError, AttributeError):
-            pass
-    return HeadConfig()
+def _subnet_head_notes(metrics: dict[str, Any], head: HeadConfig, subnet: str | Path) -> list[str]:
+    """A subnet document found with another head than the one exported (best.json records its head)."""
+    from ..device.evaluation import head_notes
+
+    searched = metrics.get("head") if isinstance(metrics, dict) else None
+    if not isinstance(searched, dict):
+        return []
+    try:
+        searched_head = HeadConfig.from_dict(searched)
+    except (SSTEdgeError, TypeError, ValueError):
+        return [f"the head recorded in {subnet} is not valid: {searched!r}"]
+    return head_notes(searched_head, [head], str(subnet), "the subnet was searched with")
 
 
 # ------------------------------------------------------------------------------------------ graph steps
@@ -200,15 +201,29 @@ def predicted_latency(config: SpaceConfig, sample: dict[str, Any], target: Targe
 def export_model(subnet: str | Path, weights: str | Path, target: str | Path | Target, out: str | Path, *,
                  data: str | Path | None = None, quantization: str | None = None,
                  episodes: int = 100, latency_table: str | Path | None = None, measure: bool = True,
-                 overwrite: bool = False, progress: bool = True) -> ModelCard:
+                 overwrite: bool = False, progress: bool = True, head_kind: str | None = None,
+                 tau: float | None = None, window: int | None | str = "run") -> ModelCard:
     """The `export` verb. `data`: a dataset directory for static-quantization calibration clips and the
     int8 accuracy check on validation episodes; `quantization` overrides the target's mode;
-    `latency_table` predicts the latency (default: the table named SPACE.TARGET)."""
+    `latency_table` predicts the latency (default: the table named SPACE.TARGET).
+
+    The card's head (what the runtime uses) is the run's: run.json beside the weights (`choose_head`);
+    `head_kind`, `tau`, `window` ("run": the run's) override it. The card's `head_source` records where
+    it came from, what was given, and every difference from the run's head or from the head the subnet
+    document was searched with."""
+    from ..train.evaluate import choose_head
+
     out = Path(out)
     target = load_target(target)
     _check_out(out, overwrite)
     config, sample, module, meta = load_export_subnet(subnet, weights)
-    head = _run_head(weights)
+    choice = choose_head(weights, [head_kind] if head_kind else None, tau, window)
+    head = choice.head
+    head_source = choice.to_dict()
+    searched = _subnet_head_notes(meta.get("metrics") or {}, head, subnet)
+    for note in searched:
+        warnings.warn(note, stacklevel=2)
+    head_source["notes"] = head_source["notes"] + searched
 
     say = _sayer(progress)
     extra: dict[str, Any] = {"created": utc_now(), "sst_edge": __version__}
@@ -264,6 +279,7 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
         extra["weights"] = {"path": str(meta["path"]), "sha256": sha256_file(meta["path"])}
         if meta.get("metrics"):
             extra["subnet_metrics"] = meta["metrics"]
+        extra["head_source"] = head_source
         files = {p.name: file_record(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         io = ({"name": INPUT_NAME, "shape": ["batch", *config.input_shape(1)[1:]], "dtype": "float32"},
               {"name": OUTPUT_NAME, "shape": ["batch", config.frames, config.stages[-1].channels],
@@ -324,6 +340,10 @@ def card_summary(card: ModelCard) -> list[str]:
     meas_s = f"{meas['median_ms']:.2f} ms median (p10 {meas['p10_ms']:.2f}, p90 {meas['p90_ms']:.2f})" \
         if "median_ms" in meas else f"n/a ({meas.get('why', 'not measured')})"
     lines += [f"latency   predicted {pred_s}", f"latency   measured {meas_s} per clip"]
+    h, hs = card.head, x.get("head_source") or {}
+    lines.append(f"head      {h.kind}, tau {h.tau}, window {h.window}"
+                 + (f"  (from {hs['source']})" if hs.get("source") else ""))
+    lines += [f"note      {n}" for n in hs.get("notes", [])]
     q = x.get("quantization")
     if q:
         acc = q.get("accuracy", {})

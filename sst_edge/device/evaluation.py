@@ -26,6 +26,25 @@ from .preprocess import Preprocess
 # (clips of one episode set, way, episodes, seed, description) -> accuracies [heads, episodes]
 Scorer = Callable[[ClipSet, int, int, int, str], np.ndarray]
 
+# The test protocol of the few-shot literature (TRX, OTAM, SST): 10,000 episodes of 1 query per class, the
+# mean accuracy with its 95% interval. `sst-edge eval` defaults to it; fewer episodes are quicker.
+LITERATURE_EPISODES = 10_000
+
+
+def head_notes(trained: HeadConfig, used: Sequence[HeadConfig], owner: str,
+               what: str = "the model was trained with") -> list[str]:
+    """One line per way the heads `used` differ from the head the model was trained with (`trained`, as
+    recorded in `owner`: a run.json or a model card): a mismatch is said, never used silently."""
+    notes = []
+    for name in ("kind", "tau", "window"):
+        if name == "window" and not any(h.kind == "alignment" for h in used):
+            continue  # the prototype head has no window
+        values = sorted({repr(getattr(h, name)) for h in used} - {repr(getattr(trained, name))})
+        if values:
+            notes.append(f"head {name} {', '.join(values)} differs from the {name} "
+                         f"{getattr(trained, name)!r} {what} ({owner})")
+    return notes
+
 
 def confidence_interval(accuracies: np.ndarray) -> float:
     """Half-width of the 95% interval of the mean episode accuracy (normal approximation)."""
@@ -64,6 +83,8 @@ class EvalResult:
     heads: dict[str, dict[str, Any]] = field(default_factory=dict)
     pairs: list[str] = field(default_factory=list)             # reversed pairs evaluated, if any
     per_pair: dict[str, dict[str, float]] = field(default_factory=dict)  # pair -> head -> accuracy
+    head_source: str = ""  # where the head settings came from (the run's run.json, the card, defaults)
+    notes: list[str] = field(default_factory=list)  # e.g. a head that differs from the trained one
     per_episode: Any = field(default=None, repr=False)  # [heads, episodes] accuracies, not serialised
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,7 +98,9 @@ class EvalResult:
             f"  {h:<10} accuracy {100 * a:.2f}% +- {100 * self.ci95[h]:.2f}% (95% CI)"
             for h, a in self.accuracy.items()] + [
             f"    {pair}: " + ", ".join(f"{h} {100 * a:.1f}%" for h, a in accs.items())
-            for pair, accs in self.per_pair.items()]
+            for pair, accs in self.per_pair.items()] + (
+            [f"  head: {self.head_source}"] if self.head_source else []) + [
+            f"  note: {n}" for n in self.notes]
 
 
 def array_accuracies(embed: Callable[[np.ndarray], np.ndarray], sampler: EpisodeSampler,

@@ -13,6 +13,8 @@ logits ``[Q, N]`` (higher is closer).
 - alignment (SST's query-specific prototype, the default): for each query frame t, attention over the
   support frames (k, t') of class c with weights softmax(<q_t, s_{k,t'}> / tau), restricted to
   |t - t'| <= window; p_{c,t} = sum a * s_{k,t'}; logit = -mean_t ||q_t - p_{c,t}||^2 / tau.
+  Provenance: a non-parametric prototype built per query and class from all the support frames is the
+  paper's idea; this formula, the squared-distance logit, tau and the window are our reconstruction.
 
 Defaults: tau = 0.1 (unit vectors: squared distances lie in [0, 4], so logits span [-40, 0], a
 cosine-classifier scale of 10). window = 1: each query frame is compared with the support frames at most

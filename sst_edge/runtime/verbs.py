@@ -15,7 +15,7 @@ import numpy as np
 
 from ..device.card import load_card
 from ..device.datasets import load_splits
-from ..device.evaluation import EvalResult, array_scorer, score_episodes
+from ..device.evaluation import LITERATURE_EPISODES, EvalResult, array_scorer, head_notes, score_episodes
 from ..device.heads import HeadConfig
 from ..device.preprocess import Preprocess
 from ..errors import SSTEdgeError
@@ -178,15 +178,17 @@ def gallery_rename(gallery: str | Path, old: str, new: str, model: str | Path | 
 
 # ---------------------------------------------------------------------------------------------- eval
 def eval_model(model: str | Path | FewShotRuntime, data: str | Path, *, split_dir: str | Path | None = None,
-               split: str = "test", way: int = 5, shot: int = 1, query: int = 1, episodes: int = 600,
-               seed: int = 0, heads: Sequence[str] = ("alignment",), tau: float | None = None,
+               split: str = "test", way: int = 5, shot: int = 1, query: int = 1,
+               episodes: int = LITERATURE_EPISODES, seed: int = 0, heads: Sequence[str] | None = None,
+               tau: float | None = None,
                window: int | None | str = "card", reversed_pairs: bool = False, threads: int | None = None,
                decoder: str | None = None, progress: bool = True) -> EvalResult:
     """`sst-edge eval --model`: `train.evaluate.evaluate`'s protocol (the same seeded episodes, centre
     segments and crops of the card's preprocessing, the same heads and interval) with the features
     computed by ONNX Runtime from the exported model. Returns an `EvalResult`.
 
-    tau / window default to the card's head (window="card"); pass None for an unwindowed alignment head.
+    heads / tau / window default to the card's head (heads None, tau None, window="card"); pass window
+    None for an unwindowed alignment head. A value that differs from the card's is noted in the result.
     """
     return eval_model_episodes(model, data, split_dir=split_dir, split=split, way=way, shot=shot, query=query,
                                episodes=episodes, seed=seed, heads=heads, tau=tau, window=window,
@@ -196,8 +198,8 @@ def eval_model(model: str | Path | FewShotRuntime, data: str | Path, *, split_di
 
 def eval_model_episodes(model: str | Path | FewShotRuntime, data: str | Path, *,
                         split_dir: str | Path | None = None, split: str = "test", way: int = 5, shot: int = 1,
-                        query: int = 1, episodes: int = 600, seed: int = 0,
-                        heads: Sequence[str] = ("alignment",), tau: float | None = None,
+                        query: int = 1, episodes: int = LITERATURE_EPISODES, seed: int = 0,
+                        heads: Sequence[str] | None = None, tau: float | None = None,
                         window: int | None | str = "card", reversed_pairs: bool = False,
                         threads: int | None = None, decoder: str | None = None,
                         progress: bool = True) -> tuple[EvalResult, np.ndarray]:
@@ -208,13 +210,15 @@ def eval_model_episodes(model: str | Path | FewShotRuntime, data: str | Path, *,
     rt = _runtime(model, threads, decoder)
     card = rt.card
     head_cfgs = [HeadConfig(h, card.head.tau if tau is None else tau,
-                            card.head.window if window == "card" else window) for h in heads]
+                            card.head.window if window == "card" else window)
+                 for h in (heads or [card.head.kind])]
     clips = load_splits(data, split_dir)[split]
     pre = card.preprocess if decoder is None else _with_decoder(card.preprocess, rt.decoder_name)
     sample = card.subnet.get("sample", card.subnet) if isinstance(card.subnet, dict) else {}
     result = EvalResult(card.space, str(rt.model_dir), dict(sample), f"exported model '{card.name}' "
                         f"(ONNX Runtime, {', '.join(rt.session.get_providers())})", split, way, shot, query,
-                        episodes, seed)
+                        episodes, seed, head_source=f"the model card ({card.path})",
+                        notes=head_notes(card.head, head_cfgs, str(card.path), "the model was exported with"))
     scorer = array_scorer(rt.embed, pre, result, head_cfgs, progress)
     score_episodes(result, scorer, clips, head_cfgs, reversed_pairs=reversed_pairs, tag=" (ORT)")
     return result, result.per_episode

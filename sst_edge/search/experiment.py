@@ -3,11 +3,22 @@
 NNI drives the search (strategy, constraint, engine); we decode the validation episodes once, score every
 candidate on the same episodes with inherited weights, keep our own trial records, and run a random
 baseline of the same size under the same budget in the same run.
+
+The largest of many noisy estimates is biased upwards (a few dozen episodes give a 95% interval of several
+points), so the search's scores only shortlist: the top `rescore_top` of the evolution and of the random
+baseline are re-scored on `rescore_episodes` other validation episodes (same split and seed, episode
+indices after the search's: episode i is a function of (seed, i) only, so the two sets are disjoint).
+best.json is the evolution's best re-scored subnet; it is compared with the baseline's best re-scored one
+on those same episodes by a paired t-test on the per-episode accuracies.
+
+The head (kind, tau, window) is the one the run trained through (run.json beside the weights), unless
+given; a difference from the run's is warned about and recorded in search.json and best.json.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -15,11 +26,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..errors import SSTEdgeError
-from ..fileio import atomic_write_json
+from ..fileio import atomic_write_json, sha256_file
 from ..space.config import SpaceConfig, load_space
 from ..space.model import Budget, SSTSpace
 from ..space.subnet import make_subnet
@@ -47,10 +59,22 @@ class SearchSettings:
     budget_gflops: float | None = None
     table: str | None = None
     allow_foreign_table: bool = False
-    head: str = "alignment"
+    head: str | None = None             # None: the kind the run trained through (run.json)
+    tau: float | None = None            # None: the run's
+    window: int | None | str = "run"    # "run": the run's; None: every support frame
+    rescore_top: int = 5                # re-score this many best of the evolution and of the baseline
+    rescore_episodes: int = 200         # on this many other validation episodes
     baseline: bool = True
     threads: int | None = None
     port: int = 8745
+
+
+def _check_settings(s: SearchSettings) -> None:
+    problems = [f"{name} must be >= 1, got {getattr(s, name)}"
+                for name in ("trials", "episodes", "rescore_top", "rescore_episodes")
+                if getattr(s, name) < 1]
+    if problems:
+        raise SSTEdgeError("invalid search settings", problems=problems)
 
 
 def _budget(s: SearchSettings) -> Budget:
@@ -71,11 +95,10 @@ def _cost_of(sample: dict[str, Any], config: SpaceConfig, budget: Budget, table:
 
 
 def _prepare(config: SpaceConfig, weights: str | Path, data: str | Path, out: Path,
-             s: SearchSettings) -> dict:
+             s: SearchSettings, head: dict[str, Any]) -> dict:
     """Decode the fixed validation episodes once and write the context the trials read."""
     from ..data.episodes import EpisodeDataset, episode_loader
     from ..device.datasets import load_splits
-    from ..device.heads import DEFAULT_TAU, DEFAULT_WINDOW, HeadConfig
     from ..train.evaluate import load_supernet
 
     load_supernet(weights, config)  # fail early, with the file named, on weights of another space
@@ -89,7 +112,7 @@ def _prepare(config: SpaceConfig, weights: str | Path, data: str | Path, out: Pa
     ctx = {"space": str(config.source or config.name), "weights": str(Path(weights).resolve()),
            "table": str(Path(s.table).resolve()) if s.table and Path(s.table).exists() else s.table,
            "allow_foreign_table": s.allow_foreign_table, "threads": s.threads or 1,
-           "head": HeadConfig(s.head, DEFAULT_TAU, DEFAULT_WINDOW).to_dict()}
+           "head": head}
     atomic_write_json(out / CONTEXT_FILE, ctx)
     return ctx
 
@@ -170,19 +193,99 @@ def _metrics_only(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "sample"}
 
 
+def _key(sample: dict[str, Any]) -> tuple:
+    return tuple(sorted(sample.items()))
+
+
+def top_records(records: list[dict[str, Any]], k: int, cost_key: str) -> list[dict[str, Any]]:
+    """The `k` best distinct subnets by search estimate (ties to the cheaper), best first."""
+    ranked = sorted(records, key=lambda r: (-round(r["accuracy"], 9), r[cost_key]))
+    seen: set[tuple] = set()
+    top = []
+    for r in ranked:
+        if _key(r["sample"]) not in seen:
+            seen.add(_key(r["sample"]))
+            top.append(r)
+        if len(top) == k:
+            break
+    return top
+
+
+def episode_sets(s: SearchSettings) -> dict[str, dict[str, Any]]:
+    """Which validation episodes the search and the re-scoring use: episode i of a split is a function of
+    (seed, i) alone, so index ranges that do not overlap are disjoint sets of episodes."""
+    base = {"split": s.split, "seed": s.seed, "way": s.way, "shot": s.shot, "query": s.query}
+    return {"search": {**base, "first": 0, "episodes": s.episodes},
+            "rescore": {**base, "first": s.episodes, "episodes": s.rescore_episodes}}
+
+
+def _rescore(config: SpaceConfig, weights: str | Path, data: str | Path, s: SearchSettings,
+             head: Any, samples: list[dict[str, Any]]) -> np.ndarray:
+    """Per-episode accuracies [len(samples), rescore episodes] on the re-scoring episodes, each episode
+    decoded once and every subnet (weights inherited from the supernet) scored on it."""
+    from ..data.episodes import EpisodeDataset
+    from ..device.datasets import load_splits
+    from ..space.supernet import freeze_subnet
+    from ..train.evaluate import compare_embeddings, load_supernet
+
+    supernet, _ = load_supernet(weights, config)
+    subnets = [freeze_subnet(supernet, config, sample).eval() for sample in samples]
+    e = episode_sets(s)["rescore"]
+    ds = EpisodeDataset(load_splits(data, s.split_dir)[s.split], config.eval_preprocess(), way=s.way,
+                        shot=s.shot, query=s.query, episodes=e["episodes"], seed=e["seed"], train=False,
+                        start=e["first"])
+    return compare_embeddings(subnets, ds, [head], progress=True,
+                              desc=f"re-score {len(samples)} subnets")[:, 0, :]
+
+
+def paired_comparison(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> dict[str, Any]:
+    """Is `a` better than `b` on the same episodes? Two-sided paired t-test on per-episode accuracies,
+    with the 95% interval of the mean difference."""
+    from scipy import stats
+
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    n = len(d)
+    mean = float(d.mean())
+    p: float | None = None
+    half: float | None = None  # undefined with fewer than 2 episodes
+    if n >= 2:
+        sd = float(d.std(ddof=1))
+        if sd <= 1e-12:  # every episode differs by the same amount (often: the same subnet, 0)
+            p, half = (1.0 if abs(mean) <= 1e-12 else 0.0), 0.0
+        else:
+            p = float(stats.ttest_rel(a, b).pvalue)
+            half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+    return {"test": "paired t-test on per-episode accuracies, two-sided", "episodes": n,
+            "difference": mean, "difference_ci95": half, "p_value": p, "alpha": alpha,
+            "wins": int((d > 0).sum()), "losses": int((d < 0).sum()), "ties": int((d == 0).sum()),
+            "significant": bool(p is not None and p < alpha and mean > 0)}
+
+
+def _table_record(table: Any, s: SearchSettings) -> dict[str, Any] | None:
+    if table is None:
+        return None
+    path = Path(table.path)
+    return {"name": s.table, "path": str(path.resolve()), "sha256": sha256_file(path),
+            "space": table.space, "target": table.target.get("name")}
+
+
 def run_search(space: str | Path, weights: str | Path, data: str | Path, out: str | Path,
                settings: SearchSettings | None = None, restrict: str | Path | None = None) -> dict[str, Any]:
-    """Search, then write best.json, trials.csv, pareto.png and search.json into `out`."""
+    """Search, re-score the best, then write best.json, trials.csv, pareto.png and search.json into `out`."""
+    from ..device.evaluation import confidence_interval
     from ..space.report import extreme_sample, load_keep
-    from ..train.evaluate import run_restriction
+    from ..train.evaluate import choose_head, run_restriction
 
     s = settings or SearchSettings()
+    _check_settings(s)
     config = load_space(space)
     budget = _budget(s)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if any((out / "trials").glob("*.json")):
         raise SSTEdgeError("already holds a search (trials/); choose a new --out", out)
+    choice = choose_head(weights, [s.head] if s.head else None, s.tau, s.window)
+    head = choice.head
     keep = load_keep(restrict, config) if restrict else run_restriction(weights, config)
     table = None
     if budget.latency_ms is not None:
@@ -195,7 +298,7 @@ def run_search(space: str | Path, weights: str | Path, data: str | Path, out: st
         unit = "ms" if table is not None else "GFLOPs"
         raise SSTEdgeError(f"the budget {limit} {unit} is below the cheapest subnet ({cheapest:.4g} {unit})")
     torch.set_num_threads(s.threads or 1)
-    _prepare(config, weights, data, out, s)
+    _prepare(config, weights, data, out, s, head.to_dict())
     t0 = time.perf_counter()
     _run_nni(config, keep, budget, out, s)
     t_search = time.perf_counter() - t0
@@ -210,18 +313,67 @@ def run_search(space: str | Path, weights: str | Path, data: str | Path, out: st
     rnd = [r for r in records if r["kind"] == "random"]
     if not evo:
         raise SSTEdgeError(f"the search finished no trial; see the NNI logs under {out / 'nni'}")
-    best = best_record(evo, unit_key)
+
+    # Re-score the shortlist of both on other episodes: the search's own maximum is optimistic.
+    t0 = time.perf_counter()
+    shortlist = {"evolution": top_records(evo, s.rescore_top, unit_key),
+                 "random": top_records(rnd, s.rescore_top, unit_key)}
+    unique: dict[tuple, dict[str, Any]] = {}
+    for recs in shortlist.values():
+        for r in recs:
+            unique.setdefault(_key(r["sample"]), r["sample"])
+    keys = list(unique)
+    per_episode = dict(zip(keys, _rescore(config, weights, data, s, head, [unique[k] for k in keys]),
+                           strict=True))
+    t_rescore = time.perf_counter() - t0
+    episodes = episode_sets(s)
+
+    def figures(r: dict[str, Any], kind: str) -> dict[str, Any]:
+        acc = per_episode[_key(r["sample"])]
+        return {"kind": kind, "sample": r["sample"],
+                "search": {"accuracy": r["accuracy"], "ci95": r["ci95"], "episodes": s.episodes},
+                "rescore": {"accuracy": float(acc.mean()), "ci95": confidence_interval(acc),
+                            "episodes": len(acc)},
+                **{k: r[k] for k in ("latency_ms", "gflops", "mparams")}}
+
+    rescored = [figures(r, kind) for kind, recs in shortlist.items() for r in recs]
+
+    def winner(kind: str) -> dict[str, Any] | None:
+        cands = [f for f in rescored if f["kind"] == kind]
+        return max(cands, key=lambda f: (round(f["rescore"]["accuracy"], 9), -f[unit_key])) if cands else None
+
+    best, rnd_best = winner("evolution"), winner("random")
+    assert best is not None
+    comparison = None
+    if rnd_best is not None:
+        comparison = paired_comparison(per_episode[_key(best["sample"])],
+                                       per_episode[_key(rnd_best["sample"])])
+        comparison["same_subnet"] = _key(best["sample"]) == _key(rnd_best["sample"])
+        comparison["note"] = ("each side is the best of its shortlist on these episodes, so both figures "
+                              "carry the same (small) selection bias")
+    table_rec = _table_record(table, s)
+    head_rec = choice.to_dict()
     summary = {
         "space": config.name, "weights": str(weights), "budget": asdict(budget), "settings": asdict(s),
         "restricted": keep is not None, "trials": len(evo), "over_budget": len(over),
-        "best": _metrics_only(best),
-        "random_best": _metrics_only(best_record(rnd, unit_key)) if rnd else None,
-        "search_seconds": t_search,
+        "head": head_rec, "latency_table": table_rec, "episodes": episodes,
+        "best": _metrics_only(best), "random_best": _metrics_only(rnd_best) if rnd_best else None,
+        "search_best": _metrics_only(best_record(evo, unit_key)),
+        "random_search_best": _metrics_only(best_record(rnd, unit_key)) if rnd else None,
+        "comparison": comparison, "rescored": rescored,
+        "search_seconds": t_search, "rescore_seconds": t_rescore,
     }
-    metrics = {k: best[k] for k in ("accuracy", "ci95", "latency_ms", "gflops", "mparams")}
-    metrics |= {"split": s.split, "way": s.way, "shot": s.shot, "episodes": s.episodes}
+    r = best["rescore"]
+    metrics = {"accuracy": r["accuracy"], "ci95": r["ci95"], "episodes": r["episodes"],
+               **{k: best[k] for k in ("latency_ms", "gflops", "mparams")},
+               "split": s.split, "way": s.way, "shot": s.shot, "query": s.query,
+               "search": {**best["search"], "first_episode": episodes["search"]["first"], "seed": s.seed},
+               "rescore": {**r, "first_episode": episodes["rescore"]["first"], "seed": s.seed,
+                           "among": len(shortlist["evolution"])},
+               "latency_table": table_rec, "head": head.to_dict(), "head_source": head_rec,
+               "vs_random": comparison}
     make_subnet(config, best["sample"], metrics, keep).save(out / "best.json")
-    write_csv(records, out / "trials.csv")
-    write_plot(records, out / "pareto.png", unit_key, limit)
+    write_csv(records, out / "trials.csv", rescored)
+    write_plot(records, out / "pareto.png", unit_key, limit, rescored, best)
     atomic_write_json(out / "search.json", summary)
     return summary

@@ -25,18 +25,70 @@ def pareto_front(records: list[dict[str, Any]], cost_key: str) -> list[dict[str,
     return front
 
 
-def write_csv(records: list[dict[str, Any]], path: Path) -> Path:
-    keys = ["kind", "accuracy", "ci95", "latency_ms", "gflops", "mparams", "eval_s"]
+def _key(sample: dict[str, Any]) -> tuple:
+    return tuple(sorted(sample.items()))
+
+
+def write_csv(records: list[dict[str, Any]], path: Path,
+              rescored: list[dict[str, Any]] | None = None) -> Path:
+    """One row per trial: its search estimate, and its re-score where it was shortlisted."""
+    keys = ["kind", "accuracy", "ci95", "episodes", "latency_ms", "gflops", "mparams", "eval_s"]
+    again = {_key(f["sample"]): f["rescore"] for f in rescored or []}
     labels = list(records[0]["sample"]) if records else []
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["trial", *keys, *labels])
+    w.writerow(["trial", *keys, "rescore_accuracy", "rescore_ci95", "rescore_episodes", *labels])
     for i, r in enumerate(records, 1):
-        w.writerow([i, *[r.get(k) for k in keys], *[r["sample"][k] for k in labels]])
+        re = again.get(_key(r["sample"]), {})
+        w.writerow([i, *[r.get(k) for k in keys], re.get("accuracy"), re.get("ci95"), re.get("episodes"),
+                    *[r["sample"][k] for k in labels]])
     return atomic_write_text(path, buf.getvalue())
 
 
-def write_plot(records: list[dict[str, Any]], path: Path, cost_key: str, limit: float) -> Path:
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """What `sst-edge search` prints: the search estimate and the re-score of the winner and of the
+    random baseline's best, and whether the winner is significantly better."""
+    cost = "latency_ms" if summary["budget"].get("latency_ms") is not None else "gflops"
+    unit = "ms" if cost == "latency_ms" else "GFLOPs"
+    eps = summary["episodes"]
+    lines = [f"{summary['trials']} trials, {summary['over_budget']} over budget; search scores on "
+             f"{eps['search']['episodes']} validation episodes, re-scores of the top "
+             f"{summary['settings']['rescore_top']} of each on {eps['rescore']['episodes']} other ones "
+             f"(episodes {eps['rescore']['first']}.. of seed {eps['rescore']['seed']})"]
+    for name, f in (("best (evolution)", summary["best"]), ("random baseline", summary["random_best"])):
+        if f:
+            se, re = f["search"], f["rescore"]
+            lines.append(f"{name:<17} re-score {_pct(re['accuracy'])}% +- {_pct(re['ci95'])} "
+                         f"({re['episodes']} ep.), search estimate {_pct(se['accuracy'])}% +- "
+                         f"{_pct(se['ci95'])} ({se['episodes']} ep.), {f[cost]:.4g} {unit}")
+    c = summary.get("comparison")
+    if c:
+        p = "n/a" if c["p_value"] is None else f"{c['p_value']:.3g}"
+        ci = "n/a" if c["difference_ci95"] is None else _pct(c["difference_ci95"])
+        verdict = ("the same subnet" if c.get("same_subnet") else
+                   "significantly better than the random baseline" if c["significant"] else
+                   "NOT significantly better than the random baseline")
+        lines.append(f"best - random  {_pct(c['difference'])} +- {ci} points on the same {c['episodes']} "
+                     f"episodes (paired t-test p = {p}, {c['wins']} wins / {c['losses']} losses): {verdict}")
+    h = summary.get("head") or {}
+    used = h.get("used", {})
+    lines.append(f"head           {used.get('kind')}, tau {used.get('tau')}, window {used.get('window')} "
+                 f"(from {h.get('source')})")
+    lines += [f"note           {n}" for n in h.get("notes", [])]
+    t = summary.get("latency_table")
+    if t:
+        lines.append(f"latency table  {t['name']} (sha256 {t['sha256'][:16]}...)")
+    return lines
+
+
+def write_plot(records: list[dict[str, Any]], path: Path, cost_key: str, limit: float,
+               rescored: list[dict[str, Any]] | None = None, best: dict[str, Any] | None = None) -> Path:
+    """Accuracy vs cost: every trial's search estimate with its 95% CI, the evolution's Pareto front, the
+    re-scored shortlist (its 95% CI on the re-scoring episodes) and the winner."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,24 +97,32 @@ def write_plot(records: list[dict[str, Any]], path: Path, cost_key: str, limit: 
     from ..fileio import atomic_write
 
     unit = "predicted latency (ms)" if cost_key == "latency_ms" else "GFLOPs (multiply-adds)"
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10.5, 4.8))
     for kind, colour, marker in (("random", "tab:gray", "x"), ("evolution", "tab:blue", "o")):
         rs = [r for r in records if r["kind"] == kind]
         if rs:
-            ax.scatter([r[cost_key] for r in rs], [r["accuracy"] for r in rs], c=colour, marker=marker,
-                       alpha=0.7, label=f"{kind} ({len(rs)})")
+            ax.errorbar([r[cost_key] for r in rs], [r["accuracy"] for r in rs],
+                        yerr=[r.get("ci95") or 0.0 for r in rs], fmt=marker, c=colour, alpha=0.5, ms=5,
+                        elinewidth=0.7, capsize=2, label=f"{kind}: search estimate, 95% CI ({len(rs)})")
     evo = [r for r in records if r["kind"] == "evolution"]
     if evo:
         front = pareto_front(evo, cost_key)
-        ax.plot([r[cost_key] for r in front], [r["accuracy"] for r in front], "-", c="tab:blue",
-                label="Pareto front (evolution)")
-        best = best_record(evo, cost_key)
-        ax.scatter([best[cost_key]], [best["accuracy"]], s=160, facecolors="none", edgecolors="tab:red",
-                   label="best.json")
+        ax.plot([r[cost_key] for r in front], [r["accuracy"] for r in front], "-", c="tab:blue", alpha=0.6,
+                label="Pareto front (evolution, search estimates)")
+    for kind, colour in (("evolution", "tab:green"), ("random", "black")):
+        fs = [f for f in rescored or [] if f["kind"] == kind]
+        if fs:
+            ax.errorbar([f[cost_key] for f in fs], [f["rescore"]["accuracy"] for f in fs],
+                        yerr=[f["rescore"]["ci95"] for f in fs], fmt="D", c=colour, mfc="none", ms=7,
+                        capsize=3, label=f"{kind} top {len(fs)}: re-score, 95% CI "
+                                         f"({fs[0]['rescore']['episodes']} other episodes)")
+    if best is not None:
+        ax.scatter([best[cost_key]], [best["rescore"]["accuracy"]], s=220, facecolors="none",
+                   edgecolors="tab:red", linewidths=1.5, label="best.json (re-scored)")
     ax.axvline(limit, ls="--", c="tab:red", label=f"budget {limit:g}")
     ax.set_xlabel(unit)
-    ax.set_ylabel("5-way accuracy (validation episodes)")
-    ax.legend(loc="best", fontsize=8)
+    ax.set_ylabel("few-shot accuracy (validation episodes)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))

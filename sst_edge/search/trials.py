@@ -117,7 +117,7 @@ def score(sample: dict[str, Any], workdir: str) -> dict[str, Any]:
     acc = episode_accuracies(c["supernet"], config, sample, c["episodes"], [c["head"]])[0]
     cost = predicted_cost(config, sample)
     return {
-        "accuracy": float(acc.mean()), "ci95": confidence_interval(acc),
+        "accuracy": float(acc.mean()), "ci95": confidence_interval(acc), "episodes": len(acc),
         "latency_ms": c["table"].predict_ms(sample) if c["table"] is not None else None,
         "gflops": cost.gflops, "mparams": cost.mparams, "eval_s": time.perf_counter() - t0,
     }

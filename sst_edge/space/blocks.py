@@ -4,6 +4,11 @@ Every block keeps tokens as [B, T, N, C] (clips, frames, spatial positions, chan
 "per sample" by NNI's profiler are per clip. Each block carries its own shape and FLOPs formulas
 (`_shape_forward`, `_count_flops`) because NNI's generic tracer cannot see inside attention; the formulas
 count multiply-adds exactly as fvcore does (see cost/flops.py), which a test checks.
+
+Provenance: the paper (Table 1) gives the blocks and their order: patch embedding to H/16, TAB or SAB with
+6/12/16 heads, a downsample block between stages. Their insides are ours: the patch embedding's 3x3
+convolutions, BatchNorm and GELU, the position embeddings, pre-norm attention + MLP, the MLP ratio,
+head_dim, and the SDB as a strided convolution then a 12-head SAB (12 heads: our reading of Table 1).
 """
 
 from __future__ import annotations

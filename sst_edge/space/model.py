@@ -3,6 +3,9 @@
 Each choice block is a LayerChoice {tab, sab} labelled `s{stage}_l{layer}_op`, whose two candidates share
 one `s{stage}_l{layer}_heads` choice. A restriction (the shrunk space written by training) narrows the
 values of any label; the supernet weights stay loadable because widths only shrink (see supernet.py).
+
+The structure (3 stages x 8 layers of {TAB, SAB} x {6, 12, 16} heads) is the paper's Table 1; the widths
+come from the space YAML and are ours (search_spaces/sst_paper.yaml says how they were chosen).
 """
 
 from __future__ import annotations

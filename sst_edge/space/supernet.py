@@ -3,6 +3,9 @@
 NNI silently draws labels missing from a sample at random, so every activation validates first.
 Weights shared across restrictions: a restricted space has narrower (or fewer) candidates, and each of
 its tensors is the leading slice of the full supernet's, exactly as NNI's weight slicing reads them.
+
+Single-path one-shot training (one uniformly drawn subnet per episode) is the paper's; sharing one weight
+tensor between a layer's head counts by slicing (AutoFormer style) is our reading.
 """
 
 from __future__ import annotations

@@ -20,20 +20,23 @@ RESUMABLE_CHANGES = ("workers", "threads")
 
 @dataclass(frozen=True)
 class ShrinkConfig:
-    """Algorithm 1 (DESIGN.md "Space shrinking").
+    """Algorithm 1 (DESIGN.md "Space shrinking"; the test and the score are described in shrink.py).
 
-    warmup: epochs trained before any loss/cost is recorded (the supernet is too young to judge).
-    period: every `period` epochs after warm-up, score every candidate and drop some.
+    warmup: epochs trained before any loss is recorded (the supernet is too young to judge).
+    period: shrink events at the end of epochs tau > warmup with tau % period == 0.
     drop_percent: drop at most ceil(drop_percent% of the candidates still in the space) per event.
-    threshold: only candidates whose score S >= threshold may go (S lies in [0, 1 + lam]).
-    lam: weight of the normalised cost in S = norm(mean loss) + lam * norm(mean cost).
-    min_count: a candidate needs this many recorded steps since the last event to be scored.
+    confidence: a candidate goes only if it is worse than another value of its label beyond the noise at this
+        confidence, family-wise over the candidates tested at an event (Holm): under no real difference an
+        event drops anything with probability <= 1 - confidence.
+    lam: weight of the exact cost term in S = mean loss + lam * (block cost - the label's cheapest) / mean
+        subnet cost: the loss (nats) worth the cost of a whole mean subnet.
+    min_count: a candidate needs this many recorded steps (and at least 2) since the last event to be tested.
     """
 
     warmup: int = 2
     period: int = 2
     drop_percent: float = 10.0
-    threshold: float = 0.75
+    confidence: float = 0.95
     lam: float = 0.5
     min_count: int = 5
 
@@ -45,15 +48,27 @@ class ShrinkConfig:
             out.append(f"shrink period must be >= 1 epoch, got {self.period}")
         if not 0 <= self.drop_percent <= 100:
             out.append(f"drop percent must lie in [0, 100], got {self.drop_percent}")
-        if self.lam < 0:
+        if not 0 < self.confidence < 1:
+            out.append(f"shrink confidence must lie strictly between 0 and 1, got {self.confidence}")
+        if not self.lam >= 0:
             out.append(f"lambda must be >= 0, got {self.lam}")
         if self.min_count < 1:
             out.append(f"min count must be >= 1, got {self.min_count}")
         return out
 
     def is_event(self, epoch: int) -> bool:
-        """True if shrinking happens at the end of (1-based) `epoch`."""
-        return epoch > self.warmup and (epoch - self.warmup) % self.period == 0
+        """True if shrinking happens at the end of (1-based) `epoch`: after warm-up, when epoch % period == 0
+        (Algorithm 1's tau % P == 0)."""
+        return epoch > self.warmup and epoch % self.period == 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ShrinkConfig:
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise SSTEdgeError(f"unknown shrink configuration keys: {', '.join(unknown)}"
+                               + (" ('threshold' is from an sst-edge before the statistical shrink test: "
+                                  "such a run cannot be resumed)" if "threshold" in unknown else ""))
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -126,7 +141,7 @@ class TrainConfig:
             raise SSTEdgeError(f"unknown training configuration keys: {', '.join(unknown)}")
         kw = dict(d)
         kw["head"] = HeadConfig.from_dict(kw.get("head", {}))
-        kw["shrink"] = ShrinkConfig(**kw.get("shrink", {}))
+        kw["shrink"] = ShrinkConfig.from_dict(kw.get("shrink", {}))
         return cls(**kw)
 
     def differences(self, other: TrainConfig) -> list[str]:

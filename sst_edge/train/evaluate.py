@@ -7,7 +7,10 @@ validation accuracy in training (split over ranks under torchrun).
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +21,12 @@ from tqdm import tqdm
 
 from ..data.episodes import EpisodeDataset, episode_loader
 from ..device.datasets import load_splits
-from ..device.evaluation import EvalResult, Scorer, score_episodes
-from ..device.heads import DEFAULT_TAU, DEFAULT_WINDOW, HeadConfig
+from ..device.evaluation import LITERATURE_EPISODES, EvalResult, Scorer, head_notes, score_episodes
+from ..device.heads import HeadConfig
 from ..device.preprocess import Preprocess
 from ..errors import SSTEdgeError
 from ..fewshot import head_logits
+from ..fileio import read_json
 from ..space.config import SpaceConfig, load_space
 from ..space.supernet import activate, build_supernet, load_shared_weights
 from .checkpoint import checkpoint_paths, complete_checkpoints, load_tensors, model_state
@@ -30,6 +34,8 @@ from .distributed import Dist, configure_threads
 
 WEIGHTS_FILE = "supernet.safetensors"
 RESTRICTION_FILE = "shrunk.json"
+RUN_FILE = "run.json"  # train.loop's run record (its config.head is the head the run trained through)
+FROM_RUN = "run"  # `window` argument: take it from the run (None already means "no window")
 SUPERNET_FORMAT = "sst-edge/supernet"
 
 
@@ -177,12 +183,95 @@ def run_restriction(weights: str | Path, config: SpaceConfig) -> dict[str, list]
     return load_restriction(f, config).keep if f.is_file() else None
 
 
+# ------------------------------------------------------------------------------------------------ head
+def trained_head(weights: str | Path) -> tuple[HeadConfig | None, Path]:
+    """The head a run trained through: config.head of the run.json beside the weights (a run folder, or
+    the folder of its .safetensors), and that file. (None, the path looked at) for bare weights with no
+    run.json. A run.json that cannot be read or holds no valid head is an error naming the file."""
+    path = Path(weights)
+    run = (path if path.is_dir() else path.parent) / RUN_FILE
+    if not run.is_file():
+        return None, run
+    doc = read_json(run, "run record")
+    config = doc.get("config") if isinstance(doc, dict) else None
+    head = config.get("head") if isinstance(config, dict) else None
+    if not isinstance(head, dict):
+        raise SSTEdgeError("holds no few-shot head (config.head): is it the run.json of `sst-edge train`?",
+                           run)
+    problems = [f"{k} must be a finite number, got {head[k]!r}" for k in ("tau",)
+                if k in head and not (isinstance(head[k], int | float) and not isinstance(head[k], bool)
+                                      and math.isfinite(head[k]))]
+    if problems:
+        raise SSTEdgeError("holds a bad few-shot head (config.head)", run, problems)
+    try:
+        return HeadConfig.from_dict(head), run
+    except SSTEdgeError as e:
+        raise SSTEdgeError(f"holds a bad few-shot head (config.head): {e.message}", run, e.problems) from None
+    except (TypeError, ValueError) as e:
+        raise SSTEdgeError(f"holds a bad few-shot head (config.head): {e}", run) from None
+
+
+@dataclass
+class HeadChoice:
+    """The head a stage (eval, search, export) uses: the run's, unless a setting was given explicitly.
+
+    `trained`: the run's head (None: no run.json, the defaults are used); `given`: the explicit settings;
+    `notes`: every way the used head differs from the run's, or that there was no run to take it from."""
+
+    head: HeadConfig
+    trained: HeadConfig | None
+    source: str
+    given: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def configs(self, kinds: Sequence[str] | None = None) -> list[HeadConfig]:
+        """The head for each of `kinds` (default: the chosen kind) with the chosen tau and window."""
+        return [HeadConfig(k, self.head.tau, self.head.window) for k in (kinds or [self.head.kind])]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"used": self.head.to_dict(), "trained": self.trained.to_dict() if self.trained else None,
+                "source": self.source, "given": dict(self.given), "notes": list(self.notes)}
+
+
+def choose_head(weights: str | Path, kinds: Sequence[str] | None = None, tau: float | None = None,
+                window: int | None | str = FROM_RUN, warn: bool = True) -> HeadChoice:
+    """The head for `weights`: kind, tau and window from the run (run.json beside the weights), each
+    overridden by an explicit value (`kinds` None, `tau` None, `window` FROM_RUN: from the run). A value
+    that differs from the run's, or weights without a run.json (the defaults), is noted and, with `warn`,
+    warned about."""
+    trained, run = trained_head(weights)
+    base = trained or HeadConfig()
+    given: dict[str, Any] = {}
+    if kinds:
+        given["kind"] = list(kinds) if len(kinds) > 1 else kinds[0]
+    if tau is not None:
+        given["tau"] = tau
+    if window != FROM_RUN:
+        given["window"] = window
+    head = HeadConfig(kinds[0] if kinds else base.kind, base.tau if tau is None else tau,
+                      base.window if window == FROM_RUN else window)  # type: ignore[arg-type]
+    used = [HeadConfig(k, head.tau, head.window) for k in (kinds or [head.kind])]
+    if trained is None:
+        source = f"defaults (no {RUN_FILE} beside {weights})"
+        notes = [f"no {RUN_FILE} beside {weights}: the head the weights were trained with is unknown; using "
+                 f"kind {head.kind}, tau {head.tau}, window {head.window}"
+                 + (" (defaults apart from what was given)" if given else " (the defaults)")]
+    else:
+        source = str(run) + (" with " + ", ".join(f"{k} {v!r}" for k, v in given.items()) + " given"
+                             if given else "")
+        notes = head_notes(trained, used, str(run))
+    if warn:
+        for n in notes:
+            warnings.warn(n, stacklevel=2)
+    return HeadChoice(head, trained, source, given, notes)
+
+
 # ------------------------------------------------------------------------------------------ evaluation
 def evaluate(space: str | Path | SpaceConfig, weights: str | Path, data: str | Path, *,
              split_dir: str | Path | None = None, split: str = "test", subnet: str | Path | None = None,
              sample: dict[str, Any] | None = None, way: int = 5, shot: int = 1, query: int = 1,
-             episodes: int = 600, seed: int = 0, heads: Sequence[str] = ("alignment",),
-             tau: float = DEFAULT_TAU, window: int | None = DEFAULT_WINDOW, reversed_pairs: bool = False,
+             episodes: int = LITERATURE_EPISODES, seed: int = 0, heads: Sequence[str] | None = None,
+             tau: float | None = None, window: int | None | str = FROM_RUN, reversed_pairs: bool = False,
              resize: int | None = None, workers: int = 1, threads: int | None = None,
              progress: bool = True) -> EvalResult:
     """Accuracy of a subnet of trained supernet weights on fixed episodes of held-out classes.
@@ -192,6 +281,10 @@ def evaluate(space: str | Path | SpaceConfig, weights: str | Path, data: str | P
     whole space. Fine-tuned weights hold one subnet: a `subnet` document must name that one.
     `reversed_pairs`: 2-way episodes, each of one pair of classes that are each other played backwards
     (synthetic dataset).
+
+    The head: the run's (kind, tau, window from run.json beside the weights; `choose_head`), each setting
+    overridden by an explicit `heads` / `tau` / `window`; the result says where it came from and notes
+    any difference from the run's head. Default: the literature's 10,000 episodes of 1 query per class.
     """
     from ..space.report import extreme_sample
     from ..space.subnet import load_subnet, sample_problems
@@ -215,10 +308,11 @@ def evaluate(space: str | Path | SpaceConfig, weights: str | Path, data: str | P
         keep = run_restriction(weights, config)
         sample = extreme_sample(config, keep, largest=True)
         source = "largest of the shrunk space" if keep else "largest of the space"
-    head_cfgs = [HeadConfig(h, tau, window) for h in heads]
+    choice = choose_head(weights, heads, tau, window)
+    head_cfgs = choice.configs(heads)
     pre = config.eval_preprocess(resize)
     result = EvalResult(config.name, meta["path"], dict(sample), source, split, way, shot, query, episodes,
-                        seed)
+                        seed, head_source=choice.source, notes=list(choice.notes))
     activate(supernet, config, sample)
     supernet.eval()
     scorer = torch_scorer(supernet, pre, result, head_cfgs, workers, progress)

@@ -12,7 +12,8 @@ OUT (written by rank 0 only):
     checkpoint-eNNNN.*       every epoch (see checkpoint.py); `resume=True` continues from the newest
     shrunk.json              the shrunk space (format of sst_edge.space.restriction), with its history
     supernet.safetensors     final weights (metadata: space, hash, epoch, step)
-    loss.png, scores.png     loss curve; candidate scores over time with the shrink events marked
+    loss.png, scores.png     loss curve; at each shrink event, every candidate's score minus its label's best
+                             with error bars, the drops marked
 
 Fine-tuning (`config.subnet` and `config.init`, see finetune.py) trains one subnet the same way, without
 shrinking: shrunk.json is that single path from the start, the weights' metadata name the subnet, run.json
@@ -54,7 +55,7 @@ from .distributed import Dist, configure_threads, in_sync, init_distributed, shu
 from .evaluate import RESTRICTION_FILE, SUPERNET_FORMAT, WEIGHTS_FILE, episode_accuracies, split_features
 from .finetune import FineTune, load_finetune, load_init
 from .plots import plot_loss, plot_scores
-from .shrink import ShrinkRecords, shrink, space_size
+from .shrink import ShrinkRecords, candidate_costs, shrink, space_size
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -317,7 +318,7 @@ class _Trainer:
             loss_v, acc_v = d.mean(loss.item(), acc)
             cost = self.cost(sample)
             if record:
-                self.records.add(sample, loss_v, cost)
+                self.records.add(sample, loss_v)
             self.step += 1
             skipped += len(ep.skipped)
             losses.append(loss_v)
@@ -344,16 +345,17 @@ class _Trainer:
     def maybe_shrink(self, epoch: int) -> None:
         if self.tune is not None or not self.cfg.shrink.is_event(epoch):
             return
-        keep, event = shrink(self.restriction.keep, self.records, self.cfg.shrink, epoch, self.step,
-                             self.cost_unit)
+        costs = candidate_costs(self.restriction.keep, self.cost, self.cost_unit)  # exact, per block
+        keep, event = shrink(self.restriction.keep, self.records, self.cfg.shrink, epoch, self.step, costs)
         self.restriction = Restriction(self.space.name, self.space.hash, keep,
                                        [*self.restriction.history, event])
         self.records.clear()
         self.log.write({"kind": "shrink", **event})
         if self.d.is_main:
             self.restriction.save(self.out / RESTRICTION_FILE)
-            gone = ", ".join(f"{c['label']}={c['value']} (S={c['score']:.2f}: loss {c['mean_loss']:.3f}, "
-                             f"{self.cost_unit} {c['mean_cost']:.4g}, n={c['count']})"
+            gone = ", ".join(f"{c['label']}={c['value']} (S - S[{c['best']}] = {c['diff']:.3f} +- "
+                             f"{c['se_diff']:.3f}, loss {c['mean_loss']:.3f}, +{c['cost']:.4g} "
+                             f"{self.cost_unit}, n={c['n']}, Holm p={c['p_holm']:.2g})"
                              for c in event["dropped"])
             tqdm.write(f"epoch {epoch}: shrink dropped {len(event['dropped'])} "
                        f"{'candidate' if len(event['dropped']) == 1 else 'candidates'}"

@@ -70,43 +70,47 @@ def plot_loss(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
 
 
 def plot_scores(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Score of every candidate at each shrink event (op candidates left, head counts right); x = dropped."""
+    """Each shrink event's evidence: every tested candidate's score minus its label's best, with error bars
+    (+- z x SE of that difference, z of the event's one-sided confidence), op candidates left, head counts
+    right; x = dropped. Candidates are spread a little around their event's step so the bars can be told
+    apart."""
+    from statistics import NormalDist
+
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
     kinds = {"op": axes[0], "heads": axes[1]}
-    series: dict[tuple[str, Any], list[tuple[int, float]]] = {}
-    drops: list[tuple[str, Any, int, float]] = []
-    for event in history:
-        for c in event["candidates"]:
-            if c["score"] is not None:
-                series.setdefault((c["label"], c["value"]), []).append((event["step"], c["score"]))
-            if c["decision"] == "dropped":
-                drops.append((c["label"], c["value"], event["step"], c["score"]))
     seen: set[tuple[str, Any]] = set()
-    for (label, value), pts in series.items():
-        ax = kinds["op" if label.endswith("_op") else "heads"]
-        xs, ys = zip(*pts, strict=True)
-        colour = _VALUE_COLOURS.get(value, "tab:gray")
-        key = (label.rsplit("_", 1)[1], value)
-        ax.plot(xs, ys, "-", marker=".", color=colour, alpha=0.45, lw=1,
-                label=str(value) if key not in seen else None)
-        seen.add(key)
-    for label, _value, step, score in drops:
-        kinds["op" if label.endswith("_op") else "heads"].plot(step, score, "x", color="black", ms=9, mew=2)
+    gap = min((b["step"] - a["step"] for a, b in zip(history, history[1:], strict=False)), default=1) or 1
+    for event in history:
+        z = NormalDist().inv_cdf(event.get("confidence") or 0.95)
+        tested = [c for c in event["candidates"]
+                  if c.get("diff") is not None and c.get("value") != c.get("best")]
+        for i, c in enumerate(tested):
+            kind = c.get("kind") or ("op" if c["label"].endswith("_op") else "heads")
+            ax = kinds[kind]
+            x = event["step"] + gap * 0.3 * ((i + 0.5) / max(1, len(tested)) - 0.5)
+            colour = _VALUE_COLOURS.get(c["value"], "tab:gray")
+            key = (kind, c["value"])
+            ax.errorbar(x, c["diff"], yerr=z * (c.get("se_diff") or 0.0), fmt=".", color=colour, alpha=0.6,
+                        elinewidth=0.8, ms=4, label=str(c["value"]) if key not in seen else None)
+            seen.add(key)
+            if c["decision"] == "dropped":
+                ax.plot(x, c["diff"], "x", color="black", ms=9, mew=2)
     for name, ax in kinds.items():
-        for i, event in enumerate(history):
+        for event in history:
             ax.axvline(event["step"], color="tab:red", ls=":", lw=1)
-            if i == 0 and event.get("threshold") is not None:
-                ax.axhline(event["threshold"], color="black", ls="--", lw=0.8, label="threshold")
+        ax.axhline(0.0, color="black", lw=0.8)
         ax.plot([], [], "x", color="black", ms=9, mew=2, label="dropped")
-        ax.set_title(f"{name} candidates")
+        ax.set_title(f"{name} candidates (each vs the best value of its label)")
         ax.set_xlabel("step (shrink events dotted)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     lam = history[0].get("lam") if history else None
-    axes[0].set_ylabel(f"score = norm. loss + {lam} x norm. cost (lower is better)")
+    conf = history[0].get("confidence") if history else None
+    axes[0].set_ylabel(f"S - S(best of label), S = mean loss + {lam} x cost term\n"
+                       f"(bars: one-sided {conf} bound of the loss noise)")
     if not history:
         axes[0].text(0.5, 0.5, "no shrink event", transform=axes[0].transAxes, ha="center")
-    fig.suptitle("search-space shrinking: candidate scores")
+    fig.suptitle("search-space shrinking: each candidate against its label's best (Welch, Holm)")
     fig.tight_layout()
     return _save(fig, Path(path))
