@@ -53,7 +53,7 @@ def bframe_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(synth_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A briefly trained sst_tiny supernet (shrunk once), shared by the search, export and runtime tests."""
+    """A briefly trained sst_tiny supernet, shared by the search, export and runtime tests."""
     from sst_edge.train.config import ShrinkConfig, TrainConfig
     from sst_edge.train.loop import train_supernet
 
