@@ -198,8 +198,9 @@ def _key(sample: dict[str, Any]) -> tuple:
 
 
 def top_records(records: list[dict[str, Any]], k: int, cost_key: str) -> list[dict[str, Any]]:
-    """The `k` best distinct subnets by search estimate (ties to the cheaper), best first."""
-    ranked = sorted(records, key=lambda r: (-round(r["accuracy"], 9), r[cost_key]))
+    """The `k` best distinct subnets by search estimate (ties to the cheaper, then by the sample, so the
+    order never depends on the order the records came in), best first."""
+    ranked = sorted(records, key=lambda r: (-round(r["accuracy"], 9), r[cost_key], repr(_key(r["sample"]))))
     seen: set[tuple] = set()
     top = []
     for r in ranked:
