@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from sst_edge.data.encode import write_video
 from sst_edge.device.datasets import load_splits
@@ -52,7 +53,6 @@ def classifier(supports: list[np.ndarray]) -> Classifier:
 
 # ------------------------------------------------------------------------------------ the rule itself
 def test_t_quantiles_match_scipy() -> None:
-    stats = pytest.importorskip("scipy.stats")
     for df in [*range(1, 41), 60, 100, 1000]:
         assert t95(df) == pytest.approx(stats.t.ppf(0.95, df), abs=1e-4)
 
@@ -82,7 +82,6 @@ def test_fit_threshold_matches_brute_force() -> None:
 
 def test_calibrate_matches_a_brute_force_rederivation() -> None:
     """Leave each clip out by hand, then floor and fit as the module docstring states them."""
-    stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(3)
     sup = [(rng.normal(size=(1, T, C)) + 0.8 * rng.normal(size=(k, T, C))).astype(np.float32)
            for k in (3, 4, 2, 5)]  # unequal shots

@@ -102,22 +102,23 @@ class FewShotRuntime:
         float32 ``[T, 3, H, W]``. Raises `VideoError` (naming the file) for an unreadable one."""
         return load_clip(path, self.card.preprocess, train=False, decoder=decoder or self.decoder())
 
-    def embed_file(self, path: str | Path, decoder: VideoDecoder | None = None) -> np.ndarray:
-        """One video's features ``[T, C]``, checked finite: a model that overflows (fp16 can) must not
-        put NaN into a gallery or a ranking."""
-        feats = self.embed(self.load(path, decoder)[None])[0]
+    def finite(self, feats: np.ndarray, what: str) -> np.ndarray:
+        """`feats`, refused when non-finite: a model that overflows (fp16 can) must not put NaN into a
+        gallery or a ranking. `what` names the clip (or frames) they came from."""
         if not np.isfinite(feats).all():
             raise SSTEdgeError(f"model '{self.card.name}' gave non-finite features (NaN or Infinity) for "
-                               f"{path}: the model is broken or overflows at this precision", self.model_path)
+                               f"{what}: the model is broken or overflows at this precision", self.model_path)
         return feats
 
+    def embed_file(self, path: str | Path, decoder: VideoDecoder | None = None) -> np.ndarray:
+        """One video's features ``[T, C]``, checked finite."""
+        return self.finite(self.embed(self.load(path, decoder)[None])[0], str(path))
+
     def embed_paths(self, paths: Sequence[str | Path], batch: int = 8) -> np.ndarray:
-        """Features ``[N, T, C]`` of videos, decoded and embedded `batch` at a time."""
+        """Features ``[N, T, C]`` of videos, decoded and embedded `batch` at a time, checked finite."""
         out = []
         for i in range(0, len(paths), batch):
-            feats = self.embed(np.stack([self.load(p) for p in paths[i:i + batch]]))
-            if not np.isfinite(feats).all():
-                raise SSTEdgeError(f"model '{self.card.name}' gave non-finite features (NaN or Infinity)",
-                                   self.model_path)
-            out.append(feats)
+            chunk = paths[i:i + batch]
+            out.append(self.finite(self.embed(np.stack([self.load(p) for p in chunk])),
+                                   ", ".join(map(str, chunk))))
         return np.concatenate(out) if out else np.zeros((0, *self.feature_shape), np.float32)

@@ -126,10 +126,7 @@ def stream_video(runtime: FewShotRuntime, classifier: Classifier, path: str | Pa
             if isinstance(item, BaseException):
                 raise item
             s, e, clip = item
-            feats = runtime.embed(clip[None])
-            if not np.isfinite(feats).all():
-                raise SSTEdgeError(f"model '{runtime.card.name}' gave non-finite features (NaN or Infinity) "
-                                   f"for frames {s}-{e} of {path}", runtime.model_path)
+            feats = runtime.finite(runtime.embed(clip[None]), f"frames {s}-{e} of {path}")
             logits = classifier.logits(feats)
             probs = classifier.probabilities(logits)
             raw = classifier.decide(logits, probs)[0]
