@@ -5,7 +5,10 @@ this one process, interleaved round by round (A B C, B C A, ...), one decoding t
 is quoted as ratios to decord (median over rounds). Workloads, all generated here:
 - the synthetic dataset (64x86 clips of 16 frames, GOP 8, B-frames);
 - a 640x480 clip of 150 frames with one keyframe (long GOP), at native size and decoded to 128 px;
-- the same clip with a keyframe every 12 frames.
+- the same clip with a keyframe every 12 frames;
+- frames vs video: the synthetic set and the 640x480 clip also as folders of extracted frames (JPEG at
+  FFmpeg's quantiser 2, as ``ffmpeg -q:v 2 %08d.jpg`` writes them, and PNG), read by the same decoder
+  interface; 8 frames per clip, at native size and decoded to a 128 px shorter side.
 Probes are cached after a warm-up pass, as they are when a training worker re-reads clips every epoch.
 
 Run: .venv/bin/python bench/decode.py [--rounds 5]
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from sst_edge.data.encode import write_video
+from sst_edge.data.frames import write_frames
 from sst_edge.data.synth import generate_synthetic
 from sst_edge.device.decoders import DecordDecoder, PyAVDecoder, decord_available
 from sst_edge.device.preprocess import resized_shape, sample_indices
@@ -83,6 +87,25 @@ def workload(paths: list[Path], shorter: int | None, probe) -> list[Job]:
     return jobs
 
 
+def as_frames(videos: list[Path], out: Path, reader: PyAVDecoder) -> dict[str, dict[Path, Path]]:
+    """Every video also as a JPEG and a PNG frame folder: {"jpg": {video: folder}, "png": {...}}."""
+    folders: dict[str, dict[Path, Path]] = {"jpg": {}, "png": {}}
+    for v in dict.fromkeys(videos):
+        frames = reader.read(v, range(reader.info(v).num_frames))
+        for ext, found in folders.items():
+            found[v] = write_frames(out / ext / v.parent.name / v.stem, frames, ext)
+    return folders
+
+
+def frames_vs_video(video: Callable, folders: dict[str, dict[Path, Path]], frames: PyAVDecoder) -> dict[str,
+                                                                                                      Callable]:
+    """Readers keyed by the video path of a job: the video itself, or its frame folder of each format."""
+    out = {"video": video}
+    for ext, found in folders.items():
+        out[f"{ext} frames"] = lambda p, idx, size, found=found: frames.read(found[p], idx, size)
+    return out
+
+
 def run(name: str, jobs, methods: dict[str, Callable], rounds: int) -> None:
     for read in methods.values():  # warm-up: probes cached, libraries loaded
         for p, idx, size in jobs[:3]:
@@ -97,10 +120,10 @@ def run(name: str, jobs, methods: dict[str, Callable], rounds: int) -> None:
             rates[m].append(len(jobs) / (time.perf_counter() - t0))
     ref = "decord" if "decord" in methods else order[0]
     print(f"\n{name}  ({len(jobs)} clips x {rounds} rounds, 1 thread, {FRAMES} frames per clip)")
-    print(f"  {'decoder':<8} {'clips/s (median)':>17} {'vs ' + ref + ' (median ratio)':>26}")
+    print(f"  {'decoder':<10} {'clips/s (median)':>17} {'vs ' + ref + ' (median ratio)':>26}")
     for m in order:
         ratio = statistics.median(a / b for a, b in zip(rates[m], rates[ref], strict=True))
-        print(f"  {m:<8} {statistics.median(rates[m]):>17.1f} {ratio:>26.2f}")
+        print(f"  {m:<10} {statistics.median(rates[m]):>17.1f} {ratio:>26.2f}")
     sys.stdout.flush()
 
 
@@ -132,6 +155,19 @@ def main() -> None:
             methods, args.rounds)
         run("640x480, 150 frames, keyframe every 12, native size", workload([short_gop] * 3, None, pyav.info),
             methods, args.rounds)
+        t0 = time.perf_counter()
+        folders = as_frames([*clips, long_gop], Path(tmp) / "frames", pyav)
+        print(f"\nextracted every frame as JPEG and PNG folders in {time.perf_counter() - t0:.1f} s "
+              f"(video: {'decord' if 'decord' in methods else 'pyav'}; frames: PyAV image decoders)")
+        frames = frames_vs_video(methods.get("decord", pyav.read), folders, PyAVDecoder(threads=1))
+        run("frames vs video: synthetic set, 64x86, native size", workload(clips, None, pyav.info), frames,
+            args.rounds)
+        run("frames vs video: synthetic set, decoded to 73x98 (sst_tiny's resize)",
+            workload(clips, 73, pyav.info), frames, args.rounds)
+        run("frames vs video: 640x480, 150 frames, one keyframe, decoded to 128x171",
+            workload([long_gop] * 3, 128, pyav.info), frames, args.rounds)
+        run("frames vs video: 640x480, 150 frames, one keyframe, native size",
+            workload([long_gop] * 3, None, pyav.info), frames, args.rounds)
 
 
 if __name__ == "__main__":

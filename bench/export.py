@@ -1,116 +1,373 @@
-"""Per-clip latency of an exported subnet: ONNX Runtime vs PyTorch eager, fp32 vs int8, as ratios.
+"""INT8 recipes on the CPU, measured op by op and chosen on evidence; ONNX Runtime fp32 vs PyTorch eager.
 
-All variants run in this one process, interleaved round by round in shuffled order (the profiler's
-`time_items`), one thread each (the cpu-fp32/cpu-int8 targets' setting), batch 1, timed with the calling
-thread's CPU clock, so the ratios hold even on a shared 2-vCPU host. Workload: a subnet with the paper's
-cost (search_spaces/sst_paper.paper_cost.json, 8x224x224, 13.62 G multiply-adds, SABs and TABs in every
-stage; not the paper's own searched architecture, see bench/paper_cost_subnet.py) with freshly initialised
-supernet weights: speed does not depend on the weights. Variants: PyTorch eager (SDPA), ORT fp32 (the
-exported, offline-optimised model.onnx), ORT int8 dynamic and int8 static (MatMul/Gemm, calibrated on
-synthetic clips).
+Speed: the paper-cost subnet (search_spaces/sst_paper.paper_cost.json, 8x224x224, 13.62 G multiply-adds;
+freshly initialised supernet weights: speed does not depend on the weights), batch 1, one thread (the cpu
+targets' setting). Every variant and two GEMM probes (1024^3 fp32 MatMul, and the same MatMul with
+dynamic int8 7-bit weights: this machine's peaks) run in this one process, interleaved round by round in
+shuffled order and timed with the calling thread's CPU clock, so ratios hold on a shared host. Each
+speed-up over ORT fp32 is the geometric mean of the per-round ratios with its 95% interval (t over
+rounds). For each variant: ONNX Runtime's profiler breakdown by op type, the share of the model's
+multiply-adds that run in int8, and the GFLOP/s reached against the GEMM peaks.
 
-Accuracy: int8 costs accuracy only through trained weights, and no sst_paper supernet is trained on this
-CPU, so the accuracy change is measured on a trained sst_tiny run (`--run`, `--subnet`, `--data`, e.g. the
-demo's demo_out/run, demo_out/search/best.json, demo_out/data): fp32 and int8 ORT models scored on the same
-validation episodes.
+Faithfulness: feature cosine vs ORT fp32 on real (synthetic-set) clips. Accuracy (`--run/--subnet/--data`,
+a trained sst_tiny run, e.g. the demo's): the fp32 model and every int8 recipe scored on the same
+validation episodes; each change is paired, with its 95% interval and significance.
 
-Run: .venv/bin/python bench/export.py [--rounds 6] [--run DIR --subnet JSON --data DIR]
+The choice: among recipes whose features agree with fp32 (min cosine >= 0.99) and, with a run, whose
+accuracy change is above -1 point at 95%, the fastest; it is said whether it beats the runner-up beyond
+the noise (the 95% interval of their ratio excludes 1).
+
+Run: .venv/bin/python bench/export.py [--rounds 6] [--run DIR --subnet JSON --data DIR --episodes 2000]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
+import json
+import math
+import random
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import onnx
 import torch
+from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+from scipy import stats
 
-from sst_edge.cost.profile import ort_opener, resolve_clock, timed, torch_opener, torch_threads
+from sst_edge.cost.onnx_export import _quiet, agreement, export_onnx, quantize_dynamic_int8
 from sst_edge.data.synth import generate_synthetic
-from sst_edge.deploy.export import export_model, load_export_subnet
-from sst_edge.device.card import MODEL_FILE
+from sst_edge.deploy.export import load_export_subnet
+from sst_edge.deploy.quantize import calibration_clips, episode_accuracy, quantize_static_int8
+from sst_edge.device.evaluation import confidence_interval, paired_change
+from sst_edge.device.heads import HeadConfig
+from sst_edge.device.session import INPUT_NAME, make_session, ort_features
 from sst_edge.device.targets import load_target
-from sst_edge.device.timing import TimingPolicy
-from sst_edge.space.config import load_space
+from sst_edge.space.config import SpaceConfig, load_space
 from sst_edge.space.supernet import build_supernet
 from sst_edge.train.checkpoint import save_tensors
 from sst_edge.train.evaluate import SUPERNET_FORMAT
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_SUBNET = ROOT / "search_spaces" / "sst_paper.paper_cost.json"
+FP32 = "ort fp32"
+SHIPPED = "int8 fused attention + dynamic 7-bit (cpu-int8)"
 
 
-def paper_cost_models(tmp: Path) -> tuple[torch.nn.Module, dict[str, Path], torch.Tensor]:
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One way to build the deployed graph: attention form, and the int8 step (None: fp32)."""
+
+    attention: str = "standard"
+    mode: str | None = None          # dynamic | static | None (fp32)
+    reduce_range: bool = True
+    per_channel: bool = False
+    activation_matmuls: bool = False  # dynamic: also the attention's QK^T and AV
+    conv: bool = False               # also the patch embedding's convolutions
+    method: str = "minmax"           # static: the calibration method
+
+    def int8_macs(self, macs: dict[str, int]) -> int:
+        if self.mode is None:
+            return 0
+        att = self.attention == "standard" and (self.activation_matmuls or self.mode == "static")
+        return (macs["weight matmul"] + (macs["attention matmul"] if att else 0)
+                + (macs["conv"] if self.conv else 0))
+
+
+def shipped_recipe() -> Recipe:
+    """The recipe export/cpu-int8.yaml ships, read from the file."""
+    t = load_target("cpu-int8")
+    q = t.quantization
+    assert q is not None and q.mode == "dynamic", "bench/export.py expects a dynamic cpu-int8 target"
+    return Recipe(attention=t.attention, mode=q.mode, reduce_range=q.reduce_range, per_channel=q.per_channel,
+                  conv="Conv" in q.op_types)
+
+
+RECIPES = {
+    FP32: Recipe(),
+    "ort fp32, fused attention": Recipe(attention="fused"),
+    "int8 dynamic, 8-bit weights (old default)": Recipe(mode="dynamic", reduce_range=False),
+    "int8 dynamic, 7-bit weights": Recipe(mode="dynamic"),
+    "int8 dynamic, 7-bit, attention MatMuls too": Recipe(mode="dynamic", activation_matmuls=True),
+    "int8 static QDQ u8/s8, 7-bit, minmax": Recipe(mode="static"),
+    SHIPPED: shipped_recipe(),
+    "int8 fused attention + dynamic 7-bit, per-channel": Recipe(attention="fused", mode="dynamic",
+                                                               per_channel=True),
+    "int8 fused attention + dynamic 7-bit + Conv": Recipe(attention="fused", mode="dynamic", conv=True),
+}
+
+
+# Static calibration methods change the scales, not the graph or its speed: scored for accuracy only.
+CALIBRATIONS = {f"int8 static QDQ u8/s8, 7-bit, {m}": Recipe(mode="static", method=m)
+                for m in ("percentile", "entropy")}
+
+
+def build(recipe: Recipe, module: torch.nn.Module, x: torch.Tensor, out: Path,
+          cal: list[np.ndarray]) -> Path:
+    """The ONNX file of `recipe` for `module`, through the library's export and quantization calls."""
+    fp32 = out.with_suffix(".fp32.onnx")
+    export_onnx(module, x, fp32, 17, True, recipe.attention == "fused")
+    if recipe.mode is None:
+        return fp32
+    ops = ("MatMul", "Gemm", "Conv") if recipe.conv else ("MatMul", "Gemm")
+    if recipe.mode == "static":
+        return quantize_static_int8(fp32, out, cal, ops, recipe.per_channel, recipe.reduce_range,
+                                    recipe.method)
+    return quantize_dynamic_int8(fp32, out, ops, recipe.per_channel, recipe.reduce_range,
+                                 recipe.activation_matmuls)
+
+
+def mac_breakdown(path: Path, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Multiply-adds of a standard-attention fp32 graph by kind, from ONNX shape inference at batch 1."""
+    model = onnx.load(str(path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for d, n in zip(dims, input_shape, strict=True):
+        d.ClearField("dim_param")
+        d.dim_value = n
+    model = SymbolicShapeInference.infer_shapes(model, auto_merge=True)  # folds the Reshape arithmetic
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    weights = {i.name: list(i.dims) for i in model.graph.initializer}
+    shapes.update(weights)
+    macs = collections.Counter()
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm"):
+            a, b, y = shapes[node.input[0]], shapes[node.input[1]], shapes[node.output[0]]
+            kind = "weight matmul" if node.input[1] in weights else "attention matmul"
+            macs[kind] += math.prod(y) * (a[-1] if node.op_type == "MatMul" else b[0])
+        elif node.op_type == "Conv":
+            w, y = shapes[node.input[1]], shapes[node.output[0]]
+            macs["conv"] += math.prod(y) * math.prod(w[1:])
+    macs["total"] = sum(macs.values())
+    return dict(macs)
+
+
+def gemm_probes(tmp: Path) -> dict[str, tuple[Path, np.ndarray]]:
+    """A 1024^3 MatMul in fp32 and with dynamic int8 7-bit weights: this machine's GEMM rates."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = 1024
+    w = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32) * 0.05
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
+                              [numpy_helper.from_array(w, "w")])
+    fp32 = tmp / "gemm.fp32.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(fp32))
+    with _quiet():
+        int8 = quantize_dynamic_int8(fp32, tmp / "gemm.int8.onnx", reduce_range=True)
+    x = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    return {"gemm fp32": (fp32, x), "gemm int8": (int8, x)}
+
+
+def interleaved(runs: dict[str, Callable[[], object]], rounds: int,
+                per_round: int = 3) -> dict[str, np.ndarray]:
+    """Per-round median thread-CPU seconds of each item; items in a fresh shuffled order every round."""
+    for run in runs.values():
+        run()  # warm-up
+    out: dict[str, list[float]] = {k: [] for k in runs}
+    for r in range(rounds):
+        order = list(runs)
+        random.Random(r).shuffle(order)
+        for key in order:
+            samples = []
+            for _ in range(per_round):
+                t = time.thread_time()
+                runs[key]()
+                samples.append(time.thread_time() - t)
+            out[key].append(float(np.median(samples)))
+        print(f"  round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def ratio_ci(num: np.ndarray, den: np.ndarray) -> tuple[float, float, float]:
+    """Geometric mean of per-round ratios num/den with its 95% interval (t over rounds)."""
+    logs = np.log(num / den)
+    half = stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / math.sqrt(len(logs))
+    return float(np.exp(logs.mean())), float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
+
+
+def op_breakdown(path: Path, x: np.ndarray, runs: int = 3) -> list[tuple[str, float, int]]:
+    """(op type, ms per run, nodes) from ONNX Runtime's profiler, largest first."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    so.enable_profiling = True
+    so.profile_file_prefix = str(path.with_suffix(""))
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        sess.run(None, {INPUT_NAME: x})
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    us, nodes = collections.Counter(), collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            us[e["args"]["op_name"]] += e["dur"]
+            nodes[e["args"]["op_name"]] += 1
+    return [(op, t / runs / 1e3, nodes[op] // runs) for op, t in us.most_common()]
+
+
+def paper_cost_module(tmp: Path) -> tuple[SpaceConfig, torch.nn.Module]:
     config = load_space("sst_paper")
     torch.manual_seed(0)
     weights = tmp / "supernet.safetensors"
     save_tensors(weights, build_supernet(config).state_dict(),
                  {"format": SUPERNET_FORMAT, "space": config.name, "space_hash": config.hash})
-    data = generate_synthetic(tmp / "synth", clips=3, seed=0, progress=False)
-    paths = {}
-    for key, target, mode in [("ort fp32", "cpu-fp32", None), ("ort int8 dynamic", "cpu-int8", "dynamic"),
-                              ("ort int8 static", "cpu-int8", "static")]:
-        out = tmp / key.replace(" ", "_")
-        export_model(PAPER_SUBNET, weights, target, out, data=data if mode == "static" else None,
-                     quantization=mode, episodes=0, measure=False, progress=True)
-        paths[key] = out / MODEL_FILE
     _, _, module, _ = load_export_subnet(PAPER_SUBNET, weights)
-    return module, paths, torch.randn(config.input_shape(1), generator=torch.Generator().manual_seed(0))
+    return config, module.eval()
 
 
-def speed(rounds: int) -> dict[str, float]:
-    fp32, int8 = load_target("cpu-fp32"), load_target("cpu-int8")
-    policy = dataclasses.replace(TimingPolicy(rounds=rounds, max_rounds=rounds), clock=resolve_clock(fp32))
-    with tempfile.TemporaryDirectory() as tmp, torch_threads(fp32.threads):
-        module, paths, x = paper_cost_models(Path(tmp))
-        openers = {"torch eager fp32": torch_opener(module, fp32, x)}
-        for key, p in paths.items():
-            openers[key] = ort_opener(p, int8 if "int8" in key else fp32, x.numpy())
-        timings, _ = timed(openers, policy, 0, "time sst_paper variants", True)
-    return {k: t.median_ms for k, t in timings.items()}
+def speed(rounds: int) -> dict[str, dict]:
+    fp32_target = load_target("cpu-fp32")
+    torch.set_num_threads(fp32_target.threads)
+    res: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        config, module = paper_cost_module(tmp)
+        data = generate_synthetic(tmp / "synth", clips=3, seed=0, progress=False)
+        cal = calibration_clips(data, config, 8, seed=0)
+        real = np.concatenate(calibration_clips(data, config, 4, seed=1, split="val"))
+        x = torch.from_numpy(real[:1].copy())
+        paths = {}
+        for i, (key, recipe) in enumerate(RECIPES.items()):
+            print(f"  build {i + 1}/{len(RECIPES)}: {key}", file=sys.stderr, flush=True)
+            paths[key] = build(recipe, module, x, tmp / f"v{i}.onnx", cal)
+        macs = mac_breakdown(paths[FP32], tuple(x.shape))
+        sessions = {k: make_session(p, fp32_target) for k, p in paths.items()}
+        feeds = {INPUT_NAME: x.numpy()}
+        runs: dict[str, Callable[[], object]] = {k: (lambda s=s: s.run(None, feeds))
+                                                 for k, s in sessions.items()}
+
+        def eager() -> object:
+            with torch.inference_mode():
+                return module(x)
+
+        runs["torch eager fp32"] = eager
+        probes = {k: make_session(p, fp32_target) for k, (p, _) in gemm_probes(tmp).items()}
+        probe_x = gemm_probes(tmp)["gemm fp32"][1]
+        for k, s in probes.items():
+            runs[k] = lambda s=s: s.run(None, {"x": probe_x})
+        secs = interleaved(runs, rounds)
+        ref = ort_features(sessions[FP32], real)
+        for key in [*RECIPES, "torch eager fp32"]:
+            r = {"ms": float(np.median(secs[key]) * 1e3), "vs_fp32": ratio_ci(secs[FP32], secs[key]),
+                 "gflops": 2 * macs["total"] / np.median(secs[key]) / 1e9}
+            if key in RECIPES:
+                r["int8_share"] = RECIPES[key].int8_macs(macs) / macs["total"]
+                r["agreement"] = agreement(ref, ort_features(sessions[key], real))
+                r["ops"] = op_breakdown(paths[key], x.numpy())
+            res[key] = r
+        for k in probes:
+            res[k] = {"gflops": 2 * 1024 ** 3 / np.median(secs[k]) / 1e9}
+        res["macs"] = macs
+        res["eager_vs_fp32"] = ratio_ci(secs["torch eager fp32"], secs[FP32])
+    return res
 
 
-def accuracy(run: str, subnet: str, data: str, episodes: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp:
+def accuracy(run: str, subnet: str, data: str, episodes: int) -> dict[str, dict]:
+    """Every recipe of the trained run's subnet, scored on the same validation episodes as fp32."""
+    config, _, module, _ = load_export_subnet(subnet, run)
+    module.eval()
+    cal = calibration_clips(data, config, 64, seed=0)
+    real = np.concatenate(calibration_clips(data, config, 32, seed=1, split="val"))
+    x = torch.from_numpy(real[:1].copy())
+    target = load_target("cpu-int8")
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        recipes = {**RECIPES, **CALIBRATIONS}
+        paths = {k: build(r, module, x, tmp / f"a{i}.onnx", cal) for i, (k, r) in enumerate(recipes.items())}
+        acc = episode_accuracy(paths, target, config, data, HeadConfig(), episodes, progress=True)
+        ref = ort_features(make_session(paths[FP32], target), real)
         out = {}
-        for mode in ("dynamic", "static"):
-            card = export_model(subnet, run, "cpu-int8", Path(tmp) / mode, data=data, quantization=mode,
-                                episodes=episodes, measure=False, progress=True)
-            acc = card.extra["quantization"]["accuracy"]
-            out["fp32"] = acc["fp32"]
-            out[f"int8 {mode}"] = acc["int8"]
+        for key, path in paths.items():
+            out[key] = {"acc": float(acc[key].mean()), "ci95": confidence_interval(acc[key]),
+                        "change": paired_change(acc[FP32], acc[key]),
+                        "agreement": agreement(ref, ort_features(make_session(path, target), real))}
     return out
+
+
+def choose(sp: dict[str, dict], acc: dict[str, dict] | None, secs_ok: float = 0.99) -> list[str]:
+    """The decision, in words: the fastest faithful int8 recipe and whether its lead beats the noise."""
+    ok = [k for k in RECIPES if RECIPES[k].mode and sp[k]["agreement"]["min_cosine"] >= secs_ok
+          and (acc is None or acc[k]["change"]["within_margin"])]
+    if not ok:
+        return ["no int8 recipe is faithful enough"]
+    ranked = sorted(ok, key=lambda k: -sp[k]["vs_fp32"][0])
+    best = ranked[0]
+    lines = [f"fastest faithful recipe: {best} ({sp[best]['vs_fp32'][0]:.2f}x over ORT fp32)"]
+    if len(ranked) > 1:
+        lead = sp[best]["vs_fp32"][1] > sp[ranked[1]]["vs_fp32"][2]
+        lines.append(f"runner-up: {ranked[1]} ({sp[ranked[1]]['vs_fp32'][0]:.2f}x); the lead is "
+                     + ("beyond the noise (the 95% intervals do not overlap)" if lead else
+                        "within the noise (the 95% intervals overlap)"))
+    if best != SHIPPED:
+        beaten = SHIPPED not in ok or sp[best]["vs_fp32"][1] > sp[SHIPPED]["vs_fp32"][2]
+        lines.append(f"the shipped cpu-int8 recipe ({SHIPPED}) " + (
+            "is beaten beyond the noise: change export/cpu-int8.yaml" if beaten else
+            "is within the noise of it: it stays (a change needs evidence)"))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds (~10+ runs each, default 6)")
-    ap.add_argument("--run", help="a trained sst_tiny run folder, for the int8 accuracy change")
+    ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default 6)")
+    ap.add_argument("--run", help="a trained sst_tiny run folder, for the accuracy of each recipe")
     ap.add_argument("--subnet", help="a subnet document of that run's space (best.json)")
     ap.add_argument("--data", help="the dataset the run was trained on")
-    ap.add_argument("--episodes", type=int, default=300, help="validation episodes (default 300)")
+    ap.add_argument("--episodes", type=int, default=2000, help="validation episodes (default 2000)")
     args = ap.parse_args(argv)
 
-    ms = speed(args.rounds)
-    eager, fp32 = ms["torch eager fp32"], ms["ort fp32"]
-    print("\nsst_paper paper-cost subnet (13.62 G multiply-adds), 8x224x224, batch 1, 1 thread, "
-          "thread-CPU clock, interleaved rounds")
-    print(f"{'variant':<20}{'median ms':>10}{'vs eager':>10}{'vs ort fp32':>13}")
-    for k, v in ms.items():
-        print(f"{k:<20}{v:>10.1f}{eager / v:>10.2f}{fp32 / v:>13.2f}")
-    print(f"\nORT fp32 / PyTorch eager speed-up: {eager / fp32:.2f}x (goal 1.5x)")
-    for mode in ("dynamic", "static"):
-        print(f"int8 {mode} / ORT fp32 speed-up: {fp32 / ms[f'ort int8 {mode}']:.2f}x (goal 1.5x)")
+    sp = speed(args.rounds)
+    macs = sp["macs"]
+    peak32, peak8 = sp["gemm fp32"]["gflops"], sp["gemm int8"]["gflops"]
+    print(f"\nsst_paper paper-cost subnet: {macs['total'] / 1e9:.2f} G multiply-adds (weight MatMul "
+          f"{macs['weight matmul'] / macs['total']:.0%}, attention MatMul "
+          f"{macs['attention matmul'] / macs['total']:.0%}, Conv {macs['conv'] / macs['total']:.0%}); "
+          f"8x224x224, batch 1, 1 thread, thread-CPU clock, {args.rounds} interleaved rounds")
+    print(f"GEMM peaks measured in this run (1024^3): fp32 {peak32:.1f} GFLOP/s, int8 (7-bit weights) "
+          f"{peak8:.1f} GOP/s = {peak8 / peak32:.2f}x fp32")
+    print(f"\n{'variant':<52}{'ms':>7}{'vs ORT fp32 [95% CI]':>24}{'int8 MACs':>10}{'GFLOP/s':>9}"
+          f"{'of fp32 peak':>13}{'min cos':>9}")
+    for key in [*RECIPES, "torch eager fp32"]:
+        r = sp[key]
+        ratio = "{:.2f}x [{:.2f}, {:.2f}]".format(*r["vs_fp32"])
+        cos = f"{r['agreement']['min_cosine']:.4f}" if "agreement" in r else ""
+        share = f"{r['int8_share']:.0%}" if "int8_share" in r else ""
+        print(f"{key:<52}{r['ms']:>7.1f}{ratio:>24}{share:>10}{r['gflops']:>9.1f}"
+              f"{r['gflops'] / peak32:>13.0%}{cos:>9}")
+    print("\nwhere the time goes (ONNX Runtime profiler, ms per clip, nodes):")
+    for key in RECIPES:
+        ops = sp[key]["ops"]
+        total = sum(t for _, t, _ in ops)
+        print(f"  {key}: {total:.0f} ms: " + ", ".join(f"{op} {t:.0f} ({t / total:.0%}, {n})"
+                                                      for op, t, n in ops[:7]))
+    print("\nORT fp32 vs PyTorch eager: {:.2f}x [{:.2f}, {:.2f}] (>= 1 means ORT is at least as fast)".format(
+        *sp["eager_vs_fp32"]))
+    acc = None
     if args.run and args.subnet and args.data:
         acc = accuracy(args.run, args.subnet, args.data, args.episodes)
-        print(f"\nint8 accuracy change ({args.episodes} 5-way 1-shot validation episodes, trained sst_tiny "
-              "run):")
-        for k, v in acc.items():
-            print(f"  {k:<14}{v:.2%}" + ("" if k == "fp32" else f"  ({100 * (v - acc['fp32']):+.2f} points)"))
+        print(f"\naccuracy, {args.episodes} 5-way 1-shot validation episodes of the trained run (the same "
+              "episodes for all; changes paired):")
+        for key, a in acc.items():
+            c = a["change"]
+            sig = "significant" if c["significant"] else "not significant"
+            change = "" if key == FP32 else (
+                f"  change {c['change_points']:+.2f} +- {c['ci95_points']:.2f} points "
+                f"({sig}; within 1 point at 95%: {c['within_margin']})")
+            print(f"  {key:<52}{a['acc']:.2%} +- {a['ci95']:.2%}  min cos {a['agreement']['min_cosine']:.4f}"
+                  + change)
+        static = {k: a for k, a in acc.items() if (RECIPES | CALIBRATIONS)[k].mode == "static"}
+        best = max(static, key=lambda k: static[k]["acc"])
+        print(f"most accurate static calibration: {best.rsplit(', ', 1)[1]} ({static[best]['acc']:.2%}; its "
+              "paired change vs fp32 is above)")
     else:
-        print("\n(pass --run, --subnet and --data of a trained run for the int8 accuracy change)")
+        print("\n(pass --run, --subnet and --data of a trained run for each recipe's accuracy)")
+    print("\n" + "\n".join(choose(sp, acc)))
     return 0
 
 

@@ -112,9 +112,11 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
     check = verbs.add_parser(
         "check", help="scan a dataset: clips per class and every unreadable clip",
-        description="Probe every clip of DIR/<class>/<clip>.<ext>, decode a few frames of each as "
-                    "evaluation would, and print a table of clips per class, then every unreadable clip "
-                    "with the reason and every split-file entry (DIR/splits) whose clip is missing. "
+        description="Probe every clip of DIR/<class>/<clip>.<ext> (or frame folder DIR/<class>/<clip>/ of "
+                    "numbered jpg/png images), decode a few frames of each as evaluation would, and print a "
+                    "table of clips per class, then every unreadable clip or image with the reason, every "
+                    "split-file entry (DIR/splits) whose clip is missing, and warnings (empty folders, gaps "
+                    "in a frame folder's numbering). "
                     "Exit status: 0 if every clip is readable and every split entry exists, 1 if not "
                     "(the problems are listed), 2 if DIR is not a dataset.")
     check.add_argument("dir", help="dataset folder")
@@ -204,7 +206,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                     "subnet that search found, alone, from the weights it inherits from that run (same "
                     "loop, checkpoints, --resume and torchrun; no shrinking).")
     p.add_argument("--space", help="space name (search_spaces/NAME.yaml) or path (required unless --subnet)")
-    p.add_argument("--data", required=True, help="dataset folder (DATA/<class>/<clip>.mp4)")
+    p.add_argument("--data", required=True,
+                   help="dataset folder (DATA/<class>/<clip>.mp4, or DATA/<class>/<clip>/<n>.jpg frames)")
     p.add_argument("--split", help="folder of train/val/test split files (default DATA/splits, else a "
                                    "seeded split of the class folders)")
     p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")

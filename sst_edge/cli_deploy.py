@@ -196,7 +196,8 @@ def add_runtime(sub: argparse._SubParsersAction) -> None:
                                    "so a failure or a crash leaves the gallery as it was.")
     _runtime_options(e)
     e.add_argument("--label", required=True, help="the action's name")
-    e.add_argument("clips", nargs="+", help="video files of the action")
+    e.add_argument("clips", nargs="+",
+                   help="video files (or folders of numbered jpg/png frames) of the action")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=_cmd_enroll)
 
@@ -205,7 +206,8 @@ def add_runtime(sub: argparse._SubParsersAction) -> None:
                                    "below the threshold (open set). With --stream, a sliding window over "
                                    "one long video, printing (start, end, label, confidence).")
     _runtime_options(c)
-    c.add_argument("clips", nargs="+", help="video files to classify")
+    c.add_argument("clips", nargs="+",
+                   help="video files (or folders of numbered jpg/png frames) to classify")
     c.add_argument("--head", choices=["alignment", "prototype"], default="alignment",
                    help="few-shot head (default alignment: frame-level, order-aware)")
     c.add_argument("--threshold", type=unit_interval,
@@ -217,7 +219,8 @@ def add_runtime(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--stride", type=positive_float, default=1.0,
                    help="--stream: step between windows (default 1.0)")
     c.add_argument("--unit", choices=["seconds", "frames"], default="seconds",
-                   help="--stream: unit of --window and --stride (default seconds)")
+                   help="--stream: unit of --window and --stride (default seconds; a frame folder has no "
+                        "frame rate: use frames)")
     c.add_argument("--smooth", type=count(1), default=1,
                    help="--stream: average the confidences of this many consecutive windows (default 1)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")

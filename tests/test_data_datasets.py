@@ -13,7 +13,8 @@ from sst_edge.device.datasets import (
     scan_class_folders,
     split_classes,
 )
-from sst_edge.errors import DatasetError
+from sst_edge.device.preprocess import Preprocess, load_clip
+from sst_edge.errors import DatasetError, VideoError
 
 
 def _touch(root: Path, *rel: str) -> None:
@@ -55,12 +56,13 @@ def test_clip_whose_name_ends_in_a_number_is_not_mistaken_for_a_label(tmp_path):
     assert read_split_file(split, tmp_path).clips["jump"] == (tmp_path / "jump/take 2.mp4",)
 
 
-def test_frame_folder_entry_is_explained(tmp_path):
+def test_frame_folder_entry_is_the_folder_and_an_empty_one_is_named_when_read(tmp_path):
     (tmp_path / "run" / "clip1").mkdir(parents=True)
     split = tmp_path / "val.txt"
     split.write_text("run/clip1\n")
-    with pytest.raises(DatasetError, match="is a folder"):
-        read_split_file(split, tmp_path)
+    assert read_split_file(split, tmp_path).clips == {"run": (tmp_path / "run" / "clip1",)}
+    with pytest.raises(VideoError, match="clip1: empty frame folder"):
+        load_clip(tmp_path / "run" / "clip1", Preprocess(frames=2, size=8, resize=8, decoder="pyav"))
 
 
 def test_split_files_found_in_both_namings(tmp_path):

@@ -333,7 +333,7 @@ def missing_entries(table: LatencyTable, config: SpaceConfig) -> list[str]:
             continue
         if entry.depth != st.depth:
             out.append(f"stage {s}: depth {entry.depth}, the space has {st.depth}")
-        out += [f"stage {s} block {op}/{h} heads" for op in config.ops for h in config.heads
+        out += [f"stage {s} block {op}/{h} heads" for op in config.stage_ops(s) for h in config.heads
                 if h not in entry.blocks.get(op, {})]
     return out
 

@@ -5,7 +5,8 @@ profiler and the model exporter both go through these functions. Choices (../sha
 - the TorchScript exporter (dynamo=False) at opset 17 turns SDPA into plain MatMul/Softmax and its GELU is
   fused by ORT; it runs 5-6% faster than the dynamo exporter's graph;
 - INT8 is dynamic quantization of MatMul/Gemm only, after ORT's `quant_pre_process` (quantized
-  convolutions are slower than fp32 on this CPU);
+  convolutions measured slower than fp32; bench/export.py compares the recipes);
+- a target with `attention: fused` exports each attention as ORT's com.microsoft MultiHeadAttention;
 - fp16 for the CUDA provider converts the graph (fp32 inputs and outputs); TensorRT builds its own fp16
   engine from the fp32 graph.
 """
@@ -27,6 +28,7 @@ from ..device.session import INPUT_NAME, OUTPUT_NAME
 from ..device.targets import Target
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write
+from ..space.attention import ORT_DOMAIN, fused_attention_export
 
 
 @contextlib.contextmanager
@@ -46,21 +48,24 @@ def _quiet() -> Iterator[None]:
 
 
 def export_onnx(module: nn.Module, example_input: torch.Tensor, path: str | Path, opset: int = 17,
-                dynamic_batch: bool = True) -> Path:
+                dynamic_batch: bool = True, fused_attention: bool = False) -> Path:
     """Export `module` (in eval mode) with the TorchScript exporter; one input and one output.
 
     With `dynamic_batch` the first axis of input and output is symbolic ("batch"): timing showed no cost
-    for it in ORT, and one file then serves single clips and batches of support clips.
+    for it in ORT, and one file then serves single clips and batches of support clips. With
+    `fused_attention` each attention is one com.microsoft MultiHeadAttention node (ONNX Runtime only).
     """
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    fused = fused_attention_export() if fused_attention else contextlib.nullcontext()
+    custom = {ORT_DOMAIN: 1} if fused_attention else None
     was_training = module.training
     module.eval()
 
     def write(tmp: Path) -> None:
-        with _quiet(), torch.no_grad():
+        with _quiet(), torch.no_grad(), fused:
             torch.onnx.export(module, (example_input,), str(tmp), dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
-                              do_constant_folding=True)
+                              do_constant_folding=True, custom_opsets=custom)
 
     try:
         return atomic_write(path, write)
@@ -69,8 +74,10 @@ def export_onnx(module: nn.Module, example_input: torch.Tensor, path: str | Path
 
 
 def quantize_dynamic_int8(src: str | Path, dst: str | Path, op_types: tuple[str, ...] = ("MatMul", "Gemm"),
-                          per_channel: bool = False, reduce_range: bool = False) -> Path:
-    """ORT's `quant_pre_process` (shape inference, graph clean-up), then dynamic INT8 of `op_types` only."""
+                          per_channel: bool = False, reduce_range: bool = False,
+                          activation_matmuls: bool = False) -> Path:
+    """ORT's `quant_pre_process` (shape inference, graph clean-up), then dynamic INT8 of `op_types` only.
+    `activation_matmuls` also quantizes MatMuls of two activations (unfused attention's QK^T and AV)."""
     from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
     dst = Path(dst)
@@ -82,7 +89,8 @@ def quantize_dynamic_int8(src: str | Path, dst: str | Path, op_types: tuple[str,
         def write(out: Path) -> None:
             with _quiet():
                 quantize_dynamic(pre, out, op_types_to_quantize=list(op_types), per_channel=per_channel,
-                                 reduce_range=reduce_range, weight_type=QuantType.QInt8)
+                                 reduce_range=reduce_range, weight_type=QuantType.QInt8,
+                                 extra_options={"MatMulConstBOnly": not activation_matmuls})
 
         return atomic_write(dst, write)
 
@@ -106,15 +114,17 @@ def export_for_target(module: nn.Module, example_input: torch.Tensor, path: str 
     dynamic_batch = target.dynamic_batch
     needs_step = target.precision == "int8" or (
         target.precision == "fp16" and target.provider != "TensorrtExecutionProvider")
+    fused = target.attention == "fused"
     if not needs_step:
-        return export_onnx(module, example_input, path, target.opset, dynamic_batch)
+        return export_onnx(module, example_input, path, target.opset, dynamic_batch, fused)
     fp32 = path.with_name(path.stem + ".fp32.onnx")
-    export_onnx(module, example_input, fp32, target.opset, dynamic_batch)
+    export_onnx(module, example_input, fp32, target.opset, dynamic_batch, fused)
     try:
         if target.precision == "int8":
             q = target.quantization
-            if q is not None and q.mode != "dynamic":
-                raise SSTEdgeError(f"quantization mode {q.mode!r} is not implemented yet (only 'dynamic')",
+            if q is not None and q.mode != "dynamic":  # static ranges come from a dataset's clips
+                raise SSTEdgeError(f"quantization mode {q.mode!r} needs calibration clips, which profiling "
+                                   "a block has not: profile with mode 'dynamic'",
                                    target.source or target.name)
             kw = {} if q is None else {"op_types": q.op_types, "per_channel": q.per_channel,
                                        "reduce_range": q.reduce_range}

@@ -2,8 +2,11 @@
 
 A subnet's latency is its fixed parts (patch embedding, downsample blocks, norm and pooling) plus one
 choice block per layer. Blocks of one stage share an input shape, so one timing per (stage, op, heads)
-serves every layer of that stage. The modules come from `SSTSpace.freeze` of a one-layer-per-stage copy of
-the space (same blocks, same shapes, built in a fraction of the time of the full space).
+serves every layer of that stage. An op without attention (tam, msq) is timed once per stage, key
+"s{stage}.{op}", and the table files that timing under every heads value, so lookups stay (stage, op,
+heads). tps is timed as layer 1 builds it (patch shift); its channel-shift layers cost the same FLOPs.
+The modules come from `SSTSpace.freeze` of a one-layer-per-stage copy of the space (same blocks, same
+shapes, built in a fraction of the time of the full space).
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..space.config import SpaceConfig, heads_label, op_label
+from ..space.config import HEADLESS_OPS, SpaceConfig, heads_label, op_label
 
 
 @dataclass
 class Part:
-    key: str  # "embed", "downsample2", "head", or "s{stage}.{op}.h{heads}"
+    key: str  # "embed", "downsample2", "head", "s{stage}.{op}.h{heads}" or "s{stage}.{op}" (no heads)
     module: nn.Module
     input_shape: tuple[int, ...]
     stage: int | None = None
@@ -27,12 +30,23 @@ class Part:
     heads: int | None = None
 
 
-def block_key(stage: int, op: str, heads: int) -> str:
+def block_key(stage: int, op: str, heads: int | None) -> str:
+    """The part of one (stage, op, heads) block; ops without attention have one part per stage."""
+    if op in HEADLESS_OPS or heads is None:
+        return f"s{stage}.{op}"
     return f"s{stage}.{op}.h{heads}"
 
 
+def stage_block_keys(config: SpaceConfig, stage: int) -> list[tuple[str, int, str]]:
+    """(op, heads, part key) of every row of a stage's table entry, in table order."""
+    return [(op, h, block_key(stage, op, h)) for op in config.stage_ops(stage) for h in config.heads]
+
+
 def _one_layer(config: SpaceConfig) -> SpaceConfig:
-    return dataclasses.replace(config, stages=tuple(dataclasses.replace(st, depth=1) for st in config.stages))
+    """One layer per stage, which may use every op of its stage."""
+    return dataclasses.replace(config, stages=tuple(
+        dataclasses.replace(st, depth=1, ops=config.stage_ops(s), layer_ops=())
+        for s, st in enumerate(config.stages, 1)))
 
 
 def _input_shapes(model: nn.Module, batch_input: torch.Tensor) -> dict[str, tuple[int, ...]]:
@@ -79,11 +93,12 @@ def space_parts(config: SpaceConfig, batch: int = 1) -> list[Part]:
     space = SSTSpace(small)
     parts: list[Part] = []
     blocks: list[Part] = []
-    for op in config.ops:
-        for h in config.heads:
+    for op in config.all_ops():
+        for h in config.heads[:1] if op in HEADLESS_OPS else config.heads:
             sample = {}
             for s, l in small.layers():
-                sample[op_label(s, l)] = op
+                allowed = small.layer_ops(s, l)
+                sample[op_label(s, l)] = op if op in allowed else allowed[0]
                 sample[heads_label(s, l)] = h
             sub = space.freeze(sample).eval()
             shapes = _input_shapes(sub, torch.zeros(config.input_shape(batch)))
@@ -93,6 +108,10 @@ def space_parts(config: SpaceConfig, batch: int = 1) -> list[Part]:
                     parts.append(Part(f"downsample{i}", ds, shapes[f"downsample{i}"]))
                 parts.append(Part("head", sub.head, shapes["head"]))
             for s, stage in enumerate(sub.stages, 1):
-                blocks.append(Part(block_key(s, op, h), stage[0], shapes[f"stage{s}"], s, op, h))
-    blocks.sort(key=lambda p: (p.stage, config.ops.index(p.op), config.heads.index(p.heads)))
+                if op in config.stage_ops(s):
+                    heads = None if op in HEADLESS_OPS else h
+                    blocks.append(Part(block_key(s, op, h), stage[0], shapes[f"stage{s}"], s, op, heads))
+    order = config.all_ops()
+    blocks.sort(key=lambda p: (p.stage, order.index(p.op),
+                               -1 if p.heads is None else config.heads.index(p.heads)))
     return parts + blocks

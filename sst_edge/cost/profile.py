@@ -55,7 +55,7 @@ from ..fileio import atomic_write_json, sha256_file, utc_now
 from ..space.config import SpaceConfig, load_space
 from .latency import LatencyTable, StageEntry, check_table, fixed_keys, read_table, target_record
 from .onnx_export import export_for_target
-from .parts import Part, block_key, space_parts
+from .parts import Part, space_parts, stage_block_keys
 from .validation import MIN_AFFINE, plot_validation, summarize
 
 EXPORTER = "torch.onnx.export(dynamo=False), TorchScript exporter"
@@ -247,8 +247,10 @@ def _table_from(config: SpaceConfig, target: Target, backend: str, policy: Timin
     fixed = {k: (list(shapes[k]), timings[k]) for k in fixed_keys(config)}
     stages = []
     for s, st in enumerate(config.stages, 1):
-        blocks = {op: {h: timings[block_key(s, op, h)] for h in config.heads} for op in config.ops}
-        shape = shapes[block_key(s, config.ops[0], config.heads[0])]
+        blocks: dict[str, dict[int, Timing]] = {}
+        for op, h, key in stage_block_keys(config, s):  # headless ops: one timing under every heads value
+            blocks.setdefault(op, {})[h] = timings[key]
+        shape = shapes[stage_block_keys(config, s)[0][2]]
         stages.append(StageEntry(s, st.depth, list(shape), blocks))
     settings = {"policy": policy.to_dict(), "batch": 1, "seed": seed, "duration_s": round(duration_s, 1),
                 "background": dict(background), **(extra or {})}
@@ -318,8 +320,8 @@ def _bundle_space(bundle: Bundle, space: str | Path | SpaceConfig | None) -> Spa
 
 
 def _part_keys(config: SpaceConfig) -> list[str]:
-    blocks = [block_key(s, op, h) for s in range(1, len(config.stages) + 1) for op in config.ops
-              for h in config.heads]
+    blocks = list(dict.fromkeys(key for s in range(1, len(config.stages) + 1)
+                                for _, _, key in stage_block_keys(config, s)))
     return fixed_keys(config) + blocks
 
 

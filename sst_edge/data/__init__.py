@@ -11,7 +11,7 @@ from typing import Any
 
 _EXPORTS = {
     "Episode": "episodes", "EpisodeDataset": "episodes", "episode_loader": "episodes",
-    "write_video": "encode",
+    "write_video": "encode", "write_frames": "frames", "videos_to_frames": "frames", "encode_image": "frames",
     "SynthClass": "synth", "synth_classes": "synth", "render_clip": "synth", "generate_synthetic": "synth",
     "CheckReport": "check", "check_dataset": "check", "print_report": "check",
 }

@@ -1,4 +1,6 @@
-"""Scan a dataset: clips per class, every unreadable clip with the reason, split entries that are missing."""
+"""Scan a dataset: clips per class, every unreadable clip (or frame image) with the reason, split entries
+that are missing; for frame folders also empty images, and gaps in the frame numbering as warnings (the
+clip still loads: frames are taken by position, but a gap usually means frames lost in extraction)."""
 
 from __future__ import annotations
 
@@ -7,11 +9,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..device.datasets import SPLITS, find_split_files, read_split_file, scan_class_folders
-from ..device.decoders import make_decoder
+from ..device import archive
+from ..device.datasets import NO_CLASSES, SPLITS, find_split_files, read_split_file, scan_class_folders
+from ..device.decoders import VideoDecoder, make_decoder
+from ..device.frames import FrameFolderInfo, decode_all_frames
 from ..device.preprocess import sample_indices
 from ..device.probe import decode_all
 from ..errors import DatasetError, VideoError
+from ..fileio import os_reason
 
 
 @dataclass
@@ -21,6 +26,7 @@ class CheckReport:
     clips: dict[str, int]                                     # class -> number of clips
     unreadable: dict[str, list[tuple[Path, str]]]             # class -> [(clip, reason)]
     split_problems: list[str] = field(default_factory=list)   # missing entries, bad split files
+    warnings: list[tuple[Path, str]] = field(default_factory=list)  # gaps in frame numbers, empty folders
 
     @property
     def n_clips(self) -> int:
@@ -42,20 +48,18 @@ def check_dataset(root: str | Path, decoder: str = "auto", frames: int = 8, full
     root = Path(root)
     classes = scan_class_folders(root)
     if not classes:
-        raise DatasetError("no class folders with video files (expected root/<class>/<clip>.mp4)", root)
+        raise DatasetError(NO_CLASSES, root)
     dec = make_decoder(decoder)
     report = CheckReport(root=root, decoder=dec.name, clips={c: len(v) for c, v in classes.items()},
                          unreadable={})
+    report.warnings += [(p, "empty folder: no videos or frame folders (not a class)") for p in _empty(root)]
     jobs = [(c, p) for c, paths in classes.items() for p in paths]
     for cls, path in tqdm(jobs, desc="checking clips", unit="clip", disable=not progress):
         try:
-            info = dec.info(path)
-            dec.read(path, sample_indices(info.num_frames, frames, train=False), None)
-            if full:
-                decode_all(path)
+            _check_clip(dec, path, frames, full, report.warnings)
         except VideoError as e:
-            reason = str(e).removeprefix(f"{path}: ")
-            report.unreadable.setdefault(cls, []).append((path, reason))
+            where = e.path or path
+            report.unreadable.setdefault(cls, []).append((where, e.message))
     try:
         files = find_split_files(root / "splits")
     except DatasetError as e:
@@ -68,6 +72,51 @@ def check_dataset(root: str | Path, decoder: str = "auto", frames: int = 8, full
         except DatasetError as e:
             report.split_problems.append(str(e))
     return report
+
+
+def _check_clip(dec: VideoDecoder, path: Path, frames: int, full: bool,
+                warnings: list[tuple[Path, str]]) -> None:
+    """Read ``path`` as evaluation would (VideoError if it cannot be); warnings about it go to ``warnings``
+    first (a gap is worth knowing about even in a clip that then fails)."""
+    info = dec.info(path)
+    if isinstance(info, FrameFolderInfo):
+        warnings += _gaps(info)
+        for i in range(info.num_frames):  # cheap, and a common failure of an interrupted extraction
+            try:
+                empty = archive.file_size(info.file(i)) == 0
+            except OSError as e:
+                raise VideoError(f"unreadable image: {os_reason(e)}", info.file(i)) from None
+            if empty:
+                raise VideoError("unreadable image: empty file (0 bytes)", info.file(i))
+    dec.read(path, sample_indices(info.num_frames, frames, train=False), None)
+    if full:
+        if isinstance(info, FrameFolderInfo):
+            decode_all_frames(info)
+        else:
+            decode_all(path)
+
+
+def _gaps(info: FrameFolderInfo) -> list[tuple[Path, str]]:
+    """A warning for missing frame numbers (frames lost in extraction, usually); none when there are none."""
+    gaps = info.gaps()
+    if not gaps:
+        return []
+    runs = [f"{a}" if a == b else f"{a}-{b}" for a, b in gaps]
+    shown = ", ".join(runs[:5]) + (f", ... ({len(runs)} gaps)" if len(runs) > 5 else "")
+    missing = sum(b - a + 1 for a, b in gaps)
+    first, last = info.numbers[0], info.numbers[-1]
+    return [(info.path, f"gap in the frame numbers: {missing} missing ({shown}) between {first} and {last}; "
+                        f"the clip is read from the {info.num_frames} frames present")]
+
+
+def _empty(root: Path) -> list[Path]:
+    """Class-level folders of ``root`` that hold nothing at all (empty clip folders are unreadable clips)."""
+    out = []
+    for cls in sorted(archive.scandir(root), key=lambda e: e.name):
+        if cls.is_dir and not cls.name.startswith(".") and cls.name != "splits" and \
+                not [e for e in archive.scandir(cls.path) if not e.name.startswith(".")]:
+            out.append(cls.path)
+    return out
 
 
 def print_report(report: CheckReport) -> None:
@@ -93,6 +142,10 @@ def print_report(report: CheckReport) -> None:
             console.print(f"[red]unreadable[/red] {line}", highlight=False, soft_wrap=True)
     for problem in report.split_problems:
         console.print(f"[red]split[/red] {escape(problem)}", highlight=False, soft_wrap=True)
+    for path, problem in report.warnings:
+        console.print(f"[yellow]warning[/yellow] {escape(f'{path}: {problem}')}", highlight=False,
+                      soft_wrap=True)
     verdict = "[green]all clips readable[/green]" if report.ok else "[red]problems found[/red]"
     console.print(f"{verdict}: {report.n_clips - report.n_unreadable} of {report.n_clips} clips readable, "
-                  f"{len(report.split_problems)} split problems", highlight=False)
+                  f"{len(report.split_problems)} split problems, {len(report.warnings)} warnings",
+                  highlight=False)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..cost.onnx_export import _quiet, agreement, quantize_dynamic_int8
+from ..device.evaluation import confidence_interval, paired_change
 from ..device.session import INPUT_NAME, cpu_session, ort_features
 from ..device.targets import Target
 from ..errors import SSTEdgeError
@@ -91,8 +92,9 @@ def quantize_static_int8(src: str | Path, dst: str | Path, clips: list[np.ndarra
 
 def episode_accuracy(paths: dict[str, Path], target: Target, config: SpaceConfig, data: str | Path,
                      head: Any, episodes: int, split: str = "val", seed: int = 0,
-                     progress: bool = False) -> dict[str, float]:
-    """Mean 5-way 1-shot accuracy of each ONNX model on the same seeded episodes of `split`."""
+                     progress: bool = False) -> dict[str, np.ndarray]:
+    """Per-episode 5-way 1-shot accuracies of each ONNX model on the same seeded episodes of `split`
+    (paired: the change between two models is measured episode by episode)."""
     from ..data.episodes import EpisodeDataset
     from ..device.datasets import load_splits
     from ..train.evaluate import compare_embeddings
@@ -107,7 +109,7 @@ def episode_accuracy(paths: dict[str, Path], target: Target, config: SpaceConfig
 
     embeds = [embedder(cpu_session(path, target)) for path in paths.values()]
     acc = compare_embeddings(embeds, ds, [head], progress=progress, desc="accuracy " + " vs ".join(paths))
-    return {key: float(a[0].mean()) for key, a in zip(paths, acc, strict=True)}
+    return {key: a[0] for key, a in zip(paths, acc, strict=True)}
 
 
 def quantize_for_target(fp32: Path, dst: Path, target: Target, config: SpaceConfig, *, mode: str | None,
@@ -156,9 +158,13 @@ def quantize_for_target(fp32: Path, dst: Path, target: Target, config: SpaceConf
     head = head or HeadConfig()
     acc = episode_accuracy({"fp32": fp32, "int8": dst}, target, config, data, head, episodes,
                            progress=progress)
-    rec["accuracy"] = {"split": "val", "episodes": episodes, "way": 5, "shot": 1, "head": head.kind,
-                       "fp32": acc["fp32"], "int8": acc["int8"],
-                       "change_points": round(100 * (acc["int8"] - acc["fp32"]), 2)}
-    say(f"int8    accuracy on {episodes} val episodes: fp32 {acc['fp32']:.1%}, int8 {acc['int8']:.1%} "
-        f"({rec['accuracy']['change_points']:+.1f} points)")
+    change = paired_change(acc["fp32"], acc["int8"])
+    rec["accuracy"] = {"split": "val", "way": 5, "shot": 1, "head": head.kind,
+                       "fp32": float(acc["fp32"].mean()), "int8": float(acc["int8"].mean()),
+                       "fp32_ci95": confidence_interval(acc["fp32"]),
+                       "int8_ci95": confidence_interval(acc["int8"]), **change}
+    sig = "significant" if change["significant"] else "not significant"
+    say(f"int8    accuracy on {episodes} val episodes: fp32 {rec['accuracy']['fp32']:.1%}, int8 "
+        f"{rec['accuracy']['int8']:.1%}: {change['change_points']:+.2f} points "
+        f"(95% CI +-{change['ci95_points']:.2f}, paired, {sig})")
     return rec

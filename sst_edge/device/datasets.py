@@ -1,5 +1,9 @@
 """Few-shot video datasets: ``root/<class>/<clip>.<ext>``, split into disjoint meta-train/val/test classes.
 
+A clip is a video file or a folder of extracted frames (``root/<class>/<clip>/00000001.jpg``, the layout of
+the TRX / STRM / HyRSM code; see frames.py); one dataset, even one class, may hold both. The root may be a
+zip archive of frame folders (``ssv2.zip``, or a folder inside one), read in place (archive.py).
+
 Two sources of the split:
 - split files in the format of the few-shot action-recognition literature (ARN, OTAM, TRX, CMN splits of
   HMDB51, UCF101, SSv2, Kinetics-100): one ``class/clip`` per line, with or without the file extension,
@@ -10,7 +14,6 @@ Two sources of the split:
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import DatasetError
+from . import archive
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
                     ".ogv")
@@ -70,17 +74,45 @@ class FewShotSplits:
         return getattr(self, name)
 
 
-def scan_class_folders(root: str | Path) -> dict[str, tuple[Path, ...]]:
-    """Every sub-folder of ``root`` that holds video files is a class; its videos are its clips."""
+NO_CLASSES = ("no class folders with video files or frame folders (expected root/<class>/<clip>.mp4 or "
+              "root/<class>/<clip>/<frame number>.jpg)")
+
+
+def is_leaf_folder(path: str | Path) -> bool:
+    """A folder that holds no sub-folder and no video: a clip's frames (or an empty clip, which loading
+    and ``data check`` report). A folder of videos or of folders is a dataset level, never a clip."""
+    try:
+        for e in archive.scandir(path):
+            if not e.name.startswith(".") and (e.is_dir or (e.is_file and is_video(e.path))):
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def class_clips(folder: str | Path) -> tuple[Path, ...]:
+    """The clips of one class folder, sorted: its video files and its frame folders (leaf sub-folders)."""
+    return tuple(sorted(e.path for e in archive.scandir(folder) if not e.name.startswith(".") and (
+        (e.is_file and is_video(e.path)) or (e.is_dir and is_leaf_folder(e.path)))))
+
+
+def dataset_root(root: str | Path) -> Path:
+    """``root`` as a Path, or a `DatasetError` if it is neither a folder nor a zip archive (or a folder in
+    one: frame datasets are read from a zip in place, as TRX reads them)."""
     root = Path(root)
-    if not root.is_dir():
+    if not archive.is_dir(root):  # a damaged archive raises its own DatasetError
         raise DatasetError("dataset folder not found", root)
+    return root
+
+
+def scan_class_folders(root: str | Path) -> dict[str, tuple[Path, ...]]:
+    """Every sub-folder of ``root`` that holds clips (video files or frame folders) is a class."""
+    root = dataset_root(root)
     out: dict[str, tuple[Path, ...]] = {}
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.name.startswith(".") or not entry.is_dir():
+    for entry in sorted(archive.scandir(root), key=lambda e: e.name):
+        if entry.name.startswith(".") or not entry.is_dir:
             continue
-        clips = tuple(sorted(Path(e.path) for e in os.scandir(entry.path)
-                             if e.is_file() and is_video(Path(e.name))))
+        clips = class_clips(entry.path)
         if clips:
             out[entry.name] = clips
     return out
@@ -91,37 +123,40 @@ class _ClassIndex:
 
     def __init__(self, root: Path):
         self.root = root
-        self._dirs: dict[str, dict[str, list[Path]]] = {}
+        self._dirs: dict[str, dict[str, list[archive.Entry]] | None] = {}
 
-    def _listing(self, cls: str) -> dict[str, list[Path]]:
+    def _listing(self, cls: str) -> dict[str, list[archive.Entry]] | None:
+        """Name (and stem, for videos) -> entries of the class folder; None if there is no such folder."""
         if cls not in self._dirs:
-            names: dict[str, list[Path]] = {}
-            folder = self.root / cls
-            if folder.is_dir():
-                for e in os.scandir(folder):
-                    p = Path(e.path)
-                    names.setdefault(e.name, []).append(p)
-                    if is_video(p):
-                        names.setdefault(p.stem, []).append(p)
+            try:
+                entries = archive.scandir(self.root / cls)
+            except OSError:
+                self._dirs[cls] = None
+                return None
+            names: dict[str, list[archive.Entry]] = {}
+            for e in entries:
+                names.setdefault(e.name, []).append(e)
+                if is_video(e.path):
+                    names.setdefault(e.path.stem, []).append(e)
             self._dirs[cls] = names
         return self._dirs[cls]
 
     def resolve(self, entry: str) -> Path | str:
-        """The clip file for ``class/clip[.ext]``, or the reason there is none."""
+        """The clip for ``class/clip[.ext]`` (a video file, or a folder of frames: an exact name first),
+        or the reason there is none."""
         cls, _, clip = entry.rpartition("/")
         if not cls or not clip:
             return "expected 'class/clip'"
-        hits = self._listing(cls).get(clip, [])
-        files = [p for p in hits if p.is_file()]
-        if files:
-            exact = [p for p in files if p.name == clip]
-            if exact:
-                return exact[0]
-            return sorted(files, key=lambda p: VIDEO_EXTENSIONS.index(p.suffix.lower()))[0]
-        if hits:
-            return f"{self.root / entry} is a folder (frame folders are not supported: use video files)"
-        if not (self.root / cls).is_dir():
+        listing = self._listing(cls)
+        if listing is None:
             return f"no class folder {self.root / cls}"
+        hits = listing.get(clip, [])
+        exact = [e.path for e in hits if e.name == clip and (e.is_file or e.is_dir)]
+        if exact:
+            return exact[0]
+        files = [e.path for e in hits if e.is_file]
+        if files:
+            return sorted(files, key=lambda p: VIDEO_EXTENSIONS.index(p.suffix.lower()))[0]
         return f"no clip {clip}[.ext] in {self.root / cls}"
 
 
@@ -136,8 +171,7 @@ def read_split_file(path: str | Path, root: str | Path, name: str | None = None,
     path, root = Path(path), Path(root)
     if not path.is_file():
         raise DatasetError("split file not found", path)
-    if not root.is_dir():
-        raise DatasetError("dataset folder not found", root)
+    root = dataset_root(root)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
@@ -224,9 +258,7 @@ def load_splits(root: str | Path, splits: str | Path | Mapping[str, str | Path] 
     None, ``root/splits`` is used if it holds split files; otherwise the class folders are split by
     ``ratios`` with ``seed``. Raises `DatasetError` if a class appears in two splits.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError("dataset folder not found", root)
+    root = dataset_root(root)
     files: dict[str, Path] | None
     if isinstance(splits, Mapping):
         missing = [s for s in SPLITS if s not in splits]
@@ -245,7 +277,7 @@ def load_splits(root: str | Path, splits: str | Path | Mapping[str, str | Path] 
     else:
         folders = scan_class_folders(root)
         if not folders:
-            raise DatasetError("no class folders with video files (expected root/<class>/<clip>.mp4)", root)
+            raise DatasetError(NO_CLASSES, root)
         parts = split_classes(list(folders), ratios, seed)
         sets = {s: ClipSet(name=s, root=root, clips={c: folders[c] for c in parts[s]}) for s in SPLITS}
         source = f"class folders, ratios {tuple(ratios)}, seed {seed}"

@@ -6,6 +6,9 @@ Both return the same pixels for the same frame indices, at native size and at a 
   `scale` filter default; PyAV is given the same filter graph), so reduced-size decodes match too.
 Decoding straight to the reduced size is cheaper than decoding full frames and shrinking them.
 
+A path that is a folder is a clip of extracted frames (frames.py): every decoder reads those the same
+way, with PyAV's image decoders, so a dataset may mix videos and frame folders.
+
 A decoder holds no open file between calls, only a cache of probes, so one instance per DataLoader
 worker (or thread) is all that is needed; `get_decoder` hands out one per thread.
 """
@@ -13,6 +16,7 @@ worker (or thread) is all that is needed; `get_decoder` hands out one per thread
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -23,6 +27,8 @@ import av
 import numpy as np
 
 from ..errors import SSTEdgeError, VideoError
+from . import archive
+from .frames import FrameFolderInfo, ImageReader, probe_frames
 from .probe import VideoInfo, av_reason, probe_video
 
 DECODERS = ("auto", "decord", "pyav")
@@ -49,32 +55,57 @@ def resolve_decoder_name(name: str) -> str:
     return name
 
 
+def _member_key(path: Path) -> tuple[str, int, int]:
+    """The cache key of a frame folder inside a zip archive (the archive's size and mtime); a `VideoError`
+    for anything else that is not on the disk."""
+    hit = archive.locate(path)
+    if hit is None:
+        probe_video(path)  # raises with the right message
+        raise AssertionError("unreachable")
+    arc, inner = hit
+    if inner not in arc.folders:
+        if inner.rpartition("/")[2] in arc.folders.get(inner.rpartition("/")[0], {}):
+            raise VideoError(f"is a file inside the zip archive {arc.path}: only frame folders are read from "
+                             "an archive (extract videos first)", path)
+        raise VideoError(f"not found in the zip archive {arc.path}", path)
+    return (str(path), *arc.stamp)
+
+
+FOLDER_CACHE = 512  # frame-folder probes kept: each holds every frame name, so fewer than video probes
+
+
 class VideoDecoder(ABC):
-    """Reads chosen frames of a clip as uint8 RGB ``[N, H, W, 3]``."""
+    """Reads chosen frames of a clip (a video file or a folder of frames) as uint8 RGB ``[N, H, W, 3]``."""
 
     name: str = ""
 
     def __init__(self, threads: int = 1, cache_size: int = 4096):
         self.threads = int(threads)
         self._cache: OrderedDict[tuple[str, int, int], VideoInfo] = OrderedDict()
+        self._folders: OrderedDict[tuple[str, int, int], VideoInfo] = OrderedDict()
         self._cache_size = cache_size
+        self._images = ImageReader()
 
     def info(self, path: str | Path) -> VideoInfo:
-        """Probe ``path`` (cached by path, size and mtime); raises `VideoError` for an unreadable clip."""
+        """Probe ``path`` (cached by path, size and mtime; a folder's mtime changes when frames are added
+        or removed); raises `VideoError` for an unreadable clip."""
         path = Path(path)
         try:
             st = path.stat()
             key = (str(path), st.st_size, st.st_mtime_ns)
+            folder = stat.S_ISDIR(st.st_mode)
         except OSError:
-            return probe_video(path)  # raises with the right message
-        hit = self._cache.get(key)
+            key, folder = _member_key(path), True  # a folder inside a zip archive, or an error
+        cache, limit = (self._folders, min(FOLDER_CACHE, self._cache_size)) if folder else \
+            (self._cache, self._cache_size)
+        hit = cache.get(key)
         if hit is not None:
-            self._cache.move_to_end(key)
+            cache.move_to_end(key)
             return hit
-        info = probe_video(path)
-        self._cache[key] = info
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        info = probe_frames(path, self._images) if folder else probe_video(path)
+        cache[key] = info
+        if len(cache) > limit:
+            cache.popitem(last=False)
         return info
 
     def read(self, path: str | Path, indices: Sequence[int],
@@ -92,7 +123,10 @@ class VideoDecoder(ABC):
             raise ValueError(f"{path}: frame indices {bad[:5]} out of range 0..{info.num_frames - 1}")
         height, width = size if size is not None else (info.height, info.width)
         unique = sorted(set(wanted))
-        frames = self._read_unique(info, unique, int(height), int(width))
+        if isinstance(info, FrameFolderInfo):
+            frames = self._images.read(info, unique, int(height), int(width))
+        else:
+            frames = self._read_unique(info, unique, int(height), int(width))
         order = {pos: k for k, pos in enumerate(unique)}
         return frames[[order[i] for i in wanted]]
 

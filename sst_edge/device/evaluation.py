@@ -52,6 +52,21 @@ def confidence_interval(accuracies: np.ndarray) -> float:
     return float(1.96 * np.std(accuracies) / math.sqrt(n)) if n else float("nan")
 
 
+def paired_change(before: np.ndarray, after: np.ndarray, margin_points: float = 1.0) -> dict[str, Any]:
+    """The accuracy change from `before` to `after`, scored on the same episodes (paired), in points:
+    mean, 95% interval (normal approximation of the per-episode differences), whether it excludes 0
+    (significant), and whether it lies above -`margin_points` (no worse than the margin, at 95%)."""
+    before, after = np.asarray(before, np.float64), np.asarray(after, np.float64)
+    if before.shape != after.shape or before.ndim != 1 or not before.size:
+        raise SSTEdgeError(f"a paired change needs two equal-length 1-D episode accuracy arrays, got "
+                           f"{before.shape} and {after.shape}")
+    d = 100 * (after - before)
+    mean, half = float(d.mean()), float(1.96 * d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else math.inf
+    return {"episodes": int(d.size), "change_points": round(mean, 3), "ci95_points": round(half, 3),
+            "significant": bool(abs(mean) > half), "margin_points": margin_points,
+            "within_margin": bool(mean - half > -margin_points)}
+
+
 def reversed_pair_sets(clips: ClipSet) -> list[ClipSet]:
     """One 2-class ClipSet per reversed pair of `clips` (from the dataset's classes.json)."""
     meta_path = clips.root / "classes.json"

@@ -142,7 +142,7 @@ def frames_to_array(frames: np.ndarray, pre: Preprocess, train: bool = False,
 
 def load_clip(path: str | Path, preprocess: Preprocess, train: bool = False,
               rng: np.random.Generator | None = None, decoder: VideoDecoder | None = None) -> np.ndarray:
-    """Decode and preprocess one clip to float32 ``[T, 3, size, size]``.
+    """Decode and preprocess one clip (a video file or a folder of frames) to float32 ``[T, 3, size, size]``.
 
     ``train=False`` (the default, and what the runtime uses) is deterministic: segment centres, centre
     crop, no flip. ``train=True`` draws offsets, crop and flip from ``rng``. Raises `VideoError` for an

@@ -22,17 +22,20 @@ DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "int8")
 GRAPH_OPTIMIZATION = ("disable", "basic", "extended", "all")
 QUANT_MODES = ("dynamic", "static")
+# standard: attention as opset-17 MatMul/Softmax (any runtime); fused: ORT's com.microsoft MultiHeadAttention
+ATTENTION = ("standard", "fused")
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 KNOWN_PROVIDERS = ("CPUExecutionProvider", *GPU_PROVIDERS)
 _KEYS = {"name", "description", "backend", "device", "execution_providers", "provider_options", "precision",
-         "opset", "dynamic_batch", "threads", "graph_optimization", "quantization"}
+         "opset", "dynamic_batch", "threads", "graph_optimization", "quantization", "attention"}
 _QUANT_KEYS = {"mode", "op_types", "per_channel", "reduce_range", "calibration"}
 
 
 @dataclass(frozen=True)
 class Quantization:
     """INT8 settings. `dynamic`: weights quantized offline, activations at run time (no data needed).
-    `static` (a later issue) also needs `calibration` clips to fix activation ranges."""
+    `static` also needs `calibration` clips to fix activation ranges. `reduce_range` (7-bit weights) keeps
+    x86 CPUs without VNNI from saturating u8 x s8 products (bench/export.py measures both)."""
 
     mode: str = "dynamic"
     op_types: tuple[str, ...] = ("MatMul", "Gemm")
@@ -54,6 +57,7 @@ class Target:
     graph_optimization: str = "all"
     provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     quantization: Quantization | None = None
+    attention: str = "standard"
     description: str = ""
     source: str = field(default="", compare=False)
 
@@ -71,6 +75,8 @@ class Target:
         d = asdict(self)
         d.pop("source")
         d.pop("description")
+        if self.attention == "standard":  # the default before the key existed: older tables keep their hash
+            d.pop("attention")
         d["execution_providers"] = list(self.execution_providers)
         if self.quantization is not None:
             d["quantization"]["op_types"] = list(self.quantization.op_types)
@@ -186,6 +192,12 @@ def parse_target(doc: Any, source: str = "<memory>") -> Target:
                         "TensorrtExecutionProvider.trt_fp16_enable: true")
     if precision == "int8" and providers and providers[0] != "CPUExecutionProvider":
         problems.append("precision: int8 is implemented for the CPU provider only (dynamic MatMul/Gemm)")
+    attention = doc.get("attention", "standard")
+    if attention not in ATTENTION:
+        problems.append(f"attention: expected one of {list(ATTENTION)}, got {attention!r}")
+    elif attention == "fused" and (backend != "onnxruntime" or (providers and providers[0] == trt)):
+        problems.append("attention: 'fused' is ONNX Runtime's com.microsoft MultiHeadAttention, for the CPU "
+                        "and CUDA providers; TensorRT and torch targets need 'standard' (opset-17 ONNX)")
     quant = None
     if precision == "int8":
         quant = _parse_quantization(doc.get("quantization", {}) or {}, problems)
@@ -199,7 +211,8 @@ def parse_target(doc: Any, source: str = "<memory>") -> Target:
         dynamic_batch=True if dynamic_batch is None else dynamic_batch,
         threads=1 if threads is None else threads,
         graph_optimization=graph_opt, provider_options={k: dict(v) for k, v in popts.items()},
-        quantization=quant, description=str(doc.get("description", "")).strip(), source=source,
+        quantization=quant, attention=attention, description=str(doc.get("description", "")).strip(),
+        source=source,
     )
 
 

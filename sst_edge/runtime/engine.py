@@ -98,7 +98,7 @@ class FewShotRuntime:
         return get_decoder(self.decoder_name)
 
     def load(self, path: str | Path, decoder: VideoDecoder | None = None) -> np.ndarray:
-        """Decode and preprocess one video as in evaluation (segment centres, centre crop):
+        """Decode and preprocess one video or frame folder as in evaluation (segment centres, centre crop):
         float32 ``[T, 3, H, W]``. Raises `VideoError` (naming the file) for an unreadable one."""
         return load_clip(path, self.card.preprocess, train=False, decoder=decoder or self.decoder())
 
@@ -111,11 +111,12 @@ class FewShotRuntime:
         return feats
 
     def embed_file(self, path: str | Path, decoder: VideoDecoder | None = None) -> np.ndarray:
-        """One video's features ``[T, C]``, checked finite."""
+        """One clip's (video or frame folder) features ``[T, C]``, checked finite."""
         return self.finite(self.embed(self.load(path, decoder)[None])[0], str(path))
 
     def embed_paths(self, paths: Sequence[str | Path], batch: int = 8) -> np.ndarray:
-        """Features ``[N, T, C]`` of videos, decoded and embedded `batch` at a time, checked finite."""
+        """Features ``[N, T, C]`` of clips (videos or frame folders), decoded and embedded `batch` at a time,
+        checked finite."""
         out = []
         for i in range(0, len(paths), batch):
             chunk = paths[i:i + batch]

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..device.card import ModelCard
+from ..device.frames import clip_sha256, is_folder
 from ..device.heads import HEADS, HeadConfig
 from ..errors import SSTEdgeError
 from ..fileio import (
@@ -47,7 +48,6 @@ from ..fileio import (
     read_bytes,
     read_json,
     sha256_bytes,
-    sha256_file,
     stat_file,
     utc_now,
 )
@@ -126,8 +126,8 @@ class ClipRecord:
     """One enrolled clip: its feature file and where it came from."""
 
     id: str
-    source: str  # the video's absolute path at enrollment
-    sha256: str  # of the source video: the same video is not enrolled twice into a label
+    source: str  # the video's (or frame folder's) absolute path at enrollment
+    sha256: str  # of the source video (frames_sha256 for a folder): not enrolled twice into a label
     added: str
     file: str  # feature file, relative to the gallery
     features_sha256: str
@@ -511,9 +511,10 @@ class Gallery:
         for c in clips:
             p = Path(c).expanduser().absolute()
             try:
-                stat_file(p, "video")
-                decoder.info(p)  # probe: missing, empty, foreign, truncated -> VideoError naming the file
-                digest = sha256_file(p)
+                if not is_folder(p):  # a folder is a clip of frames, probed and hashed image by image
+                    stat_file(p, "video")
+                # probe: missing, empty, foreign, truncated -> VideoError naming the file (or image)
+                digest = clip_sha256(decoder.info(p))
             except SSTEdgeError as e:
                 bad.append(e)
                 continue

@@ -105,7 +105,8 @@ def stream_video(runtime: FewShotRuntime, classifier: Classifier, path: str | Pa
     fps = info.fps
     if unit == "seconds":
         if not fps > 0:
-            raise SSTEdgeError("the video has no frame rate: give the window and stride in frames", path)
+            raise SSTEdgeError("the clip has no frame rate (a folder of frames has none): give the window "
+                               "and stride in frames (--unit frames)", path)
         w, st = int(round(window * fps)), int(round(stride * fps))
     else:
         w, st = int(window), int(stride)

@@ -26,12 +26,24 @@ TRIALS_DIR = "trials"
 
 
 def sample_of(model: nn.Module, config: SpaceConfig) -> dict[str, Any]:
-    """Read the architecture back from a frozen subnet (what NNI hands a trial is a model, not a sample)."""
+    """The architecture of the frozen subnet NNI hands a trial (a model, not a sample).
+
+    The sample SSTSpace.freeze recorded on it, else NNI's model context (a trial process rebuilding the
+    model), else read back from the blocks; a block without attention (tam, msq) cannot tell its layer's
+    heads value, which changes nothing in it, so that fallback records the first one.
+    """
+    from nni.nas.space import current_model
+
+    labels = config.choices()
+    for known in (getattr(model, "frozen_sample", None), current_model()):
+        if isinstance(known, dict) and all(k in known for k in labels):
+            return {k: known[k] for k in labels}
     sample: dict[str, Any] = {}
     for (s, l) in config.layers():
         block = model.stages[s - 1][l - 1]
         sample[op_label(s, l)] = block.mode
-        sample[heads_label(s, l)] = block.q.out_features // block.head_dim
+        q = getattr(block, "q", None)
+        sample[heads_label(s, l)] = q.out_features // block.head_dim if q is not None else config.heads[0]
     return sample
 
 

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._nni import FlopsResult, MutableLinear, MutableShape, ParametrizedModule, profiler_leaf_module
+from .attention import attention
+from .shift import channel_fold, channel_shift, gather_tokens, patch_shift_index
 
 
 def _out_features(linear: nn.Module) -> Any:
@@ -47,15 +49,27 @@ class SpaceTimeBlock(nn.Module):
 
     sab: self-attention over the N spatial tokens of each frame.
     tab: self-attention over the T temporal tokens at each spatial position (divided space-time attention).
+    tps: sab with a temporal shift (shift.py): odd layers shift patches before q/k/v and back after
+         attention, even layers shift channels (TSM), as TPS alternates them. Same weights and cost as sab.
     Attention width is heads x head_dim (AutoFormer style), so `heads` (an int or an NNI choice) changes cost.
     q, k, v are separate layers: slicing a fused qkv for fewer heads would mix q, k and v between heads.
     """
 
-    def __init__(self, dim: int, heads: Any, head_dim: int, mlp_ratio: float, mode: str):
+    def __init__(self, dim: int, heads: Any, head_dim: int, mlp_ratio: float, mode: str,
+                 frames: int = 0, grid: int = 0, layer: int = 1):
         super().__init__()
-        if mode not in ("tab", "sab"):
-            raise ValueError(f"mode must be 'tab' or 'sab', got {mode!r}")
+        if mode not in ("tab", "sab", "tps"):
+            raise ValueError(f"mode must be 'tab', 'sab' or 'tps', got {mode!r}")
         self.mode = mode
+        self.patch_shift = mode == "tps" and layer % 2 == 1
+        self.fold = channel_fold(dim)
+        if self.patch_shift:
+            if frames < 1 or grid < 1:
+                raise ValueError("tps needs the clip's frames and token grid")
+            self.frames, self.tokens, self.dim = frames, grid * grid, dim
+            self.register_buffer("shift_fwd", patch_shift_index(frames, grid), persistent=False)
+            back = patch_shift_index(frames, grid, inverse=True)
+            self.register_buffer("shift_back", back, persistent=False)
         self.head_dim = head_dim
         width = heads * head_dim
         hidden = int(round(dim * mlp_ratio))
@@ -70,18 +84,27 @@ class SpaceTimeBlock(nn.Module):
         _init_weights(self)
 
     def _attend(self, h: torch.Tensor) -> torch.Tensor:
-        """h: [batch, seq, C] -> [batch, seq, C]. SDPA; the exporter turns it into plain MatMul/Softmax."""
-        b, s, _ = h.shape
-        q = self.q(h).reshape(b, s, -1, self.head_dim).transpose(1, 2)
-        k = self.k(h).reshape(b, s, -1, self.head_dim).transpose(1, 2)
-        v = self.v(h).reshape(b, s, -1, self.head_dim).transpose(1, 2)
-        o = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(o.transpose(1, 2).reshape(b, s, -1))
+        """h: [batch, seq, C] -> [batch, seq, C]. SDPA; exported as plain MatMul/Softmax, or as ORT's fused
+        attention for targets that ask for it (space/attention.py)."""
+        q = self.q(h)
+        return self.proj(attention(q, self.k(h), self.v(h), int(q.shape[-1]) // self.head_dim))
+
+    def _attend_shifted(self, h: torch.Tensor) -> torch.Tensor:
+        """tps with patch shift: h [B, T, N, C] shifted, attended per frame, projected, shifted back
+        (the projection acts per token, so shifting back after it equals shifting back before it)."""
+        b, t, n, c = h.shape
+        h = gather_tokens(h, self.shift_fwd, self.frames, self.tokens, self.dim)
+        h = self._attend(h.reshape(b * t, n, c)).reshape(b, t, n, c)
+        return gather_tokens(h, self.shift_back, self.frames, self.tokens, self.dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, n, c = x.shape
         h = self.norm1(x)
-        if self.mode == "sab":
+        if self.patch_shift:
+            h = self._attend_shifted(h)
+        elif self.mode in ("sab", "tps"):
+            if self.mode == "tps":
+                h = channel_shift(h, self.fold)
             h = self._attend(h.reshape(b * t, n, c)).reshape(b, t, n, c)
         else:
             h = h.transpose(1, 2).reshape(b * n, t, c)
@@ -97,7 +120,7 @@ class SpaceTimeBlock(nn.Module):
         width = _out_features(self.q)
         hidden = self.fc1.out_features
         tokens = t * n
-        attn = 2 * t * n * n * width if self.mode == "sab" else 2 * n * t * t * width
+        attn = 2 * n * t * t * width if self.mode == "tab" else 2 * t * n * n * width
         flops = (
             2 * _layer_norm_flops(tokens * c)
             + 4 * tokens * c * width  # q, k, v, proj

@@ -20,14 +20,22 @@ from ..resources import resolve
 if TYPE_CHECKING:
     from ..device.preprocess import Preprocess
 
-OPS = ("tab", "sab")
+OPS = ("tab", "sab", "tps", "tam", "msq")  # every op a space file may name (sst_edge/space/ops.py)
+DEFAULT_OPS = ("tab", "sab")  # a space file without choices.ops: the paper's two blocks
+HEADLESS_OPS = frozenset({"tam", "msq"})  # no attention: the layer's heads label does not change them
 
 
 @dataclass(frozen=True)
 class StageConfig:
+    """One stage. `ops` overrides the space's ops for every layer of the stage, `layer_ops` for single
+    layers ((layer, ops) pairs, 1-based): how a space offers an op (msq) at a few positions only.
+    Both empty = the space's ops; empty fields stay out of the hash, so older spaces keep theirs."""
+
     channels: int
     depth: int
     head_dim: int
+    ops: tuple[str, ...] = ()
+    layer_ops: tuple[tuple[int, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,21 @@ class SpaceConfig:
         """(stage, layer) of every choice block, both 1-based, in forward order."""
         return [(s, l) for s, st in enumerate(self.stages, 1) for l in range(1, st.depth + 1)]
 
+    def layer_ops(self, stage: int, layer: int) -> tuple[str, ...]:
+        """The ops layer `layer` (1-based) of stage `stage` may use."""
+        st = self.stages[stage - 1]
+        return dict(st.layer_ops).get(layer, st.ops or self.ops)
+
+    def stage_ops(self, stage: int) -> tuple[str, ...]:
+        """Every op some layer of `stage` may use, in the order of OPS (a latency table's rows)."""
+        used = {op for l in range(1, self.stages[stage - 1].depth + 1) for op in self.layer_ops(stage, l)}
+        return tuple(op for op in OPS if op in used)
+
+    def all_ops(self) -> tuple[str, ...]:
+        """Every op of the space, in the order of OPS."""
+        used = {op for s in range(1, len(self.stages) + 1) for op in self.stage_ops(s)}
+        return tuple(op for op in OPS if op in used)
+
     def labels(self) -> list[str]:
         out = []
         for s, l in self.layers():
@@ -64,7 +87,7 @@ class SpaceConfig:
         """{label: allowed values} of the full (unrestricted) space, in forward order."""
         out: dict[str, list] = {}
         for s, l in self.layers():
-            out[op_label(s, l)] = list(self.ops)
+            out[op_label(s, l)] = list(self.layer_ops(s, l))
             out[heads_label(s, l)] = list(self.heads)
         return out
 
@@ -72,6 +95,10 @@ class SpaceConfig:
         d = asdict(self)
         d.pop("source")
         d.pop("description")
+        for st in d["stages"]:
+            for key in ("ops", "layer_ops"):
+                if not st[key]:
+                    del st[key]  # absent = the space's ops: keeps the hash of spaces that predate them
         return d
 
     @property
@@ -110,6 +137,28 @@ def _need(d: dict, key: str, kind: type | tuple, where: str, problems: list[str]
     return v
 
 
+def _ops(value: Any, where: str, problems: list[str]) -> tuple[str, ...]:
+    ops = tuple(value) if isinstance(value, list) else ()
+    if not ops or any(o not in OPS for o in ops) or len(set(ops)) != len(ops):
+        problems.append(f"{where}: expected a non-empty subset of {list(OPS)}, got {value!r}")
+    return ops
+
+
+def _layer_ops(value: Any, depth: int | None, where: str,
+               problems: list[str]) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    """{layer: [ops]} -> sorted ((layer, ops), ...), layers 1..depth."""
+    if not isinstance(value, dict):
+        problems.append(f"{where}: expected a mapping {{layer: [ops]}}, got {value!r}")
+        return ()
+    out = []
+    for layer, ops in value.items():
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= (depth or 0):
+            problems.append(f"{where}: layer {layer!r} is not in 1..{depth}")
+            continue
+        out.append((layer, _ops(ops, f"{where}.{layer}", problems)))
+    return tuple(sorted(out))
+
+
 def parse_space(doc: Any, source: str = "<memory>") -> SpaceConfig:
     """Validate a parsed YAML document and build a SpaceConfig, listing every problem at once."""
     problems: list[str] = []
@@ -126,10 +175,8 @@ def parse_space(doc: Any, source: str = "<memory>") -> SpaceConfig:
     head_dim = doc.get("head_dim", 32)
     mlp_ratio = doc.get("mlp_ratio", 4)
     choices = _need(doc, "choices", dict, "space", problems) or {}
-    ops = tuple(choices.get("ops", OPS))
+    ops = _ops(choices.get("ops", DEFAULT_OPS), "choices.ops", problems)
     heads = tuple(choices.get("heads", ()))
-    if not ops or any(o not in OPS for o in ops):
-        problems.append(f"choices.ops: expected a non-empty subset of {list(OPS)}, got {list(ops)}")
     if not heads or not all(isinstance(h, int) and h > 0 for h in heads):
         problems.append(f"choices.heads: expected positive integers, got {list(heads)}")
     ds = doc.get("downsample", {"heads": 12})
@@ -142,8 +189,11 @@ def parse_space(doc: Any, source: str = "<memory>") -> SpaceConfig:
         ch = _need(st, "channels", int, f"stages[{i}]", problems)
         depth = _need(st, "depth", int, f"stages[{i}]", problems)
         hd = st.get("head_dim", head_dim)
+        st_ops = _ops(st["ops"], f"stages[{i}].ops", problems) if "ops" in st else ()
+        layer_ops = _layer_ops(st.get("layer_ops", {}), depth, f"stages[{i}].layer_ops", problems)
         if ch is not None and depth is not None:
-            stages.append(StageConfig(channels=ch, depth=depth, head_dim=int(hd)))
+            stages.append(StageConfig(channels=ch, depth=depth, head_dim=int(hd), ops=st_ops,
+                                      layer_ops=layer_ops))
     if stages_raw and len(stages_raw) < 1:
         problems.append("stages: at least one stage")
     if size is not None and size % 16:

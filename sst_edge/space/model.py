@@ -1,8 +1,10 @@
 """SSTSpace: the SST search space as an NNI ModelSpace, built from a SpaceConfig.
 
-Each choice block is a LayerChoice {tab, sab} labelled `s{stage}_l{layer}_op`, whose two candidates share
-one `s{stage}_l{layer}_heads` choice. A restriction (the shrunk space written by training) narrows the
-values of any label; the supernet weights stay loadable because widths only shrink (see supernet.py).
+Each choice block is a LayerChoice over the ops the space file allows at that layer ({tab, sab} in the
+paper's space; tps, tam, msq in sst_plus: ops.py) labelled `s{stage}_l{layer}_op`, whose candidates with
+attention share one `s{stage}_l{layer}_heads` choice (the others ignore it). A restriction (the shrunk
+space written by training) narrows the values of any label; the supernet weights stay loadable because
+widths only shrink (see supernet.py).
 
 The structure (3 stages x 8 layers of {TAB, SAB} x {6, 12, 16} heads) is the paper's Table 1; the widths
 come from the space YAML and are ours (search_spaces/sst_paper.yaml says how they were chosen).
@@ -18,8 +20,9 @@ import torch
 from torch import nn
 
 from .._nni import LayerChoice, ModelSpace, nni, recursive_freeze
-from .blocks import FrameFeatures, PatchEmbed, SpaceTimeBlock, SpatialDownsample
+from .blocks import FrameFeatures, PatchEmbed, SpatialDownsample
 from .config import SpaceConfig, heads_label, op_label
+from .ops import make_block
 
 Restriction = Mapping[str, Sequence]
 
@@ -57,10 +60,11 @@ class SSTSpace(ModelSpace):
                 raise ValueError("the patch embedding's last width must equal stage 1's channels")
             blocks = []
             for l in range(1, st.depth + 1):
-                ops = list(restrict.get(op_label(s, l), c.ops))
+                ops = list(restrict.get(op_label(s, l), c.layer_ops(s, l)))
                 heads = nni.choice(heads_label(s, l), list(restrict.get(heads_label(s, l), c.heads)))
                 blocks.append(LayerChoice(
-                    {op: SpaceTimeBlock(st.channels, heads, st.head_dim, c.mlp_ratio, op) for op in ops},
+                    {op: make_block(op, st.channels, heads, st.head_dim, c.mlp_ratio, c.frames, grid, l)
+                     for op in ops},
                     label=op_label(s, l),
                 ))
             self.stages.append(nn.Sequential(*blocks))
@@ -75,7 +79,10 @@ class SSTSpace(ModelSpace):
     def freeze(self, sample: dict[str, Any]) -> nn.Module:
         """A plain model of one subnet; raises if the sample breaks a label or the budget."""
         self.validate(sample)
-        return recursive_freeze(self, sample, include_root=False)[0]
+        model = recursive_freeze(self, sample, include_root=False)[0]
+        # Blocks without attention (tam, msq) do not show their layer's heads value: keep the sample.
+        model.frozen_sample = {k: sample[k] for k in self.config.choices() if k in sample}
+        return model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.embed(x)
@@ -97,7 +104,9 @@ def budget_constraint(space: SSTSpace, config: SpaceConfig, budget: Budget,
         if budget.table is None:
             raise ValueError("a latency budget needs a latency table")
         table = load_table(budget.table, config=config, allow_foreign=budget.allow_foreign_table)
-        expr = table.expression(restrict=restrict) <= budget.latency_ms
+        # The table's rows are per stage; a layer may allow fewer ops (layer_ops): narrow to the space's.
+        layers = {k: v for k, v in config.choices().items() if k.endswith("_op")}
+        expr = table.expression(restrict={**layers, **dict(restrict or {})}) <= budget.latency_ms
         return ExpressionConstraint(expr, label="latency_budget")
     if budget.gflops is not None:
         from .._nni import FlopsParamsProfiler

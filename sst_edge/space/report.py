@@ -69,6 +69,11 @@ def show_space(space: str | Path, restrict: str | Path | None = None, samples: i
                   f"{config.out_channels}]  ({config.source})")
     if config.description:
         console.print(config.description)
+    if "tps" in config.all_ops():
+        from .shift import shift_pattern
+
+        console.print(f"tps offsets at {config.frames} frames (rows h mod P, columns w mod P): "
+                      f"{[list(r) for r in shift_pattern(config.frames)]}")
     labels = Table(title="choice blocks", show_lines=False)
     labels.add_column("stage")
     labels.add_column("layer")
@@ -89,14 +94,15 @@ def show_space(space: str | Path, restrict: str | Path | None = None, samples: i
             ("largest", extreme_sample(config, keep, largest=True))]
     rows += [(f"random {i + 1}", random_sample(config, rng, keep)) for i in range(samples)]
     table = Table(title=f"subnets at {config.frames}x{config.size}x{config.size} (FLOPs = multiply-adds)")
-    for col in ("subnet", "GFLOPs (fvcore)", "GFLOPs (NNI expr.)", "params (M)", "ops tab/sab"):
+    all_ops = config.all_ops()
+    for col in ("subnet", "GFLOPs (fvcore)", "GFLOPs (NNI expr.)", "params (M)", f"ops {'/'.join(all_ops)}"):
         table.add_column(col, justify="right")
     figures: dict[str, Any] = {"architectures": n, "subnets": {}}
     for name, sample in rows:
         ref, expr = subnet_cost(config, sample), predicted_cost(config, sample)
         ops = [v for k, v in sample.items() if k.endswith("_op")]
         table.add_row(name, f"{ref.gflops:.4g}", f"{expr.gflops:.4g}", f"{ref.mparams:.4g}",
-                      f"{ops.count('tab')}/{ops.count('sab')}")
+                      "/".join(str(ops.count(op)) for op in all_ops))
         figures["subnets"][name] = {"gflops": ref.gflops, "gflops_expr": expr.gflops, "mparams": ref.mparams}
     console.print(table)
     lo, hi = figures["subnets"]["smallest"], figures["subnets"]["largest"]
