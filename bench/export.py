@@ -248,10 +248,10 @@ def speed(rounds: int) -> dict[str, dict]:
                 return module(x)
 
         runs["torch eager fp32"] = eager
-        probes = {k: make_session(p, fp32_target) for k, (p, _) in gemm_probes(tmp).items()}
-        probe_x = gemm_probes(tmp)["gemm fp32"][1]
+        gemms = gemm_probes(tmp)
+        probes = {k: make_session(p, fp32_target) for k, (p, _) in gemms.items()}
         for k, s in probes.items():
-            runs[k] = lambda s=s: s.run(None, {"x": probe_x})
+            runs[k] = lambda s=s, x=gemms[k][1]: s.run(None, {"x": x})
         secs = interleaved(runs, rounds)
         ref = ort_features(sessions[FP32], real)
         for key in [*RECIPES, "torch eager fp32"]:

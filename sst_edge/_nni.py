@@ -19,6 +19,7 @@ from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableLinear  # noqa: E
 from nni.nas.nn.pytorch.base import ParametrizedModule, recursive_freeze  # noqa: E402
 from nni.nas.profiler.pytorch.flops import FlopsParamsProfiler, FlopsResult  # noqa: E402
 from nni.nas.profiler.pytorch.utils import MutableShape, profiler_leaf_module  # noqa: E402
+from nni.nas.space import current_model  # noqa: E402
 
 __all__ = [
     "nni",
@@ -34,4 +35,5 @@ __all__ = [
     "FlopsResult",
     "MutableShape",
     "profiler_leaf_module",
+    "current_model",
 ]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from hostless import run_hostless
+from PIL import Image
 
 from sst_edge.data.check import check_dataset
 from sst_edge.data.frames import encode_image, write_frames
@@ -148,7 +149,6 @@ def test_mixed_dataset_scan_and_split_entries(tmp_path: Path, bframe_video: Path
 def test_png_frames_of_a_video_read_back_as_its_frames(synth_dataset: Path, tmp_path: Path) -> None:
     """Native size: exactly the video's decoded frames (also as Pillow decodes the files). At the
     preprocessing's reduced size: the video path scales in YUV, this one in RGB (measured bound)."""
-    image = pytest.importorskip("PIL.Image")
     dec = make_decoder("pyav")
     videos = sorted(synth_dataset.glob("*/*_000.mp4"))[:6]
     pre = Preprocess(frames=8, size=64, resize=73, decoder="pyav")
@@ -157,7 +157,7 @@ def test_png_frames_of_a_video_read_back_as_its_frames(synth_dataset: Path, tmp_
         frames = dec.read(v, range(dec.info(v).num_frames))
         folder = write_frames(tmp_path / v.stem, frames, "png")
         assert np.array_equal(dec.read(folder, range(len(frames))), frames)
-        pillow = np.stack([np.asarray(image.open(p).convert("RGB")) for p in sorted(folder.iterdir())])
+        pillow = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.iterdir())])
         assert np.array_equal(pillow, frames)
         levels = np.abs(load_clip(v, pre) - load_clip(folder, pre)) * np.asarray(pre.std)[:, None, None] * 255
         diffs.append(levels)

@@ -114,7 +114,7 @@ def export_for_target(module: nn.Module, example_input: torch.Tensor, path: str 
     dynamic_batch = target.dynamic_batch
     needs_step = target.precision == "int8" or (
         target.precision == "fp16" and target.provider != "TensorrtExecutionProvider")
-    fused = target.attention == "fused"
+    fused = target.fused_attention
     if not needs_step:
         return export_onnx(module, example_input, path, target.opset, dynamic_batch, fused)
     fp32 = path.with_name(path.stem + ".fp32.onnx")

@@ -231,7 +231,7 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
         fp32 = tmp / "model.fp32.onnx"
         say(f"export  {config.name} subnet -> ONNX opset {target.opset} ({target.name})")
         export_onnx(module, torch.zeros(config.input_shape(1)), fp32, target.opset, target.dynamic_batch,
-                    target.attention == "fused")
+                    target.fused_attention)
         pin_output_shape(fp32, config.frames, config.stages[-1].channels)
         check_onnx(fp32)
         trt = check_graph(fp32)

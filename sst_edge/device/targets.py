@@ -67,6 +67,11 @@ class Target:
         return self.execution_providers[0]
 
     @property
+    def fused_attention(self) -> bool:
+        """Attention exported as ORT's com.microsoft MultiHeadAttention (see space/attention.py)."""
+        return self.attention == "fused"
+
+    @property
     def uses_gpu(self) -> bool:
         return self.device == "cuda"
 

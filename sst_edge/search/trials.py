@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._nni import current_model
 from ..fileio import atomic_write_json
 from ..space.config import SpaceConfig, heads_label, op_label
 
@@ -32,8 +33,6 @@ def sample_of(model: nn.Module, config: SpaceConfig) -> dict[str, Any]:
     model), else read back from the blocks; a block without attention (tam, msq) cannot tell its layer's
     heads value, which changes nothing in it, so that fallback records the first one.
     """
-    from nni.nas.space import current_model
-
     labels = config.choices()
     for known in (getattr(model, "frozen_sample", None), current_model()):
         if isinstance(known, dict) and all(k in known for k in labels):

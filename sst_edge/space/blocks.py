@@ -50,7 +50,8 @@ class SpaceTimeBlock(nn.Module):
     sab: self-attention over the N spatial tokens of each frame.
     tab: self-attention over the T temporal tokens at each spatial position (divided space-time attention).
     tps: sab with a temporal shift (shift.py): odd layers shift patches before q/k/v and back after
-         attention, even layers shift channels (TSM), as TPS alternates them. Same weights and cost as sab.
+         attention, even layers shift channels (TSM), as TPS alternates them. sab's shapes and cost,
+         its own weights.
     Attention width is heads x head_dim (AutoFormer style), so `heads` (an int or an NNI choice) changes cost.
     q, k, v are separate layers: slicing a fused qkv for fewer heads would mix q, k and v between heads.
     """
