@@ -21,8 +21,10 @@ demo: $(STAMP)
 	rm -rf demo_out
 	$(VENV)/bin/sst-edge demo --out demo_out
 
+# ruff, then the package's layers (import-linter; the contracts are in pyproject.toml)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sst_edge tests bench
+	$(VENV)/bin/lint-imports
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q

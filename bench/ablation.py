@@ -54,14 +54,14 @@ from typing import Any
 
 import numpy as np
 
-from sst_edge.cost.flops import predicted_cost
+from sst_edge.cost.flops import extreme_sample, predicted_cost
 from sst_edge.data.synth import generate_synthetic
-from sst_edge.device.heads import HeadConfig
+from sst_edge.device.settings import HeadConfig
 from sst_edge.errors import SSTEdgeError
 from sst_edge.fileio import atomic_write_json, atomic_write_text, read_json
-from sst_edge.search import SearchSettings, run_search
+from sst_edge.search.experiment import run_search
+from sst_edge.search.settings import SearchSettings
 from sst_edge.space.config import load_space
-from sst_edge.space.report import extreme_sample
 from sst_edge.train.config import ShrinkConfig, TrainConfig
 from sst_edge.train.evaluate import evaluate
 from sst_edge.train.loop import train_supernet
@@ -118,15 +118,15 @@ def train(name: str, cfg: TrainConfig, out: Path) -> dict[str, Any]:
 def flops_budget(runs: list[Path]) -> float:
     """60% of the way from the cheapest to the largest subnet of the whole space, raised if need be so
     that the cheapest subnet of every (shrunk) run space fits: one budget for every search."""
-    from sst_edge.train.evaluate import run_restriction
+    from sst_edge.train.artifacts import run_restriction
 
     config = load_space(SPACE)
     lo = predicted_cost(config, extreme_sample(config)).gflops
     hi = predicted_cost(config, extreme_sample(config, largest=True)).gflops
     budget = lo + 0.6 * (hi - lo)
     for run in runs:
-        keep = run_restriction(run, config)
-        cheapest = predicted_cost(config, extreme_sample(config, keep)).gflops
+        restriction = run_restriction(run, config)
+        cheapest = predicted_cost(config, extreme_sample(config, restriction)).gflops
         budget = max(budget, cheapest + 0.1 * (hi - lo))
     return round(budget, 6)
 

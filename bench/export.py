@@ -45,13 +45,13 @@ from sst_edge.data.synth import generate_synthetic
 from sst_edge.deploy.export import load_export_subnet
 from sst_edge.deploy.quantize import calibration_clips, episode_accuracy, quantize_static_int8
 from sst_edge.device.evaluation import confidence_interval, paired_change
-from sst_edge.device.heads import HeadConfig
 from sst_edge.device.session import INPUT_NAME, make_session, ort_features
+from sst_edge.device.settings import HeadConfig
 from sst_edge.device.targets import load_target
 from sst_edge.space.config import SpaceConfig, load_space
 from sst_edge.space.supernet import build_supernet
+from sst_edge.train.artifacts import SUPERNET_FORMAT
 from sst_edge.train.checkpoint import save_tensors
-from sst_edge.train.evaluate import SUPERNET_FORMAT
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_SUBNET = ROOT / "search_spaces" / "sst_paper.paper_cost.json"

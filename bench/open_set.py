@@ -39,7 +39,7 @@ import numpy as np
 
 from sst_edge.data.encode import write_video
 from sst_edge.device.datasets import load_splits, scan_class_folders
-from sst_edge.device.heads import HeadConfig
+from sst_edge.device.settings import HeadConfig
 from sst_edge.runtime.calibration import (
     UNKNOWN,
     calibrate,

@@ -28,15 +28,16 @@ from pathlib import Path
 import numpy as np
 from ablation import ci95, paired  # the same statistics as the ablation (bench/ablation.py)
 
+from sst_edge.cost.flops import extreme_sample
 from sst_edge.cost.latency import load_table, read_table
 from sst_edge.cost.profile import profile_space
 from sst_edge.data.synth import generate_synthetic
 from sst_edge.device.targets import load_target
 from sst_edge.device.timing import TimingPolicy
 from sst_edge.fileio import atomic_write_json, atomic_write_text
-from sst_edge.search import SearchSettings, run_search
+from sst_edge.search.experiment import run_search
+from sst_edge.search.settings import SearchSettings
 from sst_edge.space.config import load_space
-from sst_edge.space.report import extreme_sample
 from sst_edge.train.config import TrainConfig
 from sst_edge.train.evaluate import evaluate
 from sst_edge.train.loop import train_supernet

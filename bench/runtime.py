@@ -35,13 +35,13 @@ from sst_edge.runtime.gallery import Gallery
 
 def untrained_model(out: Path, space: str = "sst_tiny") -> Path:
     """An exported model of the largest subnet of an untrained supernet (the real export path)."""
+    from sst_edge.cost.flops import extreme_sample
     from sst_edge.deploy.export import export_model
     from sst_edge.space.config import load_space
-    from sst_edge.space.report import extreme_sample
     from sst_edge.space.subnet import make_subnet
     from sst_edge.space.supernet import build_supernet
+    from sst_edge.train.artifacts import SUPERNET_FORMAT
     from sst_edge.train.checkpoint import save_tensors
-    from sst_edge.train.evaluate import SUPERNET_FORMAT
 
     config = load_space(space)
     weights = save_tensors(out.parent / "supernet.safetensors", build_supernet(config).state_dict(),

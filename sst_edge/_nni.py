@@ -1,4 +1,5 @@
-"""The one door to NNI 3.0: silences its import-time warnings and re-exports what we use.
+"""The one door to NNI 3.0: silences its import-time warnings and re-exports what we use. No other module
+imports nni (the layers contract in pyproject.toml keeps `_nni` below space/, cost/, train/ and search/).
 
 NNI has had no release since 3.0; keeping every import here makes a future swap one file's work.
 """
@@ -14,16 +15,28 @@ warnings.filterwarnings("ignore", message=_NOISE, category=RuntimeWarning)
 os.environ.setdefault("PYTHONWARNINGS", "ignore::RuntimeWarning:nni.nas.nn.pytorch.layers")
 
 import nni  # noqa: E402
-from nni.mutable import Categorical, MutableExpression, Sample  # noqa: E402
+from nni.mutable import Categorical, ExpressionConstraint, MutableExpression, Sample  # noqa: E402
+from nni.nas.evaluator import FunctionalEvaluator  # noqa: E402
+from nni.nas.experiment import NasExperiment, NasExperimentConfig  # noqa: E402
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableLinear  # noqa: E402
 from nni.nas.nn.pytorch.base import ParametrizedModule, recursive_freeze  # noqa: E402
+from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule  # noqa: E402
+from nni.nas.profiler import ExpressionProfiler  # noqa: E402
 from nni.nas.profiler.pytorch.flops import FlopsParamsProfiler, FlopsResult  # noqa: E402
 from nni.nas.profiler.pytorch.utils import MutableShape, profiler_leaf_module  # noqa: E402
 from nni.nas.space import current_model  # noqa: E402
+from nni.nas.strategy import RandomOneShot, RegularizedEvolution  # noqa: E402
 
 __all__ = [
     "nni",
     "Categorical",
+    "ExpressionConstraint",
+    "FunctionalEvaluator",
+    "NasExperiment",
+    "NasExperimentConfig",
+    "RegularizedEvolution",
+    "RandomOneShot",
+    "BaseSuperNetModule",
     "MutableExpression",
     "Sample",
     "LayerChoice",
@@ -31,6 +44,7 @@ __all__ = [
     "MutableLinear",
     "recursive_freeze",
     "ParametrizedModule",
+    "ExpressionProfiler",
     "FlopsParamsProfiler",
     "FlopsResult",
     "MutableShape",

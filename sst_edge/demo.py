@@ -10,7 +10,29 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from .cost.flops import extreme_sample
+from .cost.latency import load_table
+from .cost.profile import run_profile
+from .cost.space_report import describe_space
+from .data.check import check_dataset
+from .data.synth import generate_synthetic
+from .deploy.export import card_summary, export_model
+from .device.datasets import load_splits
+from .device.settings import LITERATURE_EPISODES
+from .errors import SSTEdgeError
+from .runtime.engine import FewShotRuntime
+from .runtime.verbs import classify, enroll, eval_model
+from .search.experiment import run_search
+from .search.settings import SearchSettings
+from .space.config import load_space
+from .space.restriction import FILE as RESTRICTION_FILE
+from .tables import rich_lines
+from .train.artifacts import run_restriction
+from .train.config import ShrinkConfig, TrainConfig
+from .train.loop import train_supernet
 
 TARGET = "cpu-fp32"
 SHOTS = 5  # clips enrolled per action; the rest of each meta-test class is classified
@@ -38,60 +60,69 @@ def _run(console: Console, stages: list[Stage], name: str, fn: Callable[[Stage],
     return stage
 
 
-def _summary(console: Console, stages: list[Stage], out: Path) -> None:
-    table = Table(title="sst-edge demo")
-    for col in ("stage", "output", "time (s)", "figures"):
-        table.add_column(col)
-    for s in stages:
-        figs = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in s.figures.items())
-        table.add_row(s.name, s.output, f"{s.seconds:.1f}", figs)
-    console.print(table)
-    console.print(f"All files are under {out.resolve()}; plots:")
-    for png in sorted(out.rglob("*.png")):
-        console.print(f"  {png}", markup=False, highlight=False)
+def _print_lines(console: Console, lines: list[str]) -> None:
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
+
+
+@dataclass
+class DemoResult:
+    """Every stage the demo ran: what it wrote, how long it took, its figures."""
+
+    stages: list[Stage]
+    out: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": str(self.out.resolve()),
+                "stages": [{"name": s.name, "output": s.output, "seconds": round(s.seconds, 3),
+                            "figures": s.figures} for s in self.stages],
+                "plots": [str(p) for p in sorted(self.out.rglob("*.png"))]}
+
+    def lines(self) -> list[str]:
+        table = Table(title="sst-edge demo")
+        for col in ("stage", "output", "time (s)", "figures"):
+            table.add_column(col)
+        for s in self.stages:
+            figs = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                             for k, v in s.figures.items())
+            table.add_row(escape(s.name), escape(s.output), f"{s.seconds:.1f}", escape(figs))
+        return (rich_lines(table, width=140) + [f"All files are under {self.out.resolve()}; plots:"]
+                + [f"  {png}" for png in sorted(self.out.rglob("*.png"))])
 
 
 def run_demo(out: str | Path = "demo_out", space: str = "sst_tiny", seed: int = 0,
-             console: Console | None = None) -> list[Stage]:
-    """Run every stage that exists, in order, and print what each made."""
+             console: Console | None = None, quiet: bool = False) -> DemoResult:
+    """Run every stage, in order, printing what each made as it goes (on stderr with `quiet`, so that
+    stdout holds the result alone); the result is the summary."""
     # a pipe or a CI log gets a table wide enough to read, not rich's 80-column default
-    console = console or Console(width=None if sys.stdout.isatty() else 140)
+    console = console or Console(width=None if sys.stdout.isatty() else 140, stderr=quiet)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        from .errors import SSTEdgeError
-
         raise SSTEdgeError("the demo writes into a new or empty folder: remove it or pick another --out", out)
     out.mkdir(parents=True, exist_ok=True)
     stages: list[Stage] = []
 
     def space_stage(st: Stage) -> None:
-        from .space.report import show_space
-
-        figures = show_space(space, samples=2, seed=seed, console=console)
-        lo, hi = figures["subnets"]["smallest"], figures["subnets"]["largest"]
+        summary = describe_space(space, samples=2, seed=seed)
+        _print_lines(console, summary.lines())
+        lo, hi = summary.subnets["smallest"], summary.subnets["largest"]
         st.output = f"search_spaces/{space}.yaml"
-        st.figures = {"architectures": figures["architectures"], "GFLOPs min": lo["gflops"],
+        st.figures = {"architectures": summary.architectures, "GFLOPs min": lo["gflops"],
                       "GFLOPs max": hi["gflops"], "Mparams min": lo["mparams"], "Mparams max": hi["mparams"]}
 
     def data_stage(st: Stage) -> None:
-        from .data.check import check_dataset, print_report
-        from .data.synth import generate_synthetic
-
         root = generate_synthetic(out / "data", seed=seed, overwrite=True)
         report = check_dataset(root)
-        print_report(report)
+        _print_lines(console, report.lines())
         st.output = str(root)
         st.figures = {"classes": len(report.clips), "clips": report.n_clips,
                       "unreadable": report.n_unreadable}
 
     def train_stage(st: Stage) -> None:
-        from .train.config import ShrinkConfig, TrainConfig
-        from .train.loop import train_supernet
-
         cfg = TrainConfig(space=space, data=str(out / "data"), episodes=100, epochs=8, val_episodes=20,
                           seed=seed, shrink=ShrinkConfig(warmup=2, period=2))
         r = train_supernet(cfg, out / "run")
-        st.output = f"{out / 'run'} (loss.png, scores.png, shrunk.json)"
+        st.output = f"{out / 'run'} (loss.png, scores.png, {RESTRICTION_FILE})"
         st.figures = {"loss first epoch": r.first_epoch_loss, "loss last epoch": r.last_epoch_loss,
                       "val acc": r.val_acc[-1] or 0.0, "dropped": len(r.dropped),
                       "architectures": f"{r.full_space_size:,} -> {r.space_size:,}"}
@@ -101,8 +132,6 @@ def run_demo(out: str | Path = "demo_out", space: str = "sst_tiny", seed: int = 
     gallery_dir = out / "gallery"
 
     def profile_stage(st: Stage) -> None:
-        from .cost.profile import run_profile
-
         tab = run_profile(space, TARGET, out=str(table_path), validate=10, rounds=3, seed=seed)
         loo = tab.validation["figures"]["corrected_loo"]
         st.output = f"{table_path} (+ .validation.png)"
@@ -110,25 +139,16 @@ def run_demo(out: str | Path = "demo_out", space: str = "sst_tiny", seed: int = 
                       "Kendall tau": loo["kendall_tau"]}
 
     def search_stage(st: Stage) -> None:
-        from .cost.latency import load_table
-        from .search import SearchSettings, run_search
-        from .space.config import load_space
-        from .space.report import extreme_sample
-        from .train.evaluate import run_restriction
-
         config = load_space(space)
         table = load_table(table_path, config)
-        keep = run_restriction(out / "run", config)
-        lo = table.predict_ms(extreme_sample(config, keep))
-        hi = table.predict_ms(extreme_sample(config, keep, largest=True))
+        restriction = run_restriction(out / "run", config)
+        lo = table.predict_ms(extreme_sample(config, restriction))
+        hi = table.predict_ms(extreme_sample(config, restriction, largest=True))
         budget = round(lo + 0.6 * (hi - lo), 4)
         settings = SearchSettings(trials=24, population=8, sample_size=3, episodes=30, seed=seed,
                                   budget_ms=budget, table=str(table_path))
         summary = run_search(space, out / "run", out / "data", out / "search", settings)
-        from .search.report import summary_lines
-
-        for line in summary_lines(summary):
-            console.print(line, markup=False, highlight=False)
+        _print_lines(console, summary.lines())
         best, rnd, cmp = summary["best"], summary["random_best"], summary["comparison"]
         st.output = f"{out / 'search'} (best.json, trials.csv, pareto.png)"
         st.figures = {"budget ms": budget, "best acc (re-scored)": best["rescore"]["accuracy"],
@@ -137,24 +157,16 @@ def run_demo(out: str | Path = "demo_out", space: str = "sst_tiny", seed: int = 
                       "best ms": best["latency_ms"], "over budget": summary["over_budget"]}
 
     def export_stage(st: Stage) -> None:
-        from .deploy.export import card_summary, export_model
-
         card = export_model(out / "search" / "best.json", out / "run", TARGET, model_dir,
                             latency_table=table_path)
-        for line in card_summary(card):
-            console.print(line, markup=False, highlight=False)
-        x = card.extra
+        _print_lines(console, card_summary(card))
         st.output = f"{model_dir} (model.onnx, card.json)"
-        st.figures = {"GFLOPs": x["cost"]["gflops"], "Mparams": x["cost"]["mparams"],
-                      "predicted ms": x["latency"]["predicted"].get("ms") or float("nan"),
-                      "measured ms": x["latency"]["measured"]["median_ms"],
-                      "parity": x["parity"]["max_abs_diff"]}
+        st.figures = {"GFLOPs": card.cost["gflops"], "Mparams": card.cost["mparams"],
+                      "predicted ms": card.latency["predicted"].get("ms") or float("nan"),
+                      "measured ms": card.latency["measured"]["median_ms"],
+                      "parity": card.parity["max_abs_diff"]}
 
     def runtime_stages() -> None:
-        from .device.datasets import load_splits
-        from .runtime.engine import FewShotRuntime
-        from .runtime.verbs import classify, enroll
-
         rt = FewShotRuntime(model_dir)
         test = load_splits(out / "data").test
         support = {c: list(paths[:SHOTS]) for c, paths in test.clips.items()}
@@ -170,8 +182,7 @@ def run_demo(out: str | Path = "demo_out", space: str = "sst_tiny", seed: int = 
         def classify_stage(st: Stage) -> None:
             report = classify(rt, gallery_dir, [p for p, _ in queries], progress=True)
             right = sum(p.label == c for (_, c), (_, p) in zip(queries, report.results, strict=True))
-            for line in report.lines()[:4]:
-                console.print(line, markup=False, highlight=False)
+            _print_lines(console, report.lines()[:4])
             st.output = f"{len(queries)} held-out clips of the enrolled actions"
             st.figures = {"accuracy": f"{right / len(queries):.0%}", "chance": f"{1 / len(support):.0%}",
                           "ms per clip": 1000 * st.elapsed() / len(queries)}
@@ -180,13 +191,9 @@ def run_demo(out: str | Path = "demo_out", space: str = "sst_tiny", seed: int = 
         _run(console, stages, "classify", classify_stage)
 
     def eval_stage(st: Stage) -> None:
-        from .device.evaluation import LITERATURE_EPISODES
-        from .runtime.verbs import eval_model
-
         r = eval_model(model_dir, out / "data", episodes=DEMO_EPISODES, seed=seed,
                        heads=("alignment", "prototype"))
-        for line in r.lines():
-            console.print(line, markup=False, highlight=False)
+        _print_lines(console, r.lines())
         console.print(f"(reduced for the demo's speed: {DEMO_EPISODES} episodes; `sst-edge eval` defaults to "
                       f"the literature's {LITERATURE_EPISODES:,}, whose interval is "
                       f"~{(LITERATURE_EPISODES / DEMO_EPISODES) ** 0.5:.0f}x narrower)",
@@ -203,5 +210,4 @@ def run_demo(out: str | Path = "demo_out", space: str = "sst_tiny", seed: int = 
     _run(console, stages, "export", export_stage)
     runtime_stages()
     _run(console, stages, "eval", eval_stage)
-    _summary(console, stages, out)
-    return stages
+    return DemoResult(stages, out)

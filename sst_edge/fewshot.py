@@ -11,7 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .device.heads import _EPS, DEFAULT_TAU, DEFAULT_WINDOW, HeadConfig, _check, _window_mask
+from .device.heads import _EPS, _check, _window_mask
+from .device.settings import DEFAULT_TAU, DEFAULT_WINDOW, HeadConfig
 
 
 def prototype_logits(query: torch.Tensor, support: torch.Tensor, tau: float = DEFAULT_TAU) -> torch.Tensor:

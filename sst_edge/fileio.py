@@ -11,6 +11,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +172,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def utc_now() -> str:
     """The timestamp every record we write carries (ISO 8601, UTC, seconds)."""
-    from datetime import datetime, timezone
 
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

@@ -15,6 +15,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+
 from .errors import SSTEdgeError
 from .text import LABEL_MAX, brief, is_label_text
 
@@ -33,7 +35,6 @@ def version_schema(version: int) -> dict[str, Any]:
 
 @cache
 def _validator_class() -> Any:
-    import jsonschema
 
     base = jsonschema.Draft202012Validator
     checker = base.TYPE_CHECKER.redefine_many({
@@ -45,7 +46,6 @@ def _validator_class() -> Any:
 
 @cache
 def _format_checker() -> Any:
-    import jsonschema
 
     fc = jsonschema.FormatChecker(formats=())
     fc.checks("label")(is_label_text)
@@ -87,14 +87,17 @@ def check(doc: Any, schema: Mapping[str, Any], what: str, path: str | Path | Non
     return doc
 
 
-def check_header(doc: Any, fmt: str, version: int, what: str, path: str | Path | None = None) -> None:
+def check_header(doc: Any, fmt: str, version: int | tuple[int, ...], what: str,
+                 path: str | Path | None = None) -> None:
     """Refuse, before any other check, a document that is not ours or that a newer sst-edge wrote: its
-    other problems would only be noise."""
+    other problems would only be noise. `version`: the one version read, or every version read."""
+    versions = version if isinstance(version, tuple) else (version,)
     if not isinstance(doc, dict) or doc.get("format") != fmt:
         raise SSTEdgeError(f"not an sst-edge {what} (expected format '{fmt}')", path)
-    if doc.get("version") != version or isinstance(doc.get("version"), bool):
+    if doc.get("version") not in versions or isinstance(doc.get("version"), bool):
+        readable = " or ".join(map(str, versions))
         raise SSTEdgeError(f"{what} version {brief(doc.get('version'))} is not supported (this sst-edge "
-                           f"reads version {version})", path)
+                           f"reads version {readable})", path)
 
 
 def header_schema(fmt: str, version: int | None) -> dict[str, Any]:

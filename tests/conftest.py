@@ -68,10 +68,10 @@ def trained_run(synth_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="session")
 def tiny_subnet(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A subnet document of the largest subnet left in `trained_run`'s shrunk space."""
+    from sst_edge.cost.flops import extreme_sample
     from sst_edge.space.config import load_space
-    from sst_edge.space.report import extreme_sample
     from sst_edge.space.subnet import make_subnet
-    from sst_edge.train.evaluate import run_restriction
+    from sst_edge.train.artifacts import run_restriction
 
     config = load_space("sst_tiny")
     sample = extreme_sample(config, run_restriction(trained_run, config), largest=True)

@@ -185,7 +185,7 @@ def device_verbs(tag: str, exe: Path, work: Path, scene: dict[str, Any], full_ch
         exe, "classify", "--model", "models/tiny", "--gallery", gallery, *scene["queries"], "--json",
         "--no-progress"], cwd=work, capture=True))}
     stream = [exe, "classify", "--model", "models/tiny", "--gallery", gallery, "--stream", scene["long"],
-              "--window", "2", "--stride", "1", "--smooth", "3"]
+              "--span", "2", "--stride", "1", "--smooth", "3"]
     if full_check:
         run(f"{tag} stream", stream, cwd=work)
     out["stream"] = json.loads(run(f"{tag} stream --json", [*stream, "--json"], cwd=work, capture=True))
@@ -268,8 +268,8 @@ def compare(work: Path, scene: dict[str, Any], dev: dict[str, Any], ful: dict[st
     labels = [r["label"] for r in dev["classify"]["results"]]
     say(f"    classify: same labels {labels} (queries of {scene['labels']}), confidences within "
         f"{conf_diff:.1e}")
-    sw = [(w["start_frame"], w["end_frame"], w["label"]) for w in dev["stream"]["windows"]]
-    if sw != [(w["start_frame"], w["end_frame"], w["label"]) for w in ful["stream"]["windows"]]:
+    sw = [(w["start_frame"], w["end_frame"], w["label"]) for w in dev["stream"]["spans"]]
+    if sw != [(w["start_frame"], w["end_frame"], w["label"]) for w in ful["stream"]["spans"]]:
         raise CheckFailed(f"stream windows differ: device {sw}, full {ful['stream']['windows']}")
     say(f"    stream: same {len(sw)} windows {[w[2] for w in sw]}")
     if dev["eval"]["accuracy"] != ful["eval"]["accuracy"]:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from sst_edge.cli import build_parser, main
-from sst_edge.space.report import show_space
+from sst_edge.cost.space_report import describe_space
 
 
 def test_help_for_every_verb(capsys):
@@ -30,11 +30,12 @@ def test_unknown_space_names_the_known_ones(capsys):
     assert "nope" in err and "sst_tiny" in err and "sst_paper" in err
 
 
-def test_show_tiny(capsys):
-    figures = show_space("sst_tiny", samples=2)
-    out = capsys.readouterr().out
+def test_show_tiny():
+    summary = describe_space("sst_tiny", samples=2)
+    out = "\n".join(summary.lines())
     assert "s3_l3_heads" in out and "10,077,696 architectures" in out
-    sub = figures["subnets"]
+    assert summary.architectures == 3 ** 9 * 2 ** 9  # 9 layers of 2 ops x 3 head counts, 9 heads labels
+    sub = summary.subnets
     assert sub["smallest"]["gflops"] <= sub["random 1"]["gflops"] <= sub["largest"]["gflops"]
 
 

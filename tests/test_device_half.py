@@ -145,13 +145,13 @@ def test_classify_stream_list_eval_match_full_install(scene: dict[str, Any], hos
     _same_predictions(out["results"], full["results"])
 
     out = json.loads(_ok(run_hostless(["classify", "--model", model, "--gallery", hostless_gallery,
-                                       "--stream", scene["long"], "--unit", "frames", "--window", "16",
+                                       "--stream", scene["long"], "--unit", "frames", "--span", "16",
                                        "--stride", "8", "--json"]), "classify --stream"))
-    full = verbs.stream(model, full_gallery, scene["long"], window=16, stride=8, unit="frames").to_dict()
-    assert [(w["start_frame"], w["end_frame"]) for w in out["windows"]] == [(0, 16), (8, 24), (16, 32),
+    full = verbs.stream(model, full_gallery, scene["long"], span=16, stride=8, unit="frames").to_dict()
+    assert [(w["start_frame"], w["end_frame"]) for w in out["spans"]] == [(0, 16), (8, 24), (16, 32),
                                                                             (24, 40), (32, 48)]
-    assert [w["label"] for w in out["windows"]] == [w["label"] for w in full["windows"]]
-    for a, b in zip(out["windows"], full["windows"], strict=True):
+    assert [w["label"] for w in out["spans"]] == [w["label"] for w in full["spans"]]
+    for a, b in zip(out["spans"], full["spans"], strict=True):
         assert a["confidence"] == pytest.approx(b["confidence"], abs=TOL)
 
     listing = _ok(run_hostless(["gallery", "list", hostless_gallery, "--model", model]), "gallery list")

@@ -25,8 +25,8 @@ from sst_edge.fileio import sha256_file
 from sst_edge.space.config import load_space
 from sst_edge.space.subnet import load_subnet
 from sst_edge.space.supernet import build_supernet, freeze_subnet
+from sst_edge.train.artifacts import SUPERNET_FORMAT, load_supernet
 from sst_edge.train.checkpoint import save_tensors
-from sst_edge.train.evaluate import SUPERNET_FORMAT, load_supernet
 
 
 def _frozen(weights: Path, subnet: Path) -> torch.nn.Module:
@@ -42,11 +42,11 @@ def test_export_card_parity_and_static_graph(exported_model: Path, trained_run: 
     assert card.space == "sst_tiny" and card.space_hash == config.hash and card.subnet == sub.sample
     assert card.files[MODEL_FILE]["sha256"] == sha256_file(exported_model / MODEL_FILE)
     verify_files(card)
-    assert card.extra["parity"]["max_abs_diff"] <= 1e-4
-    assert card.extra["cost"]["gflops"] > 0 and card.extra["cost"]["mparams"] > 0
+    assert card.parity["max_abs_diff"] <= 1e-4
+    assert card.cost["gflops"] > 0 and card.cost["mparams"] > 0
     # the shipped sst_tiny.cpu-fp32 table, native or foreign to this host: see test_card_predicted_latency
-    assert card.extra["latency"]["predicted"]["table"] == "sst_tiny.cpu-fp32"
-    assert card.extra["tensorrt"]["ok"], card.extra["tensorrt"]
+    assert card.latency["predicted"]["table"] == "sst_tiny.cpu-fp32"
+    assert card.tensorrt["ok"], card.tensorrt
 
     # T, H, W fixed, batch dynamic, output pinned to [batch, T, C]
     model = onnx.load(str(exported_model / MODEL_FILE))
@@ -83,7 +83,7 @@ def test_card_predicted_latency_native_and_foreign(trained_run: Path, tiny_subne
     monkeypatch.setattr(fingerprint, "cpu_count", lambda: shipped.fingerprint["cpu_count"])
     assert foreign_problems(shipped, config, target) == []
     card = export_model(tiny_subnet, trained_run, target, tmp_path / "m", measure=False, progress=False)
-    pred = card.extra["latency"]["predicted"]
+    pred = card.latency["predicted"]
     assert pred["table"] == "sst_tiny.cpu-fp32" and pred["ms"] == round(shipped.predict_ms(sample), 4) > 0
     assert any(f"{pred['ms']:.2f} ms" in line for line in card_summary(card) if "predicted" in line)
 
@@ -121,7 +121,7 @@ def test_int8_dynamic_and_static_report_accuracy_and_speed(trained_run: Path, ti
                                                            synth_dataset: Path, tmp_path: Path):
     dyn = export_model(tiny_subnet, trained_run, "cpu-int8", tmp_path / "dyn", data=synth_dataset,
                        episodes=30, progress=False)
-    q = dyn.extra["quantization"]
+    q = dyn.quantization
     assert q["mode"] == "dynamic"
     acc = q["accuracy"]
     assert 0.2 < acc["fp32"] <= 1 and 0.2 < acc["int8"] <= 1  # 5-way: chance is 0.2
@@ -133,7 +133,7 @@ def test_int8_dynamic_and_static_report_accuracy_and_speed(trained_run: Path, ti
     # downsample blocks in sst_tiny), no unfused Softmax left, and the fused fp32 graph passed parity
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("MultiHeadAttention") == 11 and "Softmax" not in ops
-    assert dyn.extra["parity"]["max_abs_diff"] <= 1e-4
+    assert dyn.parity["max_abs_diff"] <= 1e-4
     # faithful to PyTorch eager on real clips: 8-bit weights saturate u8 x s8 sums on AVX2 CPUs without
     # VNNI (min cosine 0.9973 on this run's kind of model), 7-bit weights do not (0.9998)
     config, _, module, _ = load_export_subnet(tiny_subnet, trained_run)
@@ -146,7 +146,7 @@ def test_int8_dynamic_and_static_report_accuracy_and_speed(trained_run: Path, ti
 
     st = export_model(tiny_subnet, trained_run, "cpu-int8", tmp_path / "static", data=synth_dataset,
                       quantization="static", episodes=30, measure=False, progress=False)
-    q = st.extra["quantization"]
+    q = st.quantization
     assert q["mode"] == "static" and q["calibration"]["clips"] > 0 and "int8" in q["accuracy"]
     model = onnx.load(str(tmp_path / "static" / MODEL_FILE))
     assert any(n.op_type in ("QuantizeLinear", "QLinearMatMul", "DequantizeLinear") for n in model.graph.node)
@@ -160,12 +160,12 @@ def test_int8_dynamic_and_static_report_accuracy_and_speed(trained_run: Path, ti
 
 def test_tensorrt_target_without_tensorrt(trained_run: Path, tiny_subnet: Path, tmp_path: Path):
     card = export_model(tiny_subnet, trained_run, "jetson-trt-fp16", tmp_path / "trt", progress=False)
-    t = card.extra["tensorrt"]
+    t = card.tensorrt
     assert t["ok"] and t["engine"] is None and "TensorRT" in t["why"]
     assert "--onnx=model.onnx" in t["trtexec"] and "--fp16" in t["trtexec"]
     assert "LayerNorm*:fp32" in t["trtexec"]
     assert "x".join(map(str, load_space("sst_tiny").input_shape(1)[1:])) in t["trtexec"]
-    assert "why" in card.extra["latency"]["measured"]  # no TensorRT provider here
+    assert "why" in card.latency["measured"]  # no TensorRT provider here
 
 
 def test_failed_export_leaves_nothing_and_keeps_the_old_model(
@@ -232,7 +232,7 @@ def test_sst_paper_subnet_passes_parity(tmp_path: Path):
                  {"format": SUPERNET_FORMAT, "space": config.name, "space_hash": config.hash})
     subnet = Path(__file__).parents[1] / "search_spaces" / "sst_paper.paper_cost.json"
     card = export_model(subnet, weights, "cpu-fp32", tmp_path / "paper", measure=False, progress=False)
-    assert card.extra["parity"]["max_abs_diff"] <= 1e-4
+    assert card.parity["max_abs_diff"] <= 1e-4
     assert card.input["shape"] == ["batch", 8, 3, 224, 224]
-    assert card.extra["tensorrt"]["ok"], card.extra["tensorrt"]
-    assert abs(card.extra["cost"]["gflops"] - 13.62) < 0.01
+    assert card.tensorrt["ok"], card.tensorrt
+    assert abs(card.cost["gflops"] - 13.62) < 0.01

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sst_edge.device.heads import HeadConfig, alignment_logits_np, head_logits_np, prototype_logits_np
+from sst_edge.device.heads import alignment_logits_np, head_logits_np, prototype_logits_np
+from sst_edge.device.settings import HeadConfig
 from sst_edge.errors import SSTEdgeError
 from sst_edge.fewshot import alignment_logits, head_logits, prototype_logits
 

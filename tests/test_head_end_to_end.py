@@ -13,7 +13,7 @@ import pytest
 
 from sst_edge.cli import main
 from sst_edge.device.card import load_card
-from sst_edge.device.heads import HeadConfig
+from sst_edge.device.settings import HeadConfig
 from sst_edge.errors import SSTEdgeError
 from sst_edge.space.config import load_space
 
@@ -39,13 +39,13 @@ def head_run(synth_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 @pytest.fixture(scope="module")
 def head_search(head_run: Path, synth_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sst_edge.cost.flops import predicted_cost
-    from sst_edge.search import SearchSettings, run_search
-    from sst_edge.space.report import extreme_sample
-    from sst_edge.train.evaluate import run_restriction
+    from sst_edge.cost.flops import extreme_sample, predicted_cost
+    from sst_edge.search.experiment import run_search
+    from sst_edge.search.settings import SearchSettings
+    from sst_edge.train.artifacts import run_restriction
 
-    keep = run_restriction(head_run, TINY)
-    hi = predicted_cost(TINY, extreme_sample(TINY, keep, largest=True)).gflops
+    restriction = run_restriction(head_run, TINY)
+    hi = predicted_cost(TINY, extreme_sample(TINY, restriction, largest=True)).gflops
     out = tmp_path_factory.mktemp("headsearch") / "search"
     settings = SearchSettings(trials=3, population=2, sample_size=2, episodes=3, budget_gflops=hi, seed=2,
                               rescore_top=1, rescore_episodes=3)
@@ -61,7 +61,8 @@ def _eval(tmp_path: Path, *args: str) -> dict:
 
 def test_search_scores_with_the_runs_head(head_run: Path, head_search: Path) -> None:
     from sst_edge.search.trials import CONTEXT_FILE, EPISODES_FILE, CachedEpisodes, read_records
-    from sst_edge.train.evaluate import episode_accuracies, load_supernet
+    from sst_edge.train.artifacts import load_supernet
+    from sst_edge.train.evaluate import episode_accuracies
 
     summary = json.loads((head_search / "search.json").read_text())
     assert summary["head"]["used"] == summary["head"]["trained"] == RUN_HEAD
@@ -127,7 +128,8 @@ def test_export_writes_the_runs_head_into_the_card(head_run: Path, head_search: 
 def test_bad_run_json_is_a_named_error_and_bare_weights_use_defaults(head_run: Path, synth_dataset: Path,
                                                                      tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture) -> None:
-    from sst_edge.train.evaluate import choose_head, evaluate
+    from sst_edge.train.artifacts import choose_head
+    from sst_edge.train.evaluate import evaluate
 
     bad = tmp_path / "bad"
     bad.mkdir()

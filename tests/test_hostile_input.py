@@ -252,7 +252,10 @@ def test_e_unreadable_files_are_named(gallery: Path, exported_model: Path, clips
     (lambda c: c["files"].__setitem__("../../etc/passwd", c["files"][MODEL_FILE]),
      ["files", "does not match"]),
     (lambda c: c["head"].__setitem__("tau", -1), ["head.tau"]),
-    (lambda c: c.__setitem__("version", 2), ["version 2 is not supported"]),
+    (lambda c: c.__setitem__("version", 3), ["version 3 is not supported", "1 or 2"]),
+    (lambda c: c.__setitem__("lateness", {"ms": 1}), ["lateness"]),  # an unknown section is named
+    (lambda c: c["cost"].pop("gflops"), ["cost", "gflops"]),
+    (lambda c: c["latency"].__setitem__("measured", {"median_ms": 2.0}), ["latency.measured"]),
     (lambda c: c["preprocess"].__setitem__("frames", 8.0), ["preprocess.frames", "integer"]),
 ])
 def test_e_wrong_types_in_a_card_are_named(exported_model: Path, tmp_path: Path, clips, capsys, edit,
@@ -286,7 +289,7 @@ def test_e_documents_nested_too_deep_or_non_finite(tmp_path: Path, capsys, tiny_
     assert_named_error(code, err, "space", "string")
 
 
-@pytest.mark.parametrize("opt", [["--window", "nan"], ["--stride", "inf"], ["--window", "-1"], ["--top", "0"],
+@pytest.mark.parametrize("opt", [["--span", "nan"], ["--stride", "inf"], ["--span", "-1"], ["--top", "0"],
                                  ["--top", "-1"], ["--threshold", "nan"], ["--smooth", "0"]])
 def test_e_bad_numbers_on_the_command_line(gallery: Path, exported_model: Path, clips, capsys, opt) -> None:
     code, _, err = cli(capsys, "classify", "--model", exported_model, "--gallery", gallery, "--stream",

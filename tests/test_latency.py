@@ -146,9 +146,9 @@ def test_profiler_and_constraint(table: LatencyTable, tiny) -> None:
 
 
 def test_restricted_expression(table: LatencyTable, tiny) -> None:
-    restrict = {"s1_l1_op": ["sab"], "s1_l1_heads": [6, 12]}
+    restriction = {"s1_l1_op": ["sab"], "s1_l1_heads": [6, 12]}
     s = dict(samples(tiny, 1)[0], s1_l1_op="sab", s1_l1_heads=6)
-    assert table.expression(restrict=restrict).freeze(s) == table.predict_ms(s)
+    assert table.expression(restriction=restriction).freeze(s) == table.predict_ms(s)
 
 
 # --------------------------------------------------------------------------------------- file and checks

@@ -17,8 +17,9 @@ from scipy import stats
 
 from sst_edge.data.encode import write_video
 from sst_edge.device.datasets import load_splits
-from sst_edge.device.heads import HeadConfig
+from sst_edge.device.heads import head_logits_np
 from sst_edge.device.preprocess import Preprocess, frames_to_array
+from sst_edge.device.settings import HeadConfig
 from sst_edge.runtime import verbs
 from sst_edge.runtime.calibration import (
     MIN_ACCEPT,
@@ -90,9 +91,9 @@ def test_calibrate_matches_a_brute_force_rederivation() -> None:
         for i in range(len(s)):
             q = s[i:i + 1]
             rest = [np.delete(s, i, 0) if d == c else sup[d] for d in range(len(sup))]
-            row = np.array([HEAD.logits_np(q, r[None])[0, 0] for r in rest], np.float64)
+            row = np.array([head_logits_np(q, r[None], HEAD)[0, 0] for r in rest], np.float64)
             own.append(row[c])
-            unk.append(max(HEAD.logits_np(q, sup[d][None])[0, 0] for d in range(len(sup)) if d != c))
+            unk.append(max(head_logits_np(q, sup[d][None], HEAD)[0, 0] for d in range(len(sup)) if d != c))
             correct.append(row.argmax() == c)
     own, unk, correct = np.array(own), np.array(unk), np.array(correct)
     logd = np.log(-own)

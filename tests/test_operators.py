@@ -274,7 +274,7 @@ def test_table_rows_per_stage_op_heads(plus) -> None:
     want = 2 + sum(ms[(s, sample[f"s{s}_l{l}_op"], 6)] for s, l in plus.layers())
     assert table.predict_ms(sample) == want
     layers = {k: v for k, v in plus.choices().items() if k.endswith("_op")}
-    expr = table.expression(restrict=layers)
+    expr = table.expression(restriction=layers)
     assert expr.freeze(sample) == want
     assert {m.label: m.values for m in expr.leaf_mutables(lambda _: True)}["s1_l2_op"] == layers["s1_l2_op"]
 

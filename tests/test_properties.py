@@ -151,12 +151,12 @@ def test_subnet_documents(data: st.DataObject, tiny_subnet: Path, capsys) -> Non
 @SETTINGS
 @given(data=st.data())
 def test_restrictions(data: st.DataObject, trained_run: Path, capsys) -> None:
-    blob = data.draw(damaged(json.loads((trained_run / "shrunk.json").read_text())))
+    blob = data.draw(damaged(json.loads((trained_run / "restriction.json").read_text())))
     with scratch() as d:
         (d / "r.json").write_bytes(blob)
-        holds(*run(capsys, "space", "sample", "--space", "sst_tiny", "--restrict", d / "r.json", "--out",
+        holds(*run(capsys, "space", "sample", "--space", "sst_tiny", "--restriction", d / "r.json", "--out",
                    d / "out.json"))
-    CASES["restriction (space sample --restrict)"] += 1
+    CASES["restriction (space sample --restriction)"] += 1
 
 
 @SETTINGS
@@ -246,14 +246,14 @@ NUMBER_TEXT = ODD_NUMBERS.map(str) | st.sampled_from(["nan", "inf", "-inf", "1e3
 
 
 @settings(SETTINGS, max_examples=EXAMPLES // 3)
-@given(opt=st.sampled_from(["--window", "--stride", "--top", "--threshold", "--smooth", "--min-shots",
+@given(opt=st.sampled_from(["--span", "--stride", "--top", "--threshold", "--smooth", "--min-shots",
                             "--threads"]), value=NUMBER_TEXT)
 def test_odd_numbers(opt: str, value: str, exported_model: Path, small_gallery: Path, query_clip: Path,
                      capsys) -> None:
     code, err = run(capsys, "classify", "--model", exported_model, "--gallery", small_gallery, "--stream",
                     "--unit", "frames", query_clip, f"{opt}={value}")
     holds(code, err)
-    if code == 0 and opt in ("--window", "--stride"):
+    if code == 0 and opt in ("--span", "--stride"):
         assert math.isfinite(float(value)) and float(value) > 0
     CASES["number option (classify --stream)"] += 1
 

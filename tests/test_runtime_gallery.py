@@ -16,7 +16,8 @@ import pytest
 
 from sst_edge.device.card import CARD_FILE, MODEL_FILE, file_record, load_card
 from sst_edge.device.datasets import load_splits
-from sst_edge.device.heads import HeadConfig
+from sst_edge.device.heads import head_logits_np
+from sst_edge.device.settings import HeadConfig
 from sst_edge.errors import SSTEdgeError
 from sst_edge.runtime import verbs
 from sst_edge.runtime.calibration import UNKNOWN, calibrate, support_logits
@@ -132,11 +133,12 @@ def test_unequal_shots_match_the_heads() -> None:
     q = rng.normal(size=(6, 4, 16)).astype(np.float32)
     for head in (HeadConfig("alignment"), HeadConfig("prototype"), HeadConfig("alignment", 0.2, None)):
         equal = [rng.normal(size=(3, 4, 16)).astype(np.float32) for _ in range(5)]
-        np.testing.assert_array_equal(support_logits(q, equal, head), head.logits_np(q, np.stack(equal)))
+        np.testing.assert_array_equal(support_logits(q, equal, head),
+                                      head_logits_np(q, np.stack(equal), head))
         unequal = [rng.normal(size=(k, 4, 16)).astype(np.float32) for k in (1, 3, 2, 3, 5)]
         got = support_logits(q, unequal, head)
         for c, s in enumerate(unequal):
-            np.testing.assert_allclose(got[:, c], head.logits_np(q, s[None])[:, 0], rtol=0, atol=1e-5)
+            np.testing.assert_allclose(got[:, c], head_logits_np(q, s[None], head)[:, 0], rtol=0, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------- edits

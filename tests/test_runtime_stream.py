@@ -16,15 +16,15 @@ from sst_edge.runtime import verbs
 from sst_edge.runtime.classify import Classifier
 from sst_edge.runtime.engine import FewShotRuntime
 from sst_edge.runtime.gallery import Gallery
-from sst_edge.runtime.stream import stream_video, window_starts
+from sst_edge.runtime.stream import span_starts, stream_video
 
 
 def test_window_starts() -> None:
-    assert window_starts(48, 16, 8) == [0, 8, 16, 24, 32]
-    assert window_starts(50, 16, 8) == [0, 8, 16, 24, 32, 34]  # the tail gets a window of its own
-    assert window_starts(10, 16, 8) == [0]
+    assert span_starts(48, 16, 8) == [0, 8, 16, 24, 32]
+    assert span_starts(50, 16, 8) == [0, 8, 16, 24, 32, 34]  # the tail gets a window of its own
+    assert span_starts(10, 16, 8) == [0]
     with pytest.raises(SSTEdgeError):
-        window_starts(10, 0, 1)
+        span_starts(10, 0, 1)
 
 
 @pytest.fixture(scope="module")
@@ -56,20 +56,20 @@ def scene(exported_model: Path, synth_dataset: Path, tmp_path_factory: pytest.Te
 def test_stream_follows_the_action(scene) -> None:
     rt, cls, video, classes, lengths, _ = scene
     assert lengths == [16, 16, 16]
-    windows = list(stream_video(rt, cls, video, window=16, stride=8, unit="frames"))
-    assert [(w.start_frame, w.end_frame) for w in windows] == [(0, 16), (8, 24), (16, 32), (24, 40), (32, 48)]
-    for w in windows:
+    spans = list(stream_video(rt, cls, video, span=16, stride=8, unit="frames"))
+    assert [(w.start_frame, w.end_frame) for w in spans] == [(0, 16), (8, 24), (16, 32), (24, 40), (32, 48)]
+    for w in spans:
         assert w.start_s == pytest.approx(w.start_frame / 12, abs=1e-3)
         assert w.end_s == pytest.approx(w.end_frame / 12, abs=1e-3)
         assert 0 < w.confidence <= 1 and w.label == w.raw_label  # no smoothing, threshold 0
-    print([(w.start_s, w.label, round(w.confidence, 2)) for w in windows], classes)
-    assert [windows[i].label for i in (0, 2, 4)] == classes  # the windows that cover one clip each
+    print([(w.start_s, w.label, round(w.confidence, 2)) for w in spans], classes)
+    assert [spans[i].label for i in (0, 2, 4)] == classes  # the windows that cover one clip each
     # seconds: 16 frames at 12 fps = 4/3 s; smoothing averages the last 3 windows' probabilities
-    smooth = list(stream_video(rt, cls, video, window=4 / 3, stride=2 / 3, smooth=3))
+    smooth = list(stream_video(rt, cls, video, span=4 / 3, stride=2 / 3, smooth=3))
     assert [w.start_frame for w in smooth] == [0, 8, 16, 24, 32]
-    assert smooth[0].label == windows[0].label
-    assert smooth[0].confidence == pytest.approx(windows[0].confidence)
-    for a, b in zip(smooth, windows, strict=True):  # smoothing leaves each window's own answer as it was
+    assert smooth[0].label == spans[0].label
+    assert smooth[0].confidence == pytest.approx(spans[0].confidence)
+    for a, b in zip(smooth, spans, strict=True):  # smoothing leaves each window's own answer as it was
         assert (a.raw_label, a.start_s) == (b.raw_label, b.start_s)
         assert a.raw_confidence == pytest.approx(b.raw_confidence, abs=1e-5)
 
@@ -77,7 +77,7 @@ def test_stream_follows_the_action(scene) -> None:
 def test_stream_stops_its_decoder_thread(scene, tmp_path: Path) -> None:
     rt, cls, video, *_ = scene
     before = threading.active_count()
-    gen = stream_video(rt, cls, video, window=8, stride=1, unit="frames", prefetch=1)
+    gen = stream_video(rt, cls, video, span=8, stride=1, unit="frames", prefetch=1)
     next(gen)
     gen.close()  # the consumer stops early: the decoding thread must not linger
     assert threading.active_count() == before
@@ -92,6 +92,6 @@ def test_stream_stops_its_decoder_thread(scene, tmp_path: Path) -> None:
 
 def test_stream_verb(scene) -> None:
     rt, _, video, classes, _, gallery = scene
-    report = verbs.stream(rt, gallery, video, window=16, stride=16, unit="frames", threshold=0.0)
-    assert [w.label for w in report.windows] == classes
-    assert report.to_dict()["windows"][1]["start_frame"] == 16 and len(report.lines()) == 3
+    report = verbs.stream(rt, gallery, video, span=16, stride=16, unit="frames", threshold=0.0)
+    assert [w.label for w in report.spans] == classes
+    assert report.to_dict()["spans"][1]["start_frame"] == 16 and len(report.lines()) == 3

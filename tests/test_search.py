@@ -9,14 +9,14 @@ import subprocess
 import pytest
 
 from sst_edge.cli import main
-from sst_edge.cost.flops import predicted_cost
+from sst_edge.cost.flops import extreme_sample, predicted_cost
 from sst_edge.errors import SSTEdgeError
 from sst_edge.fileio import sha256_file
-from sst_edge.search import SearchSettings, run_search
+from sst_edge.search.experiment import run_search
+from sst_edge.search.settings import SearchSettings
 from sst_edge.space.config import load_space
-from sst_edge.space.report import extreme_sample
 from sst_edge.space.subnet import load_subnet
-from sst_edge.train.evaluate import run_restriction
+from sst_edge.train.artifacts import run_restriction
 
 TINY = load_space("sst_tiny")
 
@@ -41,6 +41,7 @@ class _Spy:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch):
         import sst_edge.data.episodes as episodes
+        import sst_edge.search.experiment as experiment
 
         self.sets: list[tuple[str, list[tuple]]] = []
         spy = self
@@ -56,7 +57,7 @@ class _Spy:
                 self.drawn.append((self.seed, index, tuple(ep.support_paths), tuple(ep.query_paths)))
                 return ep
 
-        monkeypatch.setattr(episodes, "EpisodeDataset", Recording)
+        monkeypatch.setattr(experiment, "EpisodeDataset", Recording)  # where the search builds them
 
 
 def test_in_process_search_meets_the_budget_and_rescores_on_other_episodes(trained_run, synth_dataset,
@@ -90,7 +91,7 @@ def test_in_process_search_meets_the_budget_and_rescores_on_other_episodes(train
         assert [f["sample"] for f in rescored if f["kind"] == kind] == [t["sample"] for t in top]
     assert all(f["rescore"]["episodes"] == 10 and f["search"]["episodes"] == 8 for f in rescored)
     # best.json: the evolution's best re-scored subnet, with both figures, the cost model and the head.
-    sub, config = load_subnet(out / "best.json", restrict=run_restriction(trained_run, TINY))
+    sub, config = load_subnet(out / "best.json", restriction=run_restriction(trained_run, TINY))
     assert config.name == "sst_tiny" and predicted_cost(config, sub.sample).gflops <= budget
     m = sub.metrics
     evo = [f for f in rescored if f["kind"] == "evolution"]
@@ -196,10 +197,10 @@ def test_space_with_fewer_subnets_than_trials(trained_run, synth_dataset, tmp_pa
     keep = {label: values[:1] for label, values in TINY.choices().items()}
     keep["s3_l1_op"] = ["tab", "sab"]
     keep["s3_l2_op"] = ["tab", "sab"]  # 4 subnets in all
-    restrict = Restriction(TINY.name, TINY.hash, keep).save(tmp_path / "shrunk.json")
+    path = Restriction(TINY.name, TINY.hash, keep).save(tmp_path / "restriction.json")
     settings = SearchSettings(trials=6, population=2, sample_size=2, episodes=2, budget_gflops=10.0,
                               rescore_top=1, rescore_episodes=2)
-    run_search("sst_tiny", trained_run, synth_dataset, tmp_path / "s", settings, restrict=restrict)
+    run_search("sst_tiny", trained_run, synth_dataset, tmp_path / "s", settings, restriction_file=path)
     randoms = [json.loads(f.read_text()) for f in (tmp_path / "s" / "trials").glob("random-*.json")]
     assert len(randoms) == 4
     assert len({tuple(r["sample"].values()) for r in randoms}) == 4

@@ -7,11 +7,10 @@ import random
 import pytest
 import torch
 
-from sst_edge.cost.flops import predicted_cost, subnet_cost
+from sst_edge.cost.flops import extreme_sample, predicted_cost, subnet_cost
 from sst_edge.errors import SSTEdgeError
 from sst_edge.space.config import load_space, parse_space
 from sst_edge.space.model import SSTSpace
-from sst_edge.space.report import extreme_sample
 from sst_edge.space.supernet import (
     activate,
     build_supernet,
@@ -109,17 +108,17 @@ def test_paper_space_contains_the_papers_8_frame_model():
 
 def test_restricted_supernet_shares_the_full_supernets_weights():
     config = load_space("sst_tiny")
-    keep = {"s1_l1_op": ["sab"], "s1_l1_heads": [6, 12], "s3_l3_heads": [6]}
-    full, small = build_supernet(config).eval(), build_supernet(config, keep).eval()
+    restriction = {"s1_l1_op": ["sab"], "s1_l1_heads": [6, 12], "s3_l3_heads": [6]}
+    full, small = build_supernet(config).eval(), build_supernet(config, restriction).eval()
     assert load_shared_weights(small, full.state_dict()) == []
-    sample = random_sample(config, random.Random(2), keep)
+    sample = random_sample(config, random.Random(2), restriction)
     activate(full, config, sample)
-    activate(small, config, sample, keep)
+    activate(small, config, sample, restriction)
     x = torch.randn(2, *config.input_shape(1)[1:])
     with torch.no_grad():
         torch.testing.assert_close(full(x), small(x), rtol=0, atol=1e-6)
     with pytest.raises(SSTEdgeError, match="s1_l1_op"):
-        activate(small, config, {**sample, "s1_l1_op": "tab"}, keep)
+        activate(small, config, {**sample, "s1_l1_op": "tab"}, restriction)
 
 
 def test_activation_refuses_incomplete_samples():

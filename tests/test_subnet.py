@@ -93,15 +93,15 @@ def test_cli_sample_writes_a_valid_document(tmp_path, tiny):
 
 
 def test_restriction_is_validated_and_respected(tmp_path, tiny):
-    keep = {"s1_l1_op": ["sab"], "s2_l2_heads": [12]}
-    path = tmp_path / "shrunk.json"
+    restriction = {"s1_l1_op": ["sab"], "s2_l2_heads": [12]}
+    path = tmp_path / "restriction.json"
     path.write_text(json.dumps({"format": "sst-edge/restriction", "space": "sst_tiny",
-                                "space_hash": tiny.hash, "keep": keep}))
-    assert load_restriction(path, tiny).keep == keep
+                                "space_hash": tiny.hash, "keep": restriction}))
+    assert load_restriction(path, tiny).choices == restriction
     out = tmp_path / "s.json"
     for seed in range(5):
         assert main(["space", "sample", "--space", "sst_tiny", "--seed", str(seed), "--out", str(out),
-                     "--restrict", str(path)]) == 0
+                     "--restriction", str(path)]) == 0
         sample = json.loads(out.read_text())["sample"]
         assert sample["s1_l1_op"] == "sab" and sample["s2_l2_heads"] == 12
     _edit(path, lambda d: d["keep"].update(s1_l1_op=[], s1_l2_heads=[5]))

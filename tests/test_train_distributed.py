@@ -16,11 +16,11 @@ HERE = Path(__file__).parent
 
 def test_ranks_share_subnets_and_split_episodes() -> None:
     config = load_space("sst_tiny")
-    keep = {label: list(values) for label, values in config.choices().items()}
-    assert subnet_for_step(config, 0, 7, keep) == subnet_for_step(config, 0, 7, keep)
-    assert subnet_for_step(config, 0, 7, keep) != subnet_for_step(config, 0, 8, keep)
-    keep["s1_l1_heads"] = [12]
-    assert all(subnet_for_step(config, 0, s, keep)["s1_l1_heads"] == 12 for s in range(20))
+    restriction = {label: list(values) for label, values in config.choices().items()}
+    assert subnet_for_step(config, 0, 7, restriction) == subnet_for_step(config, 0, 7, restriction)
+    assert subnet_for_step(config, 0, 7, restriction) != subnet_for_step(config, 0, 8, restriction)
+    restriction["s1_l1_heads"] = [12]
+    assert all(subnet_for_step(config, 0, s, restriction)["s1_l1_heads"] == 12 for s in range(20))
     starts = [episode_start(e, r, 2, 6) for e in (1, 2) for r in (0, 1)]
     assert starts == [0, 6, 12, 18]  # disjoint blocks of 6 episodes: per rank, per epoch
 
@@ -42,7 +42,7 @@ def test_torchrun_two_processes_on_gloo(synth_dataset: Path, tmp_path: Path) -> 
     assert record["world_size"] == 2 and record["status"] == "finished"
     assert record["result"]["in_sync"] is True  # every rank ends with the same weights
     assert record["result"]["steps"] == 8 and len(record["result"]["val_acc"]) == 2
-    history = json.loads((out / "shrunk.json").read_text())["history"]
+    history = json.loads((out / "restriction.json").read_text())["history"]
     assert len(history) == 2 and len(history[0]["candidates"]) == 45  # 4 steps: too few to drop
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in steps if r["kind"] == "step"] == [2, 4, 6, 8]  # written once, by rank 0

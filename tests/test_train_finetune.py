@@ -1,8 +1,8 @@
 """Fine-tuning a found subnet alone (`train --subnet --init`), from the session's trained supernet run.
 
-The subnet inherits its weights exactly; the run writes what a supernet run writes (single-path shrunk.json,
-checkpoints), evaluation picks the fine-tuned subnet up, bad documents are refused with the file named, and
-a resumed fine-tuning run ends where an uninterrupted one does (without the init run).
+The subnet inherits its weights exactly; the run writes what a supernet run writes (single-path
+restriction.json, checkpoints), evaluation picks the fine-tuned subnet up, bad documents are refused with
+the file named, and a resumed fine-tuning run ends where an uninterrupted one does (without the init run).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from sst_edge.space.config import load_space
 from sst_edge.space.restriction import Restriction
 from sst_edge.space.subnet import make_subnet
 from sst_edge.space.supernet import activate, build_supernet, random_sample, supernet_choices
+from sst_edge.train.artifacts import load_supernet, run_restriction, single_path
 from sst_edge.train.checkpoint import checkpoint_paths, load_tensors
 from sst_edge.train.config import TrainConfig
-from sst_edge.train.evaluate import evaluate, load_supernet, run_restriction, single_path
+from sst_edge.train.evaluate import evaluate
 from sst_edge.train.finetune import load_finetune, load_init
 from sst_edge.train.loop import TrainResult, train_supernet
 
@@ -38,7 +39,7 @@ def init_run(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     """The session's supernet run, copied: the resume test takes it away."""
     out = tmp_path_factory.mktemp("init") / "supernet"
     out.mkdir()
-    for name in ("supernet.safetensors", "shrunk.json", "run.json"):
+    for name in ("supernet.safetensors", "restriction.json", "run.json"):
         shutil.copy(trained_run / name, out / name)
     return out
 
@@ -65,11 +66,11 @@ def test_the_subnet_inherits_the_supernets_weights_exactly(init_run: Path, subne
                                                            synth_dataset: Path) -> None:
     cfg = TrainConfig(space="sst_tiny", data=str(synth_dataset), subnet=str(subnet_doc), init=str(init_run))
     tune = load_finetune(cfg, TINY)
-    model = build_supernet(TINY, tune.keep).eval()
+    model = build_supernet(TINY, tune.restriction).eval()
     load_init(model, tune)
     supernet, meta = load_supernet(init_run, TINY)
     assert meta["subnet"] is None and supernet_choices(supernet) == TINY.choices()
-    assert supernet_choices(model) == single_path(tune.sample) == tune.keep
+    assert supernet_choices(model) == single_path(tune.sample) == tune.restriction
     assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in supernet.parameters())
     activate(supernet.eval(), TINY, tune.sample)
     activate(model, TINY, tune.sample)
@@ -164,19 +165,20 @@ def test_a_subnet_outside_the_shrunk_space_is_allowed_with_a_warning(init_run: P
     shutil.copytree(init_run, run)  # run drops nothing unless the losses show it is worse)
     label = next(k for k in TINY.choices() if k.endswith("_heads"))
     value = TINY.choices()[label][0]
-    keep = {k: [x for x in v if (k, x) != (label, value)] for k, v in TINY.choices().items()}
-    Restriction(TINY.name, TINY.hash, keep).save(run / "shrunk.json")
+    restriction = {k: [x for x in v if (k, x) != (label, value)] for k, v in TINY.choices().items()}
+    Restriction(TINY.name, TINY.hash, restriction).save(run / "restriction.json")
     assert value not in run_restriction(run, TINY)[label]
-    sample = {**random_sample(TINY, random.Random(0), keep), label: value}
+    sample = {**random_sample(TINY, random.Random(0), restriction), label: value}
     doc = make_subnet(TINY, sample).save(tmp_path / "outside.json")
     cfg = TrainConfig(space="sst_tiny", data=str(synth_dataset), subnet=str(doc), init=str(run))
     tune = load_finetune(cfg, TINY)
     assert len(tune.warnings) == 1 and f"{label}={value}" in tune.warnings[0] and str(doc) in tune.warnings[0]
-    load_init(build_supernet(TINY, tune.keep), tune)  # the full supernet state holds every candidate
+    load_init(build_supernet(TINY, tune.restriction), tune)  # the full supernet state holds every candidate
 
 
-def test_resume_continues_a_finetuning_run_without_the_init_run(
-        finetuned: tuple[Path, TrainConfig, TrainResult], init_run: Path, tmp_path: Path) -> None:
+def test_resume_continues_a_finetuning_run_without_the_init_run(finetuned: tuple[Path, TrainConfig,
+                                                                                 TrainResult], init_run: Path,
+                                                                tmp_path: Path) -> None:
     out, cfg, _ = finetuned
     cut = tmp_path / "cut"
     shutil.copytree(out, cut)

@@ -31,7 +31,7 @@ def test_an_injected_cost_decides_what_goes(synth_dataset: Path, tmp_path: Path)
                       shrink=ShrinkConfig(warmup=0, period=1, drop_percent=2, lam=5.0, min_count=1))
     result = train_supernet(cfg, tmp_path / "run", cost_fn=slow_heads, cost_unit="ms", progress=False)
     assert calls and result.dropped == ["s1_l1_heads=16@1"]
-    (event,) = json.loads((tmp_path / "run" / "shrunk.json").read_text())["history"]
+    (event,) = json.loads((tmp_path / "run" / "restriction.json").read_text())["history"]
     # its block's exact cost: 9 ms over the label's cheapest; the mean subnet costs 1 + 9/3 = 4 ms
     assert event["cost_unit"] == "ms" and event["dropped"][0]["cost"] == 9.0
     assert event["mean_subnet_cost"] == 4.0 and event["dropped"][0]["cost_term"] == 5.0 * 9.0 / 4.0
@@ -61,10 +61,10 @@ def test_latency_table_from_the_command_line(synth_dataset: Path, tmp_path: Path
     assert main(args) == 2
     err = capsys.readouterr().err
     assert str(table) in err and "device cpu_model: table has 'ARMv8 Processor rev 1 (v8l)'" in err
-    assert "--allow-foreign-table" in err and not (out / "shrunk.json").exists()
+    assert "--allow-foreign-table" in err and not (out / "restriction.json").exists()
     with pytest.warns(UserWarning, match="foreign latency table"):
         assert main([*args, "--allow-foreign-table"]) == 0
-    (event,) = json.loads((out / "shrunk.json").read_text())["history"]
+    (event,) = json.loads((out / "restriction.json").read_text())["history"]
     assert event["cost_unit"] == "ms"
     with pytest.warns(UserWarning, match="foreign latency table"):
         predicted = load_table(table, config=load_space("sst_tiny"), allow_foreign=True)

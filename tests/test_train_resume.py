@@ -71,7 +71,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(synth_dataset: Path, tmp
     assert side_a == side_b  # epoch, step, sampler, shrink records and restriction, RNG, optimizer, sha256
     assert side_a["shrink"]["restriction"]["history"], "the run was meant to shrink once"
     assert (whole / "supernet.safetensors").read_bytes() == (killed / "supernet.safetensors").read_bytes()
-    assert (whole / "shrunk.json").read_text() == (killed / "shrunk.json").read_text()
+    assert (whole / "restriction.json").read_text() == (killed / "restriction.json").read_text()
     assert without_times(whole / "metrics.jsonl") == without_times(killed / "metrics.jsonl")
     record = json.loads((killed / "run.json").read_text())
     assert record["status"] == "finished" and len(record["resumed"]) == 1

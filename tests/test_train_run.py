@@ -47,9 +47,13 @@ def test_loss_falls_and_shrinking_removes_candidates(run_dir: Path) -> None:
     assert result["last_epoch_loss"] < 0.6 * result["first_epoch_loss"]
     assert result["dropped"] and result["space_size"] < result["full_space_size"]
     config = load_space("sst_tiny")
-    keep = load_restriction(run_dir / "shrunk.json", config).keep  # search reads it the same way
-    assert keep == result["keep"] and all(keep.values())
-    assert sum(map(len, keep.values())) == sum(map(len, config.choices().values())) - len(result["dropped"])
+    restriction = load_restriction(
+        run_dir / "restriction.json", config
+    ).choices  # search reads it the same way
+    assert restriction == result["restriction"] and all(restriction.values())
+    assert sum(map(len, restriction.values())) == sum(map(len, config.choices().values())) - len(
+        result["dropped"]
+    )
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     events = [r for r in rows if r["kind"] == "shrink"]
     assert [e["epoch"] for e in events] == [2, 4]  # epochs > warm-up (1) divisible by the period (2)
@@ -68,19 +72,34 @@ def test_loss_falls_and_shrinking_removes_candidates(run_dir: Path) -> None:
 
 def test_space_sample_restricted_to_the_shrunk_space(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "sub.json"
-    assert main(["space", "sample", "--space", "sst_tiny", "--seed", "3", "--out", str(out),
-                 "--restrict", str(run_dir / "shrunk.json")]) == 0
-    keep = json.loads((run_dir / "shrunk.json").read_text())["keep"]
+    assert (
+        main(
+            [
+                "space",
+                "sample",
+                "--space",
+                "sst_tiny",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+                "--restriction",
+                str(run_dir / "restriction.json"),
+            ]
+        )
+        == 0
+    )
+    restriction = json.loads((run_dir / "restriction.json").read_text())["keep"]
     sub, _ = load_subnet(out)
-    assert all(sub.sample[k] in v for k, v in keep.items())
+    assert all(sub.sample[k] in v for k, v in restriction.items())
 
 
-def test_five_way_one_shot_on_meta_test_is_well_above_chance(run_dir: Path, synth_dataset: Path,
-                                                             tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture) -> None:
+def test_five_way_one_shot_on_meta_test_is_well_above_chance(
+    run_dir: Path, synth_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     r = evaluate(run_dir, synth_dataset, tmp_path, "--way", "5", "--shot", "1", "--episodes", "100")
     assert r["split"] == "test" and r["episodes"] == 100
-    assert r["subnet_source"] == "largest of the shrunk space"
+    assert r["subnet_source"] == "largest of the restriction"
     assert r["accuracy"]["alignment"] > 0.35, r  # chance is 0.20
     assert 0 < r["ci95"]["alignment"] < 0.1
     assert "accuracy" in capsys.readouterr().out

@@ -123,8 +123,8 @@ def test_a_bad_candidate_does_not_condemn_the_values_of_other_labels() -> None:
     rng = np.random.default_rng(0)
     losses = {("a_op", "tab"): noisy(1.0, 200, rng), ("a_op", "sab"): noisy(2.0, 200, rng),
               ("b_op", "tab"): noisy(1.5, 200, rng), ("b_op", "sab"): noisy(1.5, 200, rng)}
-    keep = {"a_op": ["tab", "sab"], "b_op": ["tab", "sab"]}
-    new, event = shrink(keep, recorded(losses), ShrinkConfig(lam=0.0, drop_percent=100), 1, 400)
+    restriction = {"a_op": ["tab", "sab"], "b_op": ["tab", "sab"]}
+    new, event = shrink(restriction, recorded(losses), ShrinkConfig(lam=0.0, drop_percent=100), 1, 400)
     assert new == {"a_op": ["tab"], "b_op": ["tab", "sab"]}
     assert {c["decision"] for c in event["candidates"] if c["label"] == "b_op"} <= {
         "kept: not significant", "kept: best of its label"}
@@ -140,11 +140,12 @@ def test_drop_budget_worst_first_and_never_the_last_value() -> None:
     assert d[("b_op", "sab")] == d[("b_heads", 12)] == "kept: drop budget spent"
     assert event["space_size_before"] == 36 and event["space_size_after"] == 24
 
-    keep = {"a_op": ["sab"], "a_heads": [6, 16], "b_op": ["tab", "sab"], "b_heads": [6]}
+    restriction = {"a_op": ["sab"], "a_heads": [6, 16], "b_op": ["tab", "sab"], "b_heads": [6]}
     losses = {("a_op", "sab"): noisy(3.0, 20, rng), ("a_heads", 6): noisy(1.0, 10, rng),
               ("a_heads", 16): noisy(3.0, 10, rng), ("b_op", "tab"): noisy(1.0, 18, rng),
               ("b_op", "sab"): noisy(3.0, 2, rng), ("b_heads", 6): noisy(1.0, 20, rng)}
-    new, event = shrink(keep, recorded(losses), ShrinkConfig(drop_percent=100, min_count=5, lam=0.0), 2, 20)
+    cfg = ShrinkConfig(drop_percent=100, min_count=5, lam=0.0)
+    new, event = shrink(restriction, recorded(losses), cfg, 2, 20)
     d = {(c["label"], c["value"]): c["decision"] for c in event["candidates"]}
     alone = "untested: no other value of its label has enough steps"
     assert d[("a_op", "sab")] == alone  # the last value of a label has nothing to be compared with
@@ -189,20 +190,28 @@ def test_exact_cost_of_a_latency_table_is_its_block_entries() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = load_table("sst_tiny.cpu-fp32", config=config, allow_foreign=True)
-    keep = config.choices()
-    keep["s2_l1_heads"] = [6, 16]
-    costs = candidate_costs(keep, table.predict_ms, "ms")
+    restriction = config.choices()
+    restriction["s2_l1_heads"] = [6, 16]
+    costs = candidate_costs(restriction, table.predict_ms, "ms")
     scale = table.correction.scale if table.correction else 1.0
     for s, l in config.layers():
         ol, hl = f"s{s}_l{l}_op", f"s{s}_l{l}_heads"
-        c_op = {o: np.mean([table.block_ms(s, o, h) for h in keep[hl]]) for o in keep[ol]}
-        c_h = {h: np.mean([table.block_ms(s, o, h) for o in keep[ol]]) for h in keep[hl]}
+        c_op = {o: np.mean([table.block_ms(s, o, h) for h in restriction[hl]]) for o in restriction[ol]}
+        c_h = {h: np.mean([table.block_ms(s, o, h) for o in restriction[ol]]) for h in restriction[hl]}
         for label, c in ((ol, c_op), (hl, c_h)):
             for v, x in c.items():
                 expected = scale * (x - min(c.values()))
                 assert costs.extra[(label, v)] == pytest.approx(expected, rel=1e-9, abs=1e-12)
-    raw = table.fixed_ms + sum(np.mean([table.block_ms(s, o, h) for o in keep[f"s{s}_l{l}_op"]
-                                        for h in keep[f"s{s}_l{l}_heads"]]) for s, l in config.layers())
+    raw = table.fixed_ms + sum(
+        np.mean(
+            [
+                table.block_ms(s, o, h)
+                for o in restriction[f"s{s}_l{l}_op"]
+                for h in restriction[f"s{s}_l{l}_heads"]
+            ]
+        )
+        for s, l in config.layers()
+    )
     mean = table.correction.apply(raw) if table.correction else raw
     assert costs.mean_subnet == pytest.approx(mean, rel=1e-12)
 
@@ -214,19 +223,25 @@ def test_exact_cost_of_flops_equals_the_brute_force_marginals() -> None:
     from sst_edge.cost.flops import predicted_cost
 
     config = load_space("sst_tiny")
-    keep = {k: v[:1] for k, v in config.choices().items()}
-    keep |= {"s1_l2_op": ["tab", "sab"], "s1_l2_heads": [6, 12, 16], "s3_l1_op": ["tab", "sab"],
-             "s3_l1_heads": [6, 12, 16]}
+    restriction = {k: v[:1] for k, v in config.choices().items()}
+    restriction |= {
+        "s1_l2_op": ["tab", "sab"],
+        "s1_l2_heads": [6, 12, 16],
+        "s3_l1_op": ["tab", "sab"],
+        "s3_l1_heads": [6, 12, 16],
+    }
     flops = {}
-    subnets = [dict(zip(keep, vs, strict=True)) for vs in itertools.product(*keep.values())]
+    subnets = [dict(zip(restriction, vs, strict=True)) for vs in itertools.product(*restriction.values())]
     for s in subnets:
         flops[tuple(s.values())] = predicted_cost(config, s).flops
-    costs = candidate_costs(keep, lambda s: flops[tuple(s.values())], "flops")
+    costs = candidate_costs(restriction, lambda s: flops[tuple(s.values())], "flops")
     assert costs.mean_subnet == pytest.approx(np.mean(list(flops.values())), rel=1e-12)
     for label in ("s1_l2_op", "s1_l2_heads", "s3_l1_op", "s3_l1_heads"):
-        means = {v: np.mean([flops[tuple(s.values())] for s in subnets if s[label] == v])
-                 for v in keep[label]}
-        for v in keep[label]:
+        means = {
+            v: np.mean([flops[tuple(s.values())] for s in subnets if s[label] == v])
+            for v in restriction[label]
+        }
+        for v in restriction[label]:
             assert costs.extra[(label, v)] == pytest.approx(means[v] - min(means.values()), rel=1e-9, abs=1.0)
     assert max(costs.extra[("s1_l2_heads", h)] for h in (6, 12, 16)) > 0
 
@@ -236,26 +251,32 @@ PAPER = load_space("sst_paper")
 STEPS, EVENTS = 400, 10
 
 
-def simulate(seed: int, events: int = EVENTS, planted: tuple[str, object] | None = None,
-             cfg: ShrinkConfig | None = None) -> dict:
+def simulate(
+    seed: int,
+    events: int = EVENTS,
+    planted: tuple[str, object] | None = None,
+    cfg: ShrinkConfig | None = None,
+) -> dict:
     """Training's sampling (a uniform subnet of the current space per step) with loss 1 + N(0, 0.3^2),
     +0.15 when the subnet holds the planted candidate; a shrink event every STEPS steps."""
     rng, noise = random.Random(seed), np.random.default_rng(seed)
-    keep = PAPER.choices()
+    restriction = PAPER.choices()
     out = {"drops": {"op": 0, "heads": 0}, "tested": {"op": 0, "heads": 0}, "events_with_drop": 0,
            "small_p": {"op": 0, "heads": 0}, "loose": {"op": 0, "heads": 0}, "found_at": None,
            "alive": {"op": 0, "heads": 0}}
     for e in range(1, events + 1):
         r = ShrinkRecords()
         for _ in range(STEPS):
-            sample = random_sample(PAPER, rng, keep)
+            sample = random_sample(PAPER, rng, restriction)
             r.add(sample, 1.0 + 0.3 * noise.standard_normal()
                   + (0.15 if planted and sample[planted[0]] == planted[1] else 0.0))
-        for c in judge_candidates(keep, r, ShrinkConfig(lam=0.0, confidence=0.5)):  # a looser shadow test
+        for c in judge_candidates(
+            restriction, r, ShrinkConfig(lam=0.0, confidence=0.5)
+        ):  # a looser shadow test
             if c.p is not None:
                 out["loose"][c.kind] += c.p_holm <= 0.5 and c.value != c.best
                 out["small_p"][c.kind] += c.p <= 0.05
-        keep, event = shrink(keep, r, cfg or ShrinkConfig(lam=0.0), e, e * STEPS)
+        restriction, event = shrink(restriction, r, cfg or ShrinkConfig(lam=0.0), e, e * STEPS)
         false = [c for c in event["dropped"] if (c["label"], c["value"]) != planted]
         if len(false) < len(event["dropped"]):
             out["found_at"] = e

@@ -7,6 +7,7 @@ papers that report "FLOPs" for video transformers. fvcore skips `aten::scaled_do
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,9 +15,14 @@ from functools import cache
 from typing import Any
 
 import torch
+from fvcore.nn import FlopCountAnalysis
+from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
-from ..space.config import SpaceConfig
+from .._nni import FlopsParamsProfiler
+from ..space.config import Choices, SpaceConfig, heads_label, op_label
+from ..space.model import SSTSpace
+from ..space.restriction import restricted_choices
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,6 @@ class Cost:
 
 def _sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
     """QK^T and AV of scaled-dot-product attention: B*H*L*S*(D + Dv) multiply-adds."""
-    from fvcore.nn.jit_handles import get_shape
 
     q, k, v = (get_shape(i) for i in inputs[:3])
     *batch, length, d = q
@@ -48,7 +53,6 @@ def _sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
 
 def fvcore_cost(model: nn.Module, input_shape: tuple[int, ...]) -> Cost:
     """Per-clip FLOPs (multiply-adds) and params of a plain (frozen) model, traced by fvcore."""
-    from fvcore.nn import FlopCountAnalysis
 
     was_training = model.training
     model.eval()
@@ -68,7 +72,6 @@ def fvcore_cost(model: nn.Module, input_shape: tuple[int, ...]) -> Cost:
 
 def subnet_cost(config: SpaceConfig, sample: Mapping[str, Any]) -> Cost:
     """fvcore's count of one subnet at the space's input size."""
-    from ..space.model import SSTSpace
 
     sub = SSTSpace(config).freeze(dict(sample))
     return fvcore_cost(sub, config.input_shape(1))
@@ -76,8 +79,6 @@ def subnet_cost(config: SpaceConfig, sample: Mapping[str, Any]) -> Cost:
 
 @cache
 def _expression(config: SpaceConfig) -> Any:
-    from .._nni import FlopsParamsProfiler
-    from ..space.model import SSTSpace
 
     space = SSTSpace(config)
     return FlopsParamsProfiler(space, torch.zeros(config.input_shape(1))).flops_result
@@ -92,3 +93,20 @@ def predicted_cost(config: SpaceConfig, sample: Mapping[str, Any]) -> Cost:
     """The NNI expression evaluated at a sample: fast (no model is built), within 2% of fvcore."""
     r = _expression(config).freeze(dict(sample))
     return Cost(flops=float(r.flops), params=int(r.params))
+
+
+def extreme_sample(config: SpaceConfig, restriction: Choices | None = None, *,
+                   largest: bool = False) -> dict[str, Any]:
+    """The subnet of least (or most) FLOPs: cost is a sum over layers, so choose each layer on its own."""
+    ch = restricted_choices(config, restriction)
+    sample = {k: v[0] for k, v in ch.items()}
+    pick = max if largest else min
+    for s, l in config.layers():
+        ol, hl = op_label(s, l), heads_label(s, l)
+
+        def flops_with(op: str, heads: int, ol: str = ol, hl: str = hl) -> float:
+            return predicted_cost(config, {**sample, ol: op, hl: heads}).flops
+
+        op, heads = pick(itertools.product(ch[ol], ch[hl]), key=lambda c: flops_with(*c))
+        sample[ol], sample[hl] = op, heads
+    return sample

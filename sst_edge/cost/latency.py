@@ -18,10 +18,10 @@ import copy
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .._nni import Categorical, ExpressionProfiler, MutableExpression
 from ..device.fingerprint import device_fingerprint, device_mismatches, execution_provider, run_mismatches
 from ..device.targets import Target, load_target
 from ..device.timing import TIMING_SCHEMA, Timing
@@ -159,21 +159,20 @@ class LatencyTable:
             return total
         return self.correction.apply(total)
 
-    def expression(self, raw: bool = False, restrict: Mapping[str, Any] | None = None) -> Any:
+    def expression(self, raw: bool = False, restriction: Mapping[str, Any] | None = None) -> Any:
         """An NNI expression over the space's labels that freezes to `predict_ms(sample, raw)`.
 
         Nested `MutableExpression.switch_case` (op, then heads) per layer, summed in forward order.
         `restrict` narrows the values of labels, so the Categoricals equal those of a restricted space.
         """
-        from .._nni import Categorical, MutableExpression
 
-        restrict = dict(restrict or {})
+        restriction = dict(restriction or {})
         total: Any = self._fixed_ms
         for st in self.stages:
             for l in range(1, st.depth + 1):
                 ol, hl = op_label(st.stage, l), heads_label(st.stage, l)
-                ops = list(restrict.get(ol, st.blocks))
-                heads = list(restrict.get(hl, next(iter(st.blocks.values()))))
+                ops = list(restriction.get(ol, st.blocks))
+                heads = list(restriction.get(hl, next(iter(st.blocks.values()))))
                 op_c = Categorical(ops, label=ol)
                 heads_c = Categorical(heads, label=hl)
                 try:
@@ -187,9 +186,9 @@ class LatencyTable:
             return total
         return total * self.correction.scale + self.correction.offset_ms
 
-    def profiler(self, raw: bool = False, restrict: Mapping[str, Any] | None = None) -> Any:
+    def profiler(self, raw: bool = False, restriction: Mapping[str, Any] | None = None) -> Any:
         """An NNI `ExpressionProfiler` (class `LatencyProfiler`) whose profile(sample) = predict_ms."""
-        return _profiler_class()(self, raw=raw, restrict=restrict)
+        return LatencyProfiler(self, raw=raw, restriction=restriction)
 
     # ----------------------------------------------------------------------------------- (de)serialize
     def to_dict(self) -> dict[str, Any]:
@@ -283,33 +282,13 @@ class LatencyTable:
         return self.path
 
 
-@cache
-def _profiler_class() -> type:
-    """NNI is imported on first use only (importing it takes seconds; loading a table should not)."""
-    import importlib
+class LatencyProfiler(ExpressionProfiler):
+    """An NNI ExpressionProfiler over a table: `profile(sample)` is the predicted latency in ms."""
 
-    from .. import _nni  # noqa: F401  (first: silences NNI's import-time warnings)
-
-    ExpressionProfiler = importlib.import_module("nni.nas.profiler").ExpressionProfiler
-
-    class LatencyProfiler(ExpressionProfiler):
-        """An NNI ExpressionProfiler over a table: `profile(sample)` is the predicted latency in ms."""
-
-        def __init__(self, table: LatencyTable, model_space: Any = None, raw: bool = False,
-                     restrict: Mapping[str, Any] | None = None):
-            self.table = table
-            self.expression = table.expression(raw=raw, restrict=restrict)
-
-    LatencyProfiler.__module__ = __name__
-    LatencyProfiler.__qualname__ = "LatencyProfiler"
-    return LatencyProfiler
-
-
-def __getattr__(name: str) -> Any:
-    """`from sst_edge.cost.latency import LatencyProfiler` builds the NNI subclass on demand."""
-    if name == "LatencyProfiler":
-        return _profiler_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __init__(self, table: LatencyTable, model_space: Any = None, raw: bool = False,
+                 restriction: Mapping[str, Any] | None = None):
+        self.table = table
+        self.expression = table.expression(raw=raw, restriction=restriction)
 
 
 # ------------------------------------------------------------------------------------- foreign tables

@@ -3,7 +3,7 @@
 Latency tables are only worth anything if blocks are timed exactly as the deployed model runs, so the
 profiler and the model exporter both go through these functions. Choices (../shared/notes/measurements.md):
 - the TorchScript exporter (dynamo=False) at opset 17 turns SDPA into plain MatMul/Softmax and its GELU is
-  fused by ORT; it runs 5-6% faster than the dynamo exporter's graph;
+  fused by ORT (its graph measured faster than the dynamo exporter's);
 - INT8 is dynamic quantization of MatMul/Gemm only, after ORT's `quant_pre_process` (quantized
   convolutions measured slower than fp32; bench/export.py compares the recipes);
 - a target with `attention: fused` exports each attention as ORT's com.microsoft MultiHeadAttention;
@@ -21,7 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
+from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
+from onnxruntime.transformers.float16 import convert_float_to_float16
 from torch import nn
 
 from ..device.session import INPUT_NAME, OUTPUT_NAME
@@ -78,8 +81,6 @@ def quantize_dynamic_int8(src: str | Path, dst: str | Path, op_types: tuple[str,
                           activation_matmuls: bool = False) -> Path:
     """ORT's `quant_pre_process` (shape inference, graph clean-up), then dynamic INT8 of `op_types` only.
     `activation_matmuls` also quantizes MatMuls of two activations (unfused attention's QK^T and AV)."""
-    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
-
     dst = Path(dst)
     with tempfile.TemporaryDirectory(dir=dst.parent if dst.parent.exists() else None) as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -97,8 +98,6 @@ def quantize_dynamic_int8(src: str | Path, dst: str | Path, op_types: tuple[str,
 
 def convert_fp16(src: str | Path, dst: str | Path) -> Path:
     """An fp16 copy of an fp32 graph for the CUDA provider; inputs and outputs stay fp32."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(src))
     with _quiet():

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..space.config import HEADLESS_OPS, SpaceConfig, heads_label, op_label
+from ..space.model import SSTSpace
 
 
 @dataclass
@@ -77,7 +78,6 @@ def _input_shapes(model: nn.Module, batch_input: torch.Tensor) -> dict[str, tupl
 
 def stage_input_shapes(config: SpaceConfig, batch: int = 1) -> dict[int, tuple[int, ...]]:
     """[B, T, N, C] entering each stage's choice blocks."""
-    from ..space.model import SSTSpace
 
     small = _one_layer(config)
     sample = {k: v[0] for k, v in small.choices().items()}
@@ -87,7 +87,6 @@ def stage_input_shapes(config: SpaceConfig, batch: int = 1) -> dict[int, tuple[i
 
 def space_parts(config: SpaceConfig, batch: int = 1) -> list[Part]:
     """Every fixed part and every (stage, op, heads) block, with its input shape at `batch` clips."""
-    from ..space.model import SSTSpace
 
     small = _one_layer(config)
     space = SSTSpace(small)

@@ -52,7 +52,10 @@ from ..device.targets import BACKENDS, Target, load_target
 from ..device.timing import Opener, Run, Timing, TimingPolicy
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write_json, sha256_file, utc_now
+from ..result import Report
 from ..space.config import SpaceConfig, load_space
+from ..space.model import SSTSpace
+from ..space.supernet import random_sample
 from .latency import LatencyTable, StageEntry, check_table, fixed_keys, read_table, target_record
 from .onnx_export import export_for_target
 from .parts import Part, space_parts, stage_block_keys
@@ -118,7 +121,6 @@ def torch_threads(n: int) -> Iterator[None]:
 # ------------------------------------------------------------------------------------------ subnets
 def random_subnets(config: SpaceConfig, n: int, seed: int) -> list[dict[str, Any]]:
     """n distinct uniform draws from the space (fewer if the space is smaller than n)."""
-    from ..space.supernet import random_sample
 
     rng = random.Random(seed)
     seen: set[tuple] = set()
@@ -157,7 +159,6 @@ def _modules(config: SpaceConfig, parts: list[Part], samples: list[Mapping[str, 
     for p in parts:
         yield p.key, "part", p.module, tuple(p.input_shape), None
     if samples:
-        from ..space.model import SSTSpace
 
         space = SSTSpace(config)
         for i, sample in enumerate(samples):
@@ -381,9 +382,9 @@ def _time_torch(config: SpaceConfig, target: Target, policy: TimingPolicy, seed:
                 samples: list[Mapping[str, Any]]) -> tuple[dict[str, Timing], BackgroundLog]:
     """Parts and whole subnets in PyTorch eager, in ONE interleaved pool (inputs as in a bundle).
 
-    One pool, because the speed of this shared machine drifts by 5-10% over minutes (other processes
-    compete for caches and memory bandwidth, which no clock excludes): parts timed first and subnets
-    later would compare two machine states, not a sum with a whole.
+    One pool, because a shared machine's speed drifts over minutes (other processes compete for caches
+    and memory bandwidth, which no clock excludes): parts timed first and subnets later would compare two
+    machine states, not a sum with a whole.
     """
     with torch_threads(target.threads):
         openers: dict[str, Opener] = {}
@@ -569,13 +570,20 @@ def _policy(rounds: int | None, clock: str, quick: bool) -> TimingPolicy:
 
 def write_bundle_verb(space: str | None, target: str | None, directory: str, validate: int = 0, seed: int = 0,
                       rounds: int | None = None, clock: str = "auto", quick: bool = False,
-                      overwrite: bool = False, backend: str | None = None, progress: bool = True) -> str:
-    """`profile --bundle DIR`: write the bundle (the policy goes into its manifest); returns the report."""
+                      overwrite: bool = False, backend: str | None = None, progress: bool = True) -> Report:
+    """`profile --bundle DIR`: write the bundle (the policy goes into its manifest); its manifest and
+    summary."""
     if space is None or target is None:
         raise SSTEdgeError("--bundle needs --space and --target")
     policy = _policy(rounds, clock, quick)
     bundle_to_dir(space, target, directory, validate, seed, policy, overwrite, progress, backend)
-    return describe_bundle(directory)
+    b = read_bundle(directory, check_files=False)
+    return Report(describe_bundle(directory).split("\n"), dict(b.doc))
+
+
+def table_report(table: LatencyTable) -> Report:
+    """A table as a verb's result: its summary (`describe`) and its document."""
+    return Report(describe(table).split("\n"), table.to_dict())
 
 
 def run_profile(space: str | None = None, target: str | None = None, table: str | None = None,

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
+from scipy.stats import kendalltau
 
 from ..fileio import atomic_write
 from .latency import Correction
@@ -20,7 +22,6 @@ MIN_AFFINE = 6  # below this many subnets, fit a scale only (an offset needs spr
 
 def accuracy(predicted: list[float] | np.ndarray, measured: list[float] | np.ndarray) -> dict[str, float]:
     """Share within +-5% and +-10%, RMSPE and mean signed error (% of measured), Kendall's tau."""
-    from scipy.stats import kendalltau
 
     p, m = np.asarray(predicted, float), np.asarray(measured, float)
     err = (p - m) / m
@@ -80,14 +81,10 @@ def summarize(raw: list[float], measured: list[float]) -> tuple[Correction | Non
 def plot_validation(path: str | Path, raw: list[float], measured: list[float], corrected: list[float] | None,
                     title: str, figures: dict[str, Any]) -> Path:
     """Predicted vs measured (raw, and corrected leave-one-out), with the +-10% band, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     m = np.asarray(measured, float)
     lo, hi = float(min(m.min(), min(raw))) * 0.9, float(max(m.max(), max(raw))) * 1.1
-    fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
+    fig = Figure(figsize=(6, 6), dpi=110)
+    ax = fig.subplots()
     xs = np.linspace(lo, hi, 50)
     ax.fill_between(xs, xs * 0.9, xs * 1.1, color="0.9", label="predicted within +-10% of measured")
     ax.plot(xs, xs, color="0.5", lw=1)
@@ -108,7 +105,4 @@ def plot_validation(path: str | Path, raw: list[float], measured: list[float], c
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    try:
-        return atomic_write(path, lambda p: fig.savefig(p, format="png"))
-    finally:
-        plt.close(fig)
+    return atomic_write(path, lambda p: fig.savefig(p, format="png"))

@@ -13,7 +13,7 @@ _EXPORTS = {
     "Episode": "episodes", "EpisodeDataset": "episodes", "episode_loader": "episodes",
     "write_video": "encode", "write_frames": "frames", "videos_to_frames": "frames", "encode_image": "frames",
     "SynthClass": "synth", "synth_classes": "synth", "render_clip": "synth", "generate_synthetic": "synth",
-    "CheckReport": "check", "check_dataset": "check", "print_report": "check",
+    "CheckReport": "check", "check_dataset": "check",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from rich.markup import escape
+from rich.table import Table
 from tqdm import tqdm
 
 from ..device import archive
@@ -17,6 +20,7 @@ from ..device.preprocess import sample_indices
 from ..device.probe import decode_all
 from ..errors import DatasetError, VideoError
 from ..fileio import os_reason
+from ..tables import rich_lines
 
 
 @dataclass
@@ -39,6 +43,36 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.n_unreadable and not self.split_problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"root": str(self.root), "decoder": self.decoder, "ok": self.ok, "clips": self.clips,
+                "unreadable": {c: [{"clip": str(p), "reason": r} for p, r in v]
+                               for c, v in self.unreadable.items()},
+                "split_problems": self.split_problems,
+                "warnings": [{"path": str(p), "problem": w} for p, w in self.warnings]}
+
+    def lines(self) -> list[str]:
+        """A table per class, then every unreadable clip, split problem and warning, then the verdict."""
+        table = Table(title=escape(f"{self.root} ({self.decoder})"))
+        table.add_column("class")
+        table.add_column("clips", justify="right")
+        table.add_column("unreadable", justify="right")
+        for cls, n in self.clips.items():
+            table.add_row(escape(cls), str(n), str(len(self.unreadable.get(cls, []))))
+        table.add_section()
+        table.add_row(f"{len(self.clips)} classes", str(self.n_clips), str(self.n_unreadable))
+        out = rich_lines(table)
+        out += [
+            f"unreadable {path}: {reason}" for items in self.unreadable.values() for path, reason in items
+        ]
+        out += [f"split {problem}" for problem in self.split_problems]
+        out += [f"warning {path}: {problem}" for path, problem in self.warnings]
+        verdict = "all clips readable" if self.ok else "problems found"
+        out.append(
+            f"{verdict}: {self.n_clips - self.n_unreadable} of {self.n_clips} clips readable, "
+            f"{len(self.split_problems)} split problems, {len(self.warnings)} warnings"
+        )
+        return out
 
 
 def check_dataset(root: str | Path, decoder: str = "auto", frames: int = 8, full: bool = False,
@@ -117,35 +151,3 @@ def _empty(root: Path) -> list[Path]:
                 not [e for e in archive.scandir(cls.path) if not e.name.startswith(".")]:
             out.append(cls.path)
     return out
-
-
-def print_report(report: CheckReport) -> None:
-    """A table per class, then every unreadable clip and split problem."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = Console()
-    table = Table(title=escape(f"{report.root} ({report.decoder})"))
-    table.add_column("class")
-    table.add_column("clips", justify="right")
-    table.add_column("unreadable", justify="right")
-    for cls, n in report.clips.items():
-        bad = len(report.unreadable.get(cls, []))
-        table.add_row(escape(cls), str(n), f"[red]{bad}[/red]" if bad else "0")
-    table.add_section()
-    table.add_row(f"{len(report.clips)} classes", str(report.n_clips), str(report.n_unreadable))
-    console.print(table)
-    for items in report.unreadable.values():
-        for path, reason in items:
-            line = escape(f"{path}: {reason}")
-            console.print(f"[red]unreadable[/red] {line}", highlight=False, soft_wrap=True)
-    for problem in report.split_problems:
-        console.print(f"[red]split[/red] {escape(problem)}", highlight=False, soft_wrap=True)
-    for path, problem in report.warnings:
-        console.print(f"[yellow]warning[/yellow] {escape(f'{path}: {problem}')}", highlight=False,
-                      soft_wrap=True)
-    verdict = "[green]all clips readable[/green]" if report.ok else "[red]problems found[/red]"
-    console.print(f"{verdict}: {report.n_clips - report.n_unreadable} of {report.n_clips} clips readable, "
-                  f"{len(report.split_problems)} split problems, {len(report.warnings)} warnings",
-                  highlight=False)

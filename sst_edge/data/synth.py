@@ -20,12 +20,13 @@ import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from ..errors import SSTEdgeError
-from ..fileio import atomic_write_json, atomic_write_text
+from ..fileio import atomic_write_json, atomic_write_text, read_json
 from .encode import write_video
 
 FORMAT = "sst-edge synthetic v1"
@@ -291,6 +292,33 @@ def _prepare(out: Path, overwrite: bool) -> None:
             shutil.rmtree(out / name, ignore_errors=True)
     shutil.rmtree(out / SPLIT_DIR, ignore_errors=True)
     meta.unlink(missing_ok=True)
+
+
+@dataclass
+class SynthReport:
+    """What `sst-edge data synth` wrote."""
+
+    out: Path
+    classes: int
+    clips: int
+    splits: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": str(self.out), "classes": self.classes, "clips_per_class": self.clips,
+                "splits": self.splits, "split_files": str(self.out / SPLIT_DIR),
+                "meta": str(self.out / META_FILE)}
+
+    def lines(self) -> list[str]:
+        return [
+            f"wrote {self.classes} classes x {self.clips} clips to {self.out} (splits in "
+            f"{self.out / SPLIT_DIR}, classes in {self.out / META_FILE})"
+        ]
+
+
+def synth_report(out: str | Path) -> SynthReport:
+    """The report of a synthetic dataset already written (from its classes.json)."""
+    meta = read_json(Path(out) / META_FILE, "synthetic dataset metadata")
+    return SynthReport(Path(out), len(meta["classes"]), meta["clips_per_class"], meta["splits"])
 
 
 def generate_synthetic(out: str | Path, classes: int = 24, clips: int = 10, frames: int = 16, size: int = 64,

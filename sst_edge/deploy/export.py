@@ -18,21 +18,32 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .. import __version__
+from ..cost.flops import subnet_cost
+from ..cost.latency import load_table
 from ..cost.onnx_export import agreement, convert_fp16, export_onnx
+from ..cost.profile import ort_opener, resolve_clock, timed
 from ..device.card import CARD_FILE, ENGINE_FILE, MODEL_FILE, ModelCard, file_record
-from ..device.heads import HeadConfig
-from ..device.session import INPUT_NAME, OUTPUT_NAME, cpu_session, ort_features
+from ..device.evaluation import head_notes
+from ..device.session import INPUT_NAME, OUTPUT_NAME, available_providers, cpu_session, ort_features
+from ..device.settings import HeadConfig
 from ..device.targets import Target, load_target
+from ..device.timing import TimingPolicy
 from ..errors import SSTEdgeError
 from ..fileio import sha256_file, utc_now
 from ..space.config import SpaceConfig
+from ..space.subnet import load_subnet
+from ..space.supernet import freeze_subnet
+from ..train.artifacts import choose_head, load_supernet
 from .quantize import quantize_for_target
 from .tensorrt import build_engine, check_graph, tensorrt_available, trtexec_command
 
@@ -43,7 +54,6 @@ PARITY_CLIPS = 3  # a batch of 2 and a batch of 1: the batch axis is dynamic
 
 def _sayer(progress: bool) -> Callable[[str], None]:
     """Step lines that do not break the progress bars around them (or nothing)."""
-    from tqdm import tqdm
 
     return tqdm.write if progress else (lambda _msg: None)
 
@@ -53,10 +63,6 @@ def load_export_subnet(subnet: str | Path, weights: str | Path) -> tuple[SpaceCo
                                                                          nn.Module, dict[str, Any]]:
     """The subnet document's space, its sample, the frozen module with trained weights, and the weights'
     metadata. Fine-tuned weights (one subnet) must be of this very subnet."""
-    from ..space.subnet import load_subnet
-    from ..space.supernet import freeze_subnet
-    from ..train.evaluate import load_supernet
-
     sub, config = load_subnet(subnet)
     supernet, meta = load_supernet(weights, config)
     tuned = meta.get("subnet")
@@ -74,7 +80,6 @@ def load_export_subnet(subnet: str | Path, weights: str | Path) -> tuple[SpaceCo
 
 def _subnet_head_notes(metrics: dict[str, Any], head: HeadConfig, subnet: str | Path) -> list[str]:
     """A subnet document found with another head than the one exported (best.json records its head)."""
-    from ..device.evaluation import head_notes
 
     searched = metrics.get("head") if isinstance(metrics, dict) else None
     if not isinstance(searched, dict):
@@ -90,8 +95,6 @@ def _subnet_head_notes(metrics: dict[str, Any], head: HeadConfig, subnet: str | 
 def pin_output_shape(path: Path, frames: int, channels: int) -> None:
     """The exporter leaves output dims 1 and 2 symbolic (reshapes with -1 under a dynamic batch): pin them
     to (T, C), which TensorRT's "static apart from the batch" and the runtime's checks need."""
-    import onnx
-
     model = onnx.load(str(path))
     dims = model.graph.output[0].type.tensor_type.shape.dim
     if len(dims) != 3:
@@ -105,7 +108,6 @@ def pin_output_shape(path: Path, frames: int, channels: int) -> None:
 
 def check_onnx(path: Path) -> None:
     """onnx.checker with the full check (strict shape inference: the pinned output must be consistent)."""
-    import onnx
 
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -168,12 +170,6 @@ def measure_latency(paths: dict[str, Path], target: Target, config: SpaceConfig,
                     progress: bool = False) -> dict[str, dict[str, Any]]:
     """Per-clip latency (batch 1) of each model file on the target, interleaved in one pool of rounds.
     Empty when the target's provider is not on this machine (a GPU target exported on a CPU box)."""
-    from dataclasses import replace
-
-    from ..cost.profile import ort_opener, resolve_clock, timed
-    from ..device.session import available_providers
-    from ..device.timing import TimingPolicy
-
     if target.provider not in available_providers():
         return {}
     x = parity_clips(config, 1).numpy()
@@ -186,7 +182,6 @@ def measure_latency(paths: dict[str, Path], target: Target, config: SpaceConfig,
 def predicted_latency(config: SpaceConfig, sample: dict[str, Any], target: Target,
                       table: str | Path | None = None) -> dict[str, Any]:
     """From `table`, else the local or shipped table of this space x target, if made on this device."""
-    from ..cost.latency import load_table
 
     name = str(table) if table is not None else f"{config.name}.{target.name}"
     try:
@@ -211,8 +206,6 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
     `head_kind`, `tau`, `window` ("run": the run's) override it. The card's `head_source` records where
     it came from, what was given, and every difference from the run's head or from the head the subnet
     document was searched with."""
-    from ..train.evaluate import choose_head
-
     out = Path(out)
     target = load_target(target)
     _check_out(out, overwrite)
@@ -257,10 +250,9 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
             convert_fp16(fp32, final)
         else:
             os.replace(fp32, final)
-        extra["graph_optimization"] = {
-            "level": target.graph_optimization, "when": "at session start",
-            "why": "files optimised offline (ORT's 'basic' or 'extended' level) ran 3-5% slower here than "
-                   "the plain graph optimised by the session itself"}
+        # model.onnx holds the graph as exported; ONNX Runtime optimises it at this level when a session
+        # starts, for the provider of the device it runs on
+        extra["graph_optimization"] = {"level": target.graph_optimization, "when": "at session start"}
         extra["tensorrt"] = _tensorrt_step(tmp, final, trt, target, config, say)
         extra["cost"] = _cost(config, sample)
         extra["latency"] = {"predicted": predicted_latency(config, sample, target, latency_table),
@@ -286,7 +278,7 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
               {"name": OUTPUT_NAME, "shape": ["batch", config.frames, config.stages[-1].channels],
                "dtype": "float32"})
         card = ModelCard(out.name, config.name, config.hash, sample, _target_record(target),
-                         config.eval_preprocess(), *io, head, files, extra)
+                         config.eval_preprocess(), *io, head, files, **extra)
         card.save(tmp / CARD_FILE)
     card.path = out / CARD_FILE
     return card
@@ -311,7 +303,6 @@ def _tensorrt_step(tmp: Path, final: Path, trt: Any, target: Target, config: Spa
 
 
 def _cost(config: SpaceConfig, sample: dict[str, Any]) -> dict[str, Any]:
-    from ..cost.flops import subnet_cost
 
     c = subnet_cost(config, sample)
     return {"gflops": float(f"{c.gflops:.5g}"), "mparams": float(f"{c.mparams:.5g}"),
@@ -322,30 +313,51 @@ def _target_record(target: Target) -> dict[str, Any]:
     return {**target.canonical(), "hash": target.hash}
 
 
+@dataclass
+class ExportReport:
+    """What `sst-edge export` reports: the card it wrote (`to_dict`) and the figures to check (`lines`)."""
+
+    card: ModelCard
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.card.to_dict()
+
+    def lines(self) -> list[str]:
+        return card_summary(self.card)
+
+
 def card_summary(card: ModelCard) -> list[str]:
     """What `sst-edge export` prints: the figures a user checks before shipping the directory."""
-    x = card.extra
     lines = [f"model     {card.path.parent if card.path else card.name}  ({card.space}, target "
              f"{card.target['name']}, input {'x'.join(str(d) for d in card.input['shape'])})"]
     for name, rec in card.files.items():
         lines.append(f"file      {name}  {rec['bytes'] / 1e6:.2f} MB  sha256 {rec['sha256'][:16]}...")
-    c = x.get("cost", {})
-    lines.append(f"cost      {c.get('gflops')} GFLOPs (multiply-adds), {c.get('mparams')} M params")
-    p = x.get("parity", {})
-    lines.append(f"parity    max abs diff {p.get('max_abs_diff', float('nan')):.2e} vs PyTorch "
-                 f"(limit {p.get('tolerance')})")
-    lat = x.get("latency", {})
-    pred, meas = lat.get("predicted") or {}, lat.get("measured") or {}
-    pred_s = f"{pred['ms']:.2f} ms ({pred['table']})" if pred.get("ms") is not None else \
-        f"n/a ({pred.get('why', 'no table')})"
-    meas_s = f"{meas['median_ms']:.2f} ms median (p10 {meas['p10_ms']:.2f}, p90 {meas['p90_ms']:.2f})" \
-        if "median_ms" in meas else f"n/a ({meas.get('why', 'not measured')})"
-    lines += [f"latency   predicted {pred_s}", f"latency   measured {meas_s} per clip"]
-    h, hs = card.head, x.get("head_source") or {}
+    if card.cost is not None:
+        c = card.cost
+        lines.append(f"cost      {c['gflops']} GFLOPs (multiply-adds), {c['mparams']} M params")
+    if card.parity is not None:
+        lines.append(
+            f"parity    max abs diff {card.parity['max_abs_diff']:.2e} vs PyTorch "
+            f"(limit {card.parity['tolerance']})"
+        )
+    if card.latency is not None:
+        pred, meas = card.latency["predicted"], card.latency["measured"] or {"why": "not measured"}
+        pred_s = (
+            f"{pred['ms']:.2f} ms ({pred['table']})"
+            if pred.get("ms") is not None
+            else f"n/a ({pred.get('why', 'no table')})"
+        )
+        meas_s = (
+            f"{meas['median_ms']:.2f} ms median (p10 {meas['p10_ms']:.2f}, p90 {meas['p90_ms']:.2f})"
+            if "median_ms" in meas
+            else f"n/a ({meas['why']})"
+        )
+        lines += [f"latency   predicted {pred_s}", f"latency   measured {meas_s} per clip"]
+    h, hs = card.head, card.head_source or {}
     lines.append(f"head      {h.kind}, tau {h.tau}, window {h.window}"
                  + (f"  (from {hs['source']})" if hs.get("source") else ""))
     lines += [f"note      {n}" for n in hs.get("notes", [])]
-    q = x.get("quantization")
+    q = card.quantization
     if q:
         acc = q.get("accuracy", {})
         acc_s = acc.get("why", "")
@@ -355,9 +367,12 @@ def card_summary(card: ModelCard) -> list[str]:
         sp = q.get("latency", {})
         sp_s = f"speed x{sp['speedup']:.2f} vs fp32" if sp else ""
         lines.append(f"int8      {q['mode']}: {acc_s}; {sp_s}".rstrip("; "))
-    t = x.get("tensorrt", {})
-    status = "passed" if t.get("ok") else "FAILED: " + "; ".join(t.get("unsupported", []))
-    lines.append(f"tensorrt  static check {status}" + (f"; engine {t['engine']}" if t.get("engine") else ""))
-    if card.target.get("execution_providers", [""])[0] == "TensorrtExecutionProvider" or not t.get("ok"):
-        lines.append(f"trtexec   {t.get('trtexec')}")
+    if card.tensorrt is not None:
+        t = card.tensorrt
+        status = "passed" if t["ok"] else "FAILED: " + "; ".join(t.get("unsupported", []))
+        lines.append(
+            f"tensorrt  static check {status}" + (f"; engine {t['engine']}" if t.get("engine") else "")
+        )
+        if card.target.get("execution_providers", [""])[0] == "TensorrtExecutionProvider" or not t["ok"]:
+            lines.append(f"trtexec   {t.get('trtexec')}")
     return lines

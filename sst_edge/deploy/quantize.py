@@ -17,14 +17,28 @@ from typing import Any
 
 import numpy as np
 import torch
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quant_pre_process,
+    quantize_static,
+)
+from tqdm import tqdm
 
 from ..cost.onnx_export import _quiet, agreement, quantize_dynamic_int8
+from ..data.episodes import EpisodeDataset
+from ..device.datasets import load_splits
 from ..device.evaluation import confidence_interval, paired_change
+from ..device.preprocess import load_clip
 from ..device.session import INPUT_NAME, cpu_session, ort_features
+from ..device.settings import HeadConfig
 from ..device.targets import Target
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write
 from ..space.config import SpaceConfig
+from ..train.evaluate import compare_embeddings
 
 MODES = ("dynamic", "static")
 METHODS = ("minmax", "entropy", "percentile")
@@ -33,10 +47,6 @@ METHODS = ("minmax", "entropy", "percentile")
 def calibration_clips(data: str | Path, config: SpaceConfig, count: int, seed: int = 0,
                       progress: bool = False, split: str = "train") -> list[np.ndarray]:
     """`count` clips of `split` (seeded), preprocessed as at evaluation, each [1, T, 3, H, W]."""
-    from tqdm import tqdm
-
-    from ..device.datasets import load_splits
-    from ..device.preprocess import load_clip
 
     clips = load_splits(data)[split]
     paths = [p for p, _ in clips.items()]
@@ -52,14 +62,6 @@ def quantize_static_int8(src: str | Path, dst: str | Path, clips: list[np.ndarra
                          op_types: tuple[str, ...] = ("MatMul", "Gemm"), per_channel: bool = False,
                          reduce_range: bool = False, method: str = "minmax") -> Path:
     """ORT `quant_pre_process`, then static QDQ quantization with activation ranges from `clips`."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_static,
-    )
 
     if method not in METHODS:
         raise SSTEdgeError(f"unknown calibration method {method!r} (known: {', '.join(METHODS)})")
@@ -95,10 +97,6 @@ def episode_accuracy(paths: dict[str, Path], target: Target, config: SpaceConfig
                      progress: bool = False) -> dict[str, np.ndarray]:
     """Per-episode 5-way 1-shot accuracies of each ONNX model on the same seeded episodes of `split`
     (paired: the change between two models is measured episode by episode)."""
-    from ..data.episodes import EpisodeDataset
-    from ..device.datasets import load_splits
-    from ..train.evaluate import compare_embeddings
-
     clips = getattr(load_splits(data), split)
     way = min(5, len(clips.classes))
     ds = EpisodeDataset(clips, config.eval_preprocess(), way=way, shot=1, query=1, episodes=episodes,
@@ -118,8 +116,6 @@ def quantize_for_target(fp32: Path, dst: Path, target: Target, config: SpaceConf
                         say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Quantize `fp32` into `dst` as the target says (or `mode`); returns the card's quantization record:
     settings, agreement with fp32 on `clips`, and the accuracy change when `data` is given."""
-    from ..device.heads import HeadConfig
-
     q = target.quantization
     settings = {"op_types": list(q.op_types) if q else ["MatMul", "Gemm"],
                 "per_channel": q.per_channel if q else False, "reduce_range": q.reduce_range if q else False}

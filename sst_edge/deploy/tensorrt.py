@@ -11,7 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from ..errors import SSTEdgeError
+from ..fileio import atomic_write_bytes
 
 # ONNX operators that the TensorRT ONNX parser supports (onnx-tensorrt's support matrix; LayerNormalization
 # from TensorRT 8.6). Only plain ONNX-domain ops: com.microsoft fusions are ONNX Runtime's, not TensorRT's.
@@ -53,7 +56,6 @@ class TrtReport:
 
 
 def _int64_tensors(model: Any) -> set[str]:
-    import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model)
     names = set()
@@ -68,7 +70,6 @@ def _int64_tensors(model: Any) -> set[str]:
 
 def check_graph(path: str | Path, batch_axis_name: str = "batch") -> TrtReport:
     """Static check of an ONNX file against what TensorRT's parser takes."""
-    import onnx
 
     model = onnx.load(str(path))
     ops: dict[str, int] = {}
@@ -119,7 +120,7 @@ def trtexec_command(onnx_path: str, engine_path: str, input_shape: tuple[int, ..
 
 def tensorrt_available() -> bool:
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt  # noqa: F401  (optional: only NVIDIA machines have TensorRT)
     except ImportError:
         return False
     return True
@@ -133,9 +134,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, input_shape: tu
                            "TensorRT >= 8.6 (JetPack 6 on a Jetson, or `pip install tensorrt` next to a CUDA "
                            "driver). The model.onnx written here builds one on the device with the trtexec "
                            "command in card.json.", onnx_path)
-    import tensorrt as trt
-
-    from ..fileio import atomic_write_bytes
+    import tensorrt as trt  # optional: only NVIDIA machines have TensorRT
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

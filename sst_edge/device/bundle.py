@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from ..errors import SSTEdgeError
 from ..fileio import (
@@ -33,6 +34,7 @@ from ..fileio import (
     sha256_file,
     utc_now,
 )
+from ..result import Report
 from ..schema import HEX64, NONNEG_INT, POS_INT, TEXT, check, check_header, header_schema
 from .background import BackgroundLog
 from .fingerprint import fingerprint
@@ -121,7 +123,6 @@ def ort_opener(path: Path, target: Target, x: np.ndarray) -> Opener:
 
 
 def progress_bar(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="step", disable=not enabled, leave=True, dynamic_ncols=True)
 
@@ -390,8 +391,9 @@ def describe_run(bundle_dir: str | Path, doc: Mapping[str, Any]) -> str:
 
 
 def run_bundle_verb(directory: str | Path, rounds: int | None = None, clock: str = "auto",
-                    quick: bool = False, progress: bool = True) -> str:
-    """`profile --run-bundle`: the manifest's policy with the command line's overrides; returns the report."""
+                    quick: bool = False, progress: bool = True) -> Report:
+    """`profile --run-bundle`: the manifest's policy with the command line's overrides; the timings
+    document it wrote, with its summary."""
     bundle = read_bundle(directory)
     doc = run_bundle(bundle, make_policy(bundle.policy, rounds, clock, quick), progress)
-    return describe_run(directory, doc)
+    return Report(describe_run(directory, doc).split("\n"), dict(doc))

@@ -9,19 +9,20 @@ corrupted), and a gallery remembers the model's sha256 so features of two models
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write_json, os_error, read_json, sha256_file, stat_file
 from ..schema import HEX64, NONNEG_INT, POS_INT, POS_NUMBER, TEXT, check, check_header, header_schema
 from .decoders import DECODERS
-from .heads import HEADS, HeadConfig
 from .preprocess import Preprocess
+from .settings import HEADS, HeadConfig
 
 CARD_FORMAT = "sst-edge/model-card"
-CARD_VERSION = 1
+CARD_VERSION = 2  # 2: every section is typed and schema-checked, unknown sections are refused
+READABLE_VERSIONS = (1, 2)  # version 1 has the same layout, checked less strictly when written
 CARD_FILE = "card.json"
 MODEL_FILE = "model.onnx"
 ENGINE_FILE = "model.engine"
@@ -40,21 +41,84 @@ HEAD_SCHEMA = {
     "type": "object", "additionalProperties": False, "required": ["kind", "tau", "window"],
     "properties": {"kind": {"enum": list(HEADS)}, "tau": POS_NUMBER,
                    "window": {"anyOf": [NONNEG_INT, {"type": "null"}]}}}
+_NUMBER_OR_NULL = {"anyOf": [{"type": "number"}, {"type": "null"}]}
+_MEASURED = {"type": "object",  # a measurement, or why there is none
+             "properties": {"median_ms": POS_NUMBER, "p10_ms": POS_NUMBER, "p90_ms": POS_NUMBER, "why": TEXT},
+             "oneOf": [{"required": ["median_ms", "p10_ms", "p90_ms"]}, {"required": ["why"]}]}
+# What export records about the model, one section each (all optional: a card written by hand may have
+# none). The keys the code reads are required in their section.
+SECTION_SCHEMAS: dict[str, dict[str, Any]] = {
+    "created": TEXT,
+    "sst_edge": TEXT,
+    "cost": {"type": "object", "required": ["gflops", "mparams"],
+             "properties": {"gflops": {"type": "number", "minimum": 0},
+                            "mparams": {"type": "number", "minimum": 0}, "convention": TEXT}},
+    "parity": {"type": "object", "required": ["max_abs_diff", "tolerance"],
+               "properties": {"max_abs_diff": {"type": "number", "minimum": 0}, "tolerance": POS_NUMBER,
+                              "clips": POS_INT}},
+    "latency": {"type": "object", "required": ["predicted", "measured"],
+                "properties": {
+                    "predicted": {"type": "object",
+                                  "properties": {"ms": _NUMBER_OR_NULL, "table": TEXT, "why": TEXT}},
+                    "measured": {"anyOf": [{"type": "null"}, _MEASURED]}}},
+    "tensorrt": {"type": "object", "required": ["ok"],
+                 "properties": {"ok": {"type": "boolean"}, "trtexec": TEXT, "why": TEXT,
+                                "engine": {"anyOf": [TEXT, {"type": "null"}]},
+                                "unsupported": {"type": "array", "items": TEXT}}},
+    "quantization": {"type": "object", "required": ["mode"], "properties": {"mode": TEXT}},
+    "graph_optimization": {"type": "object", "required": ["level"], "properties": {"level": TEXT}},
+    "weights": {"type": "object", "required": ["path", "sha256"],
+                "properties": {"path": TEXT, "sha256": HEX64}},
+    "subnet_metrics": {"type": "object"},
+    "head_source": {"type": "object",
+                    "properties": {"source": TEXT, "notes": {"type": "array", "items": TEXT}}},
+}
+
+SECTIONS = tuple(SECTION_SCHEMAS)
+
+
+class CostRecord(TypedDict):
+    gflops: float  # multiply-adds per clip, in G
+    mparams: float
+    convention: str
+
+
+class LatencyRecord(TypedDict):
+    predicted: dict[str, Any]  # {"ms", "table"} or {"ms": None, "why"}
+    measured: dict[str, Any] | None  # {"median_ms", "p10_ms", "p90_ms", ...} or {"why"}
+
+
+class ParityRecord(TypedDict, total=False):
+    max_abs_diff: float  # PyTorch eager vs ONNX Runtime fp32 features
+    tolerance: float
+    clips: int
+
+
+class TensorRTRecord(TypedDict, total=False):
+    ok: bool  # the static check: every op and shape is what TensorRT takes
+    trtexec: str
+    unsupported: list[str]
+    engine: str | None  # None: not built here (`why` says so)
+    why: str
+
+
+def _io_schema(dims: list[dict[str, Any]]) -> dict[str, Any]:
+    """An input or output: its name, dtype and shape (one schema per dimension)."""
+    return {"type": "object", "required": ["shape"],
+            "properties": {"name": TEXT, "dtype": TEXT,
+                           "shape": {"type": "array", "prefixItems": dims, "minItems": len(dims),
+                                     "maxItems": len(dims)}}}
+
+
 CARD_SCHEMA = {
-    "type": "object", "required": list(_REQUIRED),
+    "type": "object", "required": list(_REQUIRED), "additionalProperties": False,
     "properties": {
-        **header_schema(CARD_FORMAT, CARD_VERSION),
+        **header_schema(CARD_FORMAT, None), "version": {"enum": list(READABLE_VERSIONS)}, **SECTION_SCHEMAS,
         "name": {**TEXT, "minLength": 1, "maxLength": 200}, "space": {**TEXT, "maxLength": 200},
         "space_hash": {**TEXT, "maxLength": 128}, "subnet": {"type": "object"}, "target": {"type": "object"},
         "preprocess": PREPROCESS_SCHEMA, "head": HEAD_SCHEMA,
-        "input": {"type": "object", "required": ["shape"],
-                  "properties": {"name": TEXT, "dtype": TEXT,
-                                 "shape": {"type": "array", "prefixItems": [_DIM] + [POS_INT] * 4,
-                                           "minItems": 5, "maxItems": 5}}},
-        "output": {"type": "object", "required": ["shape"],
-                   "properties": {"name": TEXT, "dtype": TEXT,
-                                  "shape": {"type": "array", "prefixItems": [_DIM, POS_INT, POS_INT],
-                                            "minItems": 3, "maxItems": 3}}},
+        "input": _io_schema([_DIM] + [POS_INT] * 4),  # [batch, T, 3, H, W]
+        "output": _io_schema([_DIM, POS_INT, POS_INT]),  # [batch, T, C]
         "files": {"type": "object", "required": [MODEL_FILE], "propertyNames": {"pattern": _FILE_NAME},
                   "additionalProperties": {"type": "object", "required": ["sha256", "bytes"],
                                            "properties": {"sha256": HEX64, "bytes": NONNEG_INT}}},
@@ -75,7 +139,18 @@ class ModelCard:
     output: dict[str, Any]  # {"name", "shape": ["batch", T, C], "dtype"}
     head: HeadConfig
     files: dict[str, dict[str, Any]]
-    extra: dict[str, Any] = field(default_factory=dict)  # cost, latency, parity, quantization, tensorrt...
+    # what export recorded (None: absent from the card)
+    created: str | None = None
+    sst_edge: str | None = None  # the version that wrote it
+    cost: CostRecord | None = None
+    parity: ParityRecord | None = None
+    latency: LatencyRecord | None = None
+    tensorrt: TensorRTRecord | None = None
+    quantization: dict[str, Any] | None = None  # int8 targets: mode, recipe, accuracy, latency
+    graph_optimization: dict[str, Any] | None = None
+    weights: dict[str, Any] | None = None
+    subnet_metrics: dict[str, Any] | None = None  # what search measured for the subnet
+    head_source: dict[str, Any] | None = None
     path: Path | None = None
 
     @property
@@ -92,25 +167,46 @@ class ModelCard:
         return int(self.output["shape"][2])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": CARD_FORMAT, "version": CARD_VERSION, "name": self.name, "space": self.space,
-                "space_hash": self.space_hash, "subnet": self.subnet, "target": self.target,
-                "preprocess": self.preprocess.to_dict(), "input": self.input, "output": self.output,
-                "head": self.head.to_dict(), "files": self.files, **self.extra}
+        return {
+            "format": CARD_FORMAT,
+            "version": CARD_VERSION,
+            "name": self.name,
+            "space": self.space,
+            "space_hash": self.space_hash,
+            "subnet": self.subnet,
+            "target": self.target,
+            "preprocess": self.preprocess.to_dict(),
+            "input": self.input,
+            "output": self.output,
+            "head": self.head.to_dict(),
+            "files": self.files,
+            **{k: getattr(self, k) for k in SECTIONS if getattr(self, k) is not None},
+        }
 
     @classmethod
     def from_dict(cls, doc: Any, path: str | Path | None = None) -> ModelCard:
         where = path or None
-        check_header(doc, CARD_FORMAT, CARD_VERSION, "model card", where)
+        check_header(doc, CARD_FORMAT, READABLE_VERSIONS, "model card", where)
         check(doc, CARD_SCHEMA, "model card", where)
         try:
             pre = Preprocess.from_dict(doc["preprocess"])
             head = HeadConfig(**doc["head"])
         except (SSTEdgeError, TypeError) as e:
             raise SSTEdgeError(f"the model card's preprocess or head is invalid: {e}", where) from None
-        extra = {k: v for k, v in doc.items() if k not in _REQUIRED}
-        return cls(doc["name"], doc["space"], doc["space_hash"], doc["subnet"], doc["target"], pre,
-                   doc["input"], doc["output"], head, doc["files"], extra,
-                   Path(path) if path is not None else None)
+        return cls(
+            doc["name"],
+            doc["space"],
+            doc["space_hash"],
+            doc["subnet"],
+            doc["target"],
+            pre,
+            doc["input"],
+            doc["output"],
+            head,
+            doc["files"],
+            **{k: doc.get(k) for k in SECTIONS},
+            path=Path(path) if path is not None else None,
+        )
 
     def save(self, path: str | Path) -> Path:
         return atomic_write_json(path, check(self.to_dict(), CARD_SCHEMA, "model card", path))

@@ -37,7 +37,7 @@ DECODERS = ("auto", "decord", "pyav")
 def decord_available() -> bool:
     """decord has no wheel for aarch64 (Jetson): there PyAV does the work."""
     try:
-        import decord  # noqa: F401
+        import decord  # noqa: F401  (optional: no aarch64 wheel)
     except (ImportError, OSError):
         return False
     return True
@@ -254,7 +254,7 @@ class DecordDecoder(VideoDecoder):
 
     def __init__(self, threads: int = 1, cache_size: int = 4096):
         super().__init__(threads, cache_size)
-        import decord
+        import decord  # optional: no aarch64 wheel; PyAV decodes the same frames
 
         decord.logging.set_level(decord.logging.QUIET)  # its FFmpeg would print to stderr
         self._decord = decord

@@ -15,20 +15,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from ..errors import SSTEdgeError
 from ..fileio import read_json
 from .datasets import ClipSet
 from .episodes import EpisodeSampler
-from .heads import HeadConfig
+from .heads import head_logits_np
 from .preprocess import Preprocess
+from .settings import HeadConfig
 
 # (clips of one episode set, way, episodes, seed, description) -> accuracies [heads, episodes]
 Scorer = Callable[[ClipSet, int, int, int, str], np.ndarray]
 
 # The test protocol of the few-shot literature (TRX, OTAM, SST): 10,000 episodes of 1 query per class, the
 # mean accuracy with its 95% interval. `sst-edge eval` defaults to it; fewer episodes are quicker.
-LITERATURE_EPISODES = 10_000
 
 
 def head_notes(trained: HeadConfig, used: Sequence[HeadConfig], owner: str,
@@ -122,8 +123,6 @@ def array_accuracies(embed: Callable[[np.ndarray], np.ndarray], sampler: Episode
                      heads: Sequence[HeadConfig], progress: bool = False, desc: str = "eval") -> np.ndarray:
     """Accuracy of every episode of `sampler` with each head, ``[len(heads), episodes]``; `embed` maps
     clips ``[B, T, 3, H, W]`` to features ``[B, T, C]`` (an ONNX Runtime session, say)."""
-    from tqdm import tqdm
-
     acc = np.zeros((len(heads), len(sampler)), np.float64)
     way, shot = sampler.way, sampler.shot
     for j in tqdm(range(len(sampler)), desc=desc, unit="ep", leave=False, disable=not progress):
@@ -132,7 +131,7 @@ def array_accuracies(embed: Callable[[np.ndarray], np.ndarray], sampler: Episode
         s = way * shot
         query, support = feats[s:], feats[:s].reshape(way, shot, *feats.shape[1:])
         for h, head in enumerate(heads):
-            acc[h, j] = (head.logits_np(query, support).argmax(1) == ep.query_labels).mean()
+            acc[h, j] = (head_logits_np(query, support, head).argmax(1) == ep.query_labels).mean()
     return acc
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
 from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from .targets import Target
@@ -51,9 +54,6 @@ def gpu_name() -> str | None:
     """The first NVIDIA GPU's name (nvidia-smi), or a Jetson's board name (its device tree); None if neither.
 
     No torch: the device half reads it from the driver's tools, which desktop GPUs and Jetsons both have."""
-    import shutil
-    import subprocess
-
     smi = shutil.which("nvidia-smi")
     if smi is not None:
         try:
@@ -72,7 +72,6 @@ def gpu_name() -> str | None:
 
 
 def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, str] = {"python": platform.python_version()}
     for dist in ("sst-edge", "torch", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "nni"):

@@ -28,51 +28,11 @@ prototype 0.48-0.50. Window 1 is the best all-round choice.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import numpy as np
 
-from ..errors import SSTEdgeError
+from .settings import DEFAULT_HEAD, DEFAULT_TAU, DEFAULT_WINDOW, HEADS, HeadConfig
 
-HEADS = ("alignment", "prototype")
-DEFAULT_HEAD = "alignment"
-DEFAULT_TAU = 0.1
-DEFAULT_WINDOW: int | None = 1
 _EPS = 1e-12
-
-
-@dataclass(frozen=True)
-class HeadConfig:
-    """Which head and its two constants; recorded in run records and model cards."""
-
-    kind: str = DEFAULT_HEAD
-    tau: float = DEFAULT_TAU
-    window: int | None = DEFAULT_WINDOW  # alignment only; None = every support frame
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.kind not in HEADS:
-            problems.append(f"head must be one of {', '.join(HEADS)}, got {self.kind!r}")
-        if not self.tau > 0:
-            problems.append(f"tau must be > 0, got {self.tau}")
-        if self.window is not None and (isinstance(self.window, bool) or int(self.window) != self.window
-                                        or self.window < 0):
-            problems.append(f"window must be an integer >= 0 or None, got {self.window!r}")
-        if problems:
-            raise SSTEdgeError("invalid few-shot head", problems=problems)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HeadConfig:
-        if not isinstance(d, dict) or set(d) - {"kind", "tau", "window"}:
-            raise SSTEdgeError(f"a head is an object with kind, tau and window, got {d!r}")
-        return cls(**d)
-
-    def logits_np(self, query: np.ndarray, support: np.ndarray) -> np.ndarray:
-        return head_logits_np(query, support, self)
 
 
 def _check(query_shape: tuple, support_shape: tuple) -> None:
@@ -124,3 +84,7 @@ def head_logits_np(query: np.ndarray, support: np.ndarray, head: HeadConfig) -> 
     if head.kind == "prototype":
         return prototype_logits_np(query, support, head.tau)
     return alignment_logits_np(query, support, head.tau, head.window)
+
+
+__all__ = ["DEFAULT_HEAD", "DEFAULT_TAU", "DEFAULT_WINDOW", "HEADS", "HeadConfig", "alignment_logits_np",
+           "head_logits_np", "prototype_logits_np"]

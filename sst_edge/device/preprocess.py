@@ -20,11 +20,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def default_resize(size: int) -> int:
-    """The shorter side before a size x size crop: 8/7 of it (256 for 224), the usual evaluation ratio."""
-    return int(round(size * 8 / 7))
-
-
 @dataclass(frozen=True)
 class Preprocess:
     """How a clip becomes a float32 tensor ``[frames, 3, size, size]``.

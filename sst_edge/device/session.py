@@ -36,7 +36,7 @@ def onnxruntime() -> ModuleType:
     onnxruntime, onnxruntime-gpu and JetPack's build all install the same module, so which one is here
     is the user's choice, not ours."""
     try:
-        import onnxruntime as ort_module
+        import onnxruntime as ort_module  # optional extra ([cpu], [gpu] or JetPack's): named if missing
     except ImportError as e:
         raise SSTEdgeError(f"ONNX Runtime is not installed ({e}): {INSTALL_ADVICE}") from None
     disable = getattr(ort_module, "disable_telemetry_events", None)

@@ -1,19 +1,18 @@
-"""Timing many things on a noisy shared machine: warm-up, interleaved rounds, one session at a time.
+"""Timing many things on a machine that may be shared: warm-up, interleaved rounds, one session at a time.
 
-Two vCPUs shared with a host (and with whatever else runs) slow down for stretches. So every item is
-timed in several rounds, in a fresh shuffled order each round, and its samples from all rounds are pooled:
-a slow stretch lands on many items a little instead of on one item a lot. Only one runtime session exists
-at a time (many live sessions with spinning threads time ~2x slow). An item whose median is not yet
-stable (95% confidence interval of the median wider than `rel_ci`) gets extra rounds.
+A machine shared with other processes slows down for stretches. So every item is timed in several rounds,
+in a fresh shuffled order each round, and its samples from all rounds are pooled: a slow stretch lands on
+many items a little instead of on one item a lot. Only one runtime session exists at a time (live
+sessions with spinning threads compete for the cores). An item whose median is not yet stable (95%
+confidence interval of the median wider than `rel_ci`) gets extra rounds.
 
 Clocks: `wall` is what a user waits; `thread` is the CPU time of the calling thread. With one intra-op
 thread, ONNX Runtime and PyTorch compute on the calling thread, so `thread` time is the wall time the same
-work takes on a core of its own, and it does not count the time other processes held the core. On this
-shared 2-vCPU machine under load, a block's wall median read 26-33 ms while its thread time stayed at
-20.3 +- 0.1 ms (20 ms wall when quiet). So single-thread CPU targets are timed on the `thread` clock; GPU
-and multi-thread targets need `wall`. No clock removes what a busy neighbour does to caches and memory
-bandwidth (5-50% slower under sustained load here), so `background.py` measures the load around every
-round and redoes disturbed rounds when the machine is quiet again.
+work takes on a core of its own, and it does not count the time other processes held the core. So
+single-thread CPU targets are timed on the `thread` clock; GPU and multi-thread targets need `wall`. No
+clock removes what a busy neighbour does to caches and memory bandwidth, so `background.py` measures the
+load around every round and redoes disturbed rounds when the machine is quiet again. (What these choices
+were measured to do on our machines: ../shared/notes/measurements.md and the README's latency section.)
 """
 
 from __future__ import annotations
@@ -65,12 +64,10 @@ class Timing:
 
 @dataclass(frozen=True)
 class TimingPolicy:
-    """How long to time each item.
-
-    Runs of one item spread by 12-20% (p10 to p90) on this VM even when the guest is idle, so a median
-    needs ~80 runs to be good to ~1%. On sst_paper, 3 rounds of 10 runs gave Kendall's tau 0.85 over 30
-    validation subnets; 8 rounds gave 0.92 (quiet machine, 18 min for parts and 30 subnets).
-    """
+    """How long to time each item: `rounds` interleaved rounds of `min_runs`..`max_runs` runs after a
+    warm-up, pooled; up to `max_rounds` for an item whose median's 95% interval is wider than `rel_ci`.
+    The defaults give ~80 runs per item, what a median needs to be good to ~1% when single runs spread
+    by 10-20% (p10 to p90)."""
 
     warmup_runs: int = 3  # per round, after the session is created (first runs allocate, TensorRT builds)
     warmup_s: float = 0.1  # ...and at least this long

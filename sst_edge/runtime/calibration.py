@@ -53,7 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from ..device.heads import HeadConfig
+from ..device.heads import head_logits_np
+from ..device.settings import HeadConfig
 
 UNKNOWN = "unknown"
 METHOD = "leave-one-out"
@@ -82,7 +83,7 @@ def support_logits(query: np.ndarray, supports: Sequence[np.ndarray], head: Head
     for k, cols in by_k.items():
         if k == 0:
             raise ValueError("a label without clips has no prototype")
-        out[:, cols] = head.logits_np(q, np.stack([supports[c] for c in cols]))
+        out[:, cols] = head_logits_np(q, np.stack([supports[c] for c in cols]), head)
     return out
 
 
@@ -119,7 +120,7 @@ def leave_one_out(supports: Sequence[np.ndarray],
         f = support_logits(s, supports, head)  # the clip itself is in its label's support here
         for i in range(len(s)):
             row = f[i].copy()
-            row[c] = head.logits_np(s[i:i + 1], np.delete(s, i, axis=0)[None])[0, 0]
+            row[c] = head_logits_np(s[i:i + 1], np.delete(s, i, axis=0)[None], head)[0, 0]
             rows.append(row)
             full.append(f[i])
             ys.append(c)

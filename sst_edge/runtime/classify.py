@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..device.heads import HeadConfig
 from ..device.preprocess import Preprocess
+from ..device.settings import HeadConfig
 from ..errors import SSTEdgeError
 from .calibration import DEFAULT_THRESHOLD, UNKNOWN, softmax, support_logits
 from .gallery import Gallery

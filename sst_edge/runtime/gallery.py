@@ -36,10 +36,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import safetensors.numpy as stn
+from tqdm import tqdm
 
 from ..device.card import ModelCard
 from ..device.frames import clip_sha256, is_folder
-from ..device.heads import HEADS, HeadConfig
+from ..device.settings import HEADS, HeadConfig
 from ..errors import SSTEdgeError
 from ..fileio import (
     atomic_write_bytes,
@@ -261,7 +263,6 @@ class Gallery:
         hit = self._cache.get(rec.id)
         if hit is not None:
             return hit
-        import safetensors.numpy as stn
 
         f = self.path / rec.file
         what = f"the feature file of clip {rec.id} ({brief(rec.source)})"
@@ -409,8 +410,6 @@ class Gallery:
 
         Videos already in the label are left out. Their feature files are written first; if anything fails
         before the index is replaced, they are deleted again and the gallery is as it was."""
-        import safetensors.numpy as stn
-
         label = check_label(label)
         for feats, source, _ in clips:
             _check_features(feats, self.feature_shape, source, self.path)
@@ -497,7 +496,6 @@ class Gallery:
         new clip embedded (its features finite) before anything is written; then one commit adds them.
         A video already in the label (same sha256) is skipped with a note, not duplicated.
         """
-        from tqdm import tqdm
 
         self.check_model(runtime.card)
         label = check_label(label)

@@ -1,13 +1,14 @@
-"""Classify a long video with a sliding window: (start, end, label, confidence) per window, as it goes.
+"""Classify a long video with a sliding window: (start, end, label, confidence) per span, as it goes.
 
-A window covers W frames (or seconds) and advances by a stride; the model's T frames are sampled at the
-segment centres of the window, exactly as `load_clip` samples a whole clip, so a window that spans one
-enrolled-style clip sees what enrollment saw. A final window is aligned to the end of the video so its tail
-is covered. Smoothing averages the calibrated class probabilities of the last `smooth` windows (causal:
-it needs no future window, so results still stream), which steadies the label between actions at the cost
-of reacting `smooth - 1` windows late.
+A span (the stretch of video one classification sees: `--span`, not the alignment head's `window`) covers
+W frames (or seconds) and advances by a stride; the model's T frames are sampled at the segment centres
+of the span, exactly as `load_clip` samples a whole clip, so a span that covers one
+enrolled-style clip sees what enrollment saw. A final span is aligned to the end of the video so its tail
+is covered. Smoothing averages the calibrated class probabilities of the last `smooth` spans (causal:
+it needs no future span, so results still stream), which steadies the label between actions at the cost
+of reacting `smooth - 1` spans late.
 
-Decoding overlaps inference: a background thread decodes and preprocesses the next windows into a bounded
+Decoding overlaps inference: a background thread decodes and preprocesses the next spans into a bounded
 queue while the current one is embedded and matched (both the decoders and ONNX Runtime release the GIL).
 The thread owns its decoder; nothing that holds a file crosses threads.
 """
@@ -36,12 +37,12 @@ _END = object()
 
 
 @dataclass(frozen=True)
-class StreamWindow:
+class StreamSpan:
     start_s: float
     end_s: float
     label: str  # after smoothing; "unknown" below the threshold
     confidence: float
-    raw_label: str  # this window alone
+    raw_label: str  # this span alone
     raw_confidence: float
     start_frame: int
     end_frame: int  # exclusive
@@ -50,15 +51,15 @@ class StreamWindow:
         return asdict(self)
 
 
-def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
-    """First frames of the windows: every `stride` frames, plus one ending at the last frame if needed."""
-    if window < 1 or stride < 1:
-        raise SSTEdgeError(f"window and stride must be >= 1 frame, got window {window}, stride {stride}")
-    if num_frames <= window:
+def span_starts(num_frames: int, span: int, stride: int) -> list[int]:
+    """First frames of the spans: every `stride` frames, plus one ending at the last frame if needed."""
+    if span < 1 or stride < 1:
+        raise SSTEdgeError(f"span and stride must be >= 1 frame, got span {span}, stride {stride}")
+    if num_frames <= span:
         return [0]
-    starts = list(range(0, num_frames - window + 1, stride))
-    if starts[-1] + window < num_frames:
-        starts.append(num_frames - window)
+    starts = list(range(0, num_frames - span + 1, stride))
+    if starts[-1] + span < num_frames:
+        starts.append(num_frames - span)
     return starts
 
 
@@ -72,13 +73,13 @@ def _put(q: queue.Queue, stop: threading.Event, item: Any) -> bool:
     return False
 
 
-def _decode_windows(q: queue.Queue, stop: threading.Event, decoder: VideoDecoder, path: Path,
-                    runtime: FewShotRuntime, starts: list[int], window: int, num_frames: int,
+def _decode_spans(q: queue.Queue, stop: threading.Event, decoder: VideoDecoder, path: Path,
+                    runtime: FewShotRuntime, starts: list[int], span: int, num_frames: int,
                     size: tuple[int, int]) -> None:
     pre = runtime.card.preprocess
     try:
         for s in starts:
-            n = min(window, num_frames - s)
+            n = min(span, num_frames - s)
             idx = s + sample_indices(n, pre.frames, train=False)
             clip = frames_to_array(decoder.read(path, idx, size), pre)
             if not _put(q, stop, (s, s + n, clip)):
@@ -88,15 +89,15 @@ def _decode_windows(q: queue.Queue, stop: threading.Event, decoder: VideoDecoder
         _put(q, stop, e)
 
 
-def stream_video(runtime: FewShotRuntime, classifier: Classifier, path: str | Path, window: float = 2.0,
+def stream_video(runtime: FewShotRuntime, classifier: Classifier, path: str | Path, span: float = 2.0,
                  stride: float = 1.0, unit: str = "seconds", smooth: int = 1,
-                 prefetch: int = 2) -> Iterator[StreamWindow]:
-    """Yield a StreamWindow per window of `path` (window and stride in `unit`: 'seconds' or 'frames')."""
+                 prefetch: int = 2) -> Iterator[StreamSpan]:
+    """Yield a StreamSpan per span of `path` (span and stride in `unit`: 'seconds' or 'frames')."""
     if unit not in ("seconds", "frames"):
         raise SSTEdgeError(f"unit must be 'seconds' or 'frames', got {unit!r}")
     if smooth < 1 or prefetch < 1:
         raise SSTEdgeError(f"smooth and prefetch must be >= 1, got {smooth} and {prefetch}")
-    for name, value in (("window", window), ("stride", stride)):
+    for name, value in (("span", span), ("stride", stride)):
         if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
             raise SSTEdgeError(f"the {name} must be a finite number > 0, got {value!r}")
     path = Path(path)
@@ -105,17 +106,17 @@ def stream_video(runtime: FewShotRuntime, classifier: Classifier, path: str | Pa
     fps = info.fps
     if unit == "seconds":
         if not fps > 0:
-            raise SSTEdgeError("the clip has no frame rate (a folder of frames has none): give the window "
+            raise SSTEdgeError("the clip has no frame rate (a folder of frames has none): give the span "
                                "and stride in frames (--unit frames)", path)
-        w, st = int(round(window * fps)), int(round(stride * fps))
+        w, st = int(round(span * fps)), int(round(stride * fps))
     else:
-        w, st = int(window), int(stride)
+        w, st = int(span), int(stride)
         fps = fps if fps > 0 else 1.0
-    starts = window_starts(info.num_frames, w, st)
+    starts = span_starts(info.num_frames, w, st)
     size = resized_shape(info.height, info.width, runtime.card.preprocess.resize)
     q: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
-    worker = threading.Thread(target=_decode_windows, name="sst-edge-decode", daemon=True,
+    worker = threading.Thread(target=_decode_spans, name="sst-edge-decode", daemon=True,
                               args=(q, stop, decoder, path, runtime, starts, w, info.num_frames, size))
     worker.start()
     recent: deque[np.ndarray] = deque(maxlen=smooth)
@@ -140,7 +141,7 @@ def stream_video(runtime: FewShotRuntime, classifier: Classifier, path: str | Pa
             conf = float(mean[top])
             why = blank or classifier.why_unknown(conf, float(mean_logits[top]))
             label = UNKNOWN if why else classifier.labels[top]
-            yield StreamWindow(round(s / fps, 4), round(e / fps, 4), label, conf, raw.label, raw.confidence,
+            yield StreamSpan(round(s / fps, 4), round(e / fps, 4), label, conf, raw.label, raw.confidence,
                                s, e)
     finally:
         stop.set()

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from ..device.card import load_card
 from ..device.datasets import load_splits
-from ..device.evaluation import LITERATURE_EPISODES, EvalResult, array_scorer, head_notes, score_episodes
-from ..device.heads import HeadConfig
+from ..device.evaluation import EvalResult, array_scorer, head_notes, score_episodes
 from ..device.preprocess import Preprocess
+from ..device.settings import LITERATURE_EPISODES, HeadConfig
 from ..errors import SSTEdgeError
 from .classify import Classifier, Prediction
 from .engine import FewShotRuntime
@@ -76,8 +77,6 @@ def classify(model: str | Path | FewShotRuntime, gallery: str | Path, clips: Seq
              threads: int | None = None, decoder: str | None = None, progress: bool = True) -> ClassifyReport:
     """`sst-edge classify`: the ranked labels and calibrated confidence of each clip ("unknown" below the
     threshold). An unreadable clip stops with an error naming it before any clip is classified."""
-    from tqdm import tqdm  # optional at import time: the device half starts in well under 0.5 s
-
     rt = _runtime(model, threads, decoder)
     g = Gallery.open(gallery, rt.card)
     cls = Classifier.from_gallery(g, head, min_shots, threshold)
@@ -96,25 +95,25 @@ def classify(model: str | Path | FewShotRuntime, gallery: str | Path, clips: Seq
 class StreamReport:
     video: str
     classifier: dict[str, Any]
-    windows: list[Any] = field(default_factory=list)
+    spans: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"video": self.video, **self.classifier, "windows": [w.to_dict() for w in self.windows]}
+        return {"video": self.video, **self.classifier, "spans": [w.to_dict() for w in self.spans]}
 
     def lines(self) -> list[str]:
-        return [f"{w.start_s:8.2f} - {w.end_s:8.2f} s  {w.label} ({w.confidence:.2f})" for w in self.windows]
+        return [f"{w.start_s:8.2f} - {w.end_s:8.2f} s  {w.label} ({w.confidence:.2f})" for w in self.spans]
 
 
-def stream(model: str | Path | FewShotRuntime, gallery: str | Path, video: str | Path, *, window: float = 2.0,
+def stream(model: str | Path | FewShotRuntime, gallery: str | Path, video: str | Path, *, span: float = 2.0,
            stride: float = 1.0, unit: str = "seconds", smooth: int = 1, head: str = "alignment",
            threshold: float | None = None, min_shots: int = 1, threads: int | None = None,
            decoder: str | None = None) -> StreamReport:
     """Sliding-window classification of a long video (see stream.py); `stream_video` yields the same
-    windows one at a time for live output."""
+    spans one at a time for live output."""
     rt = _runtime(model, threads, decoder)
     cls = Classifier.from_gallery(Gallery.open(gallery, rt.card), head, min_shots, threshold)
     report = StreamReport(str(video), cls.describe())
-    report.windows = list(stream_video(rt, cls, video, window, stride, unit, smooth))
+    report.spans = list(stream_video(rt, cls, video, span, stride, unit, smooth))
     return report
 
 

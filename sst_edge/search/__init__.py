@@ -1,5 +1,6 @@
-"""Hardware-aware search over a trained supernet, launched as an NNI experiment under a budget."""
+"""Hardware-aware search over a trained supernet, launched as an NNI experiment under a budget.
 
-from .experiment import SearchSettings, run_search
-
-__all__ = ["SearchSettings", "run_search"]
+- `settings.SearchSettings`: what a search takes (torch-free); `budget`: the cost limit as an NNI
+  constraint; `experiment.run_search`: the experiment, the random baseline and the re-scoring;
+  `trials`: one candidate's score; `report`: trials.csv, pareto.png and the summary.
+"""

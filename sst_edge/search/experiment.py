@@ -22,59 +22,35 @@ import math
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from scipy import stats
 from tqdm import tqdm
 
+from .._nni import FunctionalEvaluator, NasExperiment, NasExperimentConfig, RegularizedEvolution
+from ..cost.flops import extreme_sample, predicted_cost
+from ..cost.latency import load_table
+from ..data.episodes import EpisodeDataset, episode_loader
+from ..device.datasets import load_splits
+from ..device.evaluation import confidence_interval
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write_json, sha256_file
-from ..space.config import SpaceConfig, load_space
-from ..space.model import Budget, SSTSpace
+from ..space.config import Choices, SpaceConfig, load_space
+from ..space.restriction import load_restriction
 from ..space.subnet import make_subnet
-from ..space.supernet import random_sample
-from .report import best_record, write_csv, write_plot
-from .trials import CONTEXT_FILE, EPISODES_FILE, CachedEpisodes, read_records, score, write_record
+from ..space.supernet import freeze_subnet, random_sample
+from ..train.artifacts import choose_head, load_supernet, run_restriction
+from ..train.evaluate import compare_embeddings
+from .budget import Budget, BudgetedSpace
+from .report import SearchSummary, best_record, write_csv, write_plot
+from .settings import SearchSettings, check_settings
+from .trials import CONTEXT_FILE, EPISODES_FILE, CachedEpisodes, nni_trial, read_records, score, write_record
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SearchSettings:
-    trials: int = 40
-    population: int = 12
-    sample_size: int = 4
-    seed: int = 0
-    way: int = 5
-    shot: int = 1
-    query: int = 2
-    episodes: int = 40
-    split: str = "val"
-    split_dir: str | None = None
-    concurrency: int = 1
-    budget_ms: float | None = None
-    budget_gflops: float | None = None
-    table: str | None = None
-    allow_foreign_table: bool = False
-    head: str | None = None             # None: the kind the run trained through (run.json)
-    tau: float | None = None            # None: the run's
-    window: int | None | str = "run"    # "run": the run's; None: every support frame
-    rescore_top: int = 5                # re-score this many best of the evolution and of the baseline
-    rescore_episodes: int = 200         # on this many other validation episodes
-    baseline: bool = True
-    threads: int | None = None
-    port: int = 8745
-
-
-def _check_settings(s: SearchSettings) -> None:
-    problems = [f"{name} must be >= 1, got {getattr(s, name)}"
-                for name in ("trials", "episodes", "rescore_top", "rescore_episodes")
-                if getattr(s, name) < 1]
-    if problems:
-        raise SSTEdgeError("invalid search settings", problems=problems)
 
 
 def _budget(s: SearchSettings) -> Budget:
@@ -87,7 +63,6 @@ def _budget(s: SearchSettings) -> Budget:
 
 
 def _cost_of(sample: dict[str, Any], config: SpaceConfig, budget: Budget, table: Any) -> float:
-    from ..cost.flops import predicted_cost
 
     if budget.latency_ms is not None:
         return table.predict_ms(sample)
@@ -97,9 +72,6 @@ def _cost_of(sample: dict[str, Any], config: SpaceConfig, budget: Budget, table:
 def _prepare(config: SpaceConfig, weights: str | Path, data: str | Path, out: Path,
              s: SearchSettings, head: dict[str, Any]) -> dict:
     """Decode the fixed validation episodes once and write the context the trials read."""
-    from ..data.episodes import EpisodeDataset, episode_loader
-    from ..device.datasets import load_splits
-    from ..train.evaluate import load_supernet
 
     load_supernet(weights, config)  # fail early, with the file named, on weights of another space
     clips = load_splits(data, s.split_dir)[s.split]
@@ -131,15 +103,12 @@ def _watch(out: Path, total: int, kind: str, stop: threading.Event) -> None:
     bar.close()
 
 
-def _run_nni(config: SpaceConfig, keep: dict | None, budget: Budget, out: Path, s: SearchSettings) -> None:
+def _run_nni(
+    config: SpaceConfig, restriction: Choices | None, budget: Budget, out: Path, s: SearchSettings
+) -> None:
     """The NNI experiment: RegularizedEvolution; in-process engine, or local trial processes."""
-    from nni.nas.evaluator import FunctionalEvaluator
-    from nni.nas.experiment import NasExperiment, NasExperimentConfig
-    from nni.nas.strategy import RegularizedEvolution
 
-    from .trials import nni_trial
-
-    space = SSTSpace(config, keep, budget)
+    space = BudgetedSpace(config, restriction, budget)
     evaluator = FunctionalEvaluator(nni_trial, workdir=str(out))
     strategy = RegularizedEvolution(population_size=s.population, sample_size=s.sample_size, seed=s.seed,
                                     dedup=True)
@@ -165,22 +134,23 @@ def _run_nni(config: SpaceConfig, keep: dict | None, budget: Budget, out: Path, 
         exp.stop()  # always: a killed Python would leave NNI's manager running
 
 
-def _run_baseline(config: SpaceConfig, keep: dict | None, budget: Budget, table: Any, out: Path,
-                  s: SearchSettings) -> None:
+def _run_baseline(
+    config: SpaceConfig, restriction: Choices | None, budget: Budget, table: Any, out: Path, s: SearchSettings
+) -> None:
     """The same number of uniformly random subnets under the same budget, scored the same way."""
     rng = random.Random(s.seed + 1)
     limit = budget.latency_ms if budget.latency_ms is not None else budget.gflops
     seen: set[tuple] = set()
     for _ in tqdm(range(s.trials), desc="search (random baseline)", unit="trial"):
         for _attempt in range(10_000):
-            sample = random_sample(config, rng, keep)
+            sample = random_sample(config, rng, restriction)
             key = tuple(sample.values())
             if key not in seen and _cost_of(sample, config, budget, table) <= limit:
                 break
         else:
             if not seen:
                 raise SSTEdgeError("no random subnet meets the budget: raise it")
-            # a small (shrunk) space holds fewer subnets under the budget than trials: all were scored
+            # a small (restricted) space holds fewer subnets under the budget than trials: all were scored
             tqdm.write(f"random baseline: only {len(seen)} distinct subnets meet the budget; all scored")
             return
         seen.add(key)
@@ -220,14 +190,16 @@ def episode_sets(s: SearchSettings) -> dict[str, dict[str, Any]]:
             "rescore": {**base, "first": s.episodes, "episodes": s.rescore_episodes}}
 
 
-def _rescore(config: SpaceConfig, weights: str | Path, data: str | Path, s: SearchSettings,
-             head: Any, samples: list[dict[str, Any]]) -> np.ndarray:
+def _rescore(
+    config: SpaceConfig,
+    weights: str | Path,
+    data: str | Path,
+    s: SearchSettings,
+    head: Any,
+    samples: list[dict[str, Any]],
+) -> np.ndarray:
     """Per-episode accuracies [len(samples), rescore episodes] on the re-scoring episodes, each episode
     decoded once and every subnet (weights inherited from the supernet) scored on it."""
-    from ..data.episodes import EpisodeDataset
-    from ..device.datasets import load_splits
-    from ..space.supernet import freeze_subnet
-    from ..train.evaluate import compare_embeddings, load_supernet
 
     supernet, _ = load_supernet(weights, config)
     subnets = [freeze_subnet(supernet, config, sample).eval() for sample in samples]
@@ -242,7 +214,6 @@ def _rescore(config: SpaceConfig, weights: str | Path, data: str | Path, s: Sear
 def paired_comparison(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> dict[str, Any]:
     """Is `a` better than `b` on the same episodes? Two-sided paired t-test on per-episode accuracies,
     with the 95% interval of the mean difference."""
-    from scipy import stats
 
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     n = len(d)
@@ -270,15 +241,18 @@ def _table_record(table: Any, s: SearchSettings) -> dict[str, Any] | None:
             "space": table.space, "target": table.target.get("name")}
 
 
-def run_search(space: str | Path, weights: str | Path, data: str | Path, out: str | Path,
-               settings: SearchSettings | None = None, restrict: str | Path | None = None) -> dict[str, Any]:
+def run_search(
+    space: str | Path,
+    weights: str | Path,
+    data: str | Path,
+    out: str | Path,
+    settings: SearchSettings | None = None,
+    restriction_file: str | Path | None = None,
+) -> SearchSummary:
     """Search, re-score the best, then write best.json, trials.csv, pareto.png and search.json into `out`."""
-    from ..device.evaluation import confidence_interval
-    from ..space.report import extreme_sample, load_keep
-    from ..train.evaluate import choose_head, run_restriction
 
     s = settings or SearchSettings()
-    _check_settings(s)
+    check_settings(s)
     config = load_space(space)
     budget = _budget(s)
     out = Path(out)
@@ -287,24 +261,26 @@ def run_search(space: str | Path, weights: str | Path, data: str | Path, out: st
         raise SSTEdgeError("already holds a search (trials/); choose a new --out", out)
     choice = choose_head(weights, [s.head] if s.head else None, s.tau, s.window)
     head = choice.head
-    keep = load_keep(restrict, config) if restrict else run_restriction(weights, config)
+    restriction = (
+        load_restriction(restriction_file, config).choices
+        if restriction_file
+        else run_restriction(weights, config)
+    )
     table = None
     if budget.latency_ms is not None:
-        from ..cost.latency import load_table
-
         table = load_table(s.table, config=config, allow_foreign=s.allow_foreign_table)
     limit = budget.latency_ms if table is not None else budget.gflops
-    cheapest = _cost_of(extreme_sample(config, keep), config, budget, table)
+    cheapest = _cost_of(extreme_sample(config, restriction), config, budget, table)
     if cheapest > limit:
         unit = "ms" if table is not None else "GFLOPs"
         raise SSTEdgeError(f"the budget {limit} {unit} is below the cheapest subnet ({cheapest:.4g} {unit})")
     torch.set_num_threads(s.threads or 1)
     _prepare(config, weights, data, out, s, head.to_dict())
     t0 = time.perf_counter()
-    _run_nni(config, keep, budget, out, s)
+    _run_nni(config, restriction, budget, out, s)
     t_search = time.perf_counter() - t0
     if s.baseline:
-        _run_baseline(config, keep, budget, table, out, s)
+        _run_baseline(config, restriction, budget, table, out, s)
     records = read_records(out)
     unit_key = "latency_ms" if table is not None else "gflops"
     over = [r for r in records if r[unit_key] > limit + 1e-9]
@@ -355,14 +331,24 @@ def run_search(space: str | Path, weights: str | Path, data: str | Path, out: st
     table_rec = _table_record(table, s)
     head_rec = choice.to_dict()
     summary = {
-        "space": config.name, "weights": str(weights), "budget": asdict(budget), "settings": asdict(s),
-        "restricted": keep is not None, "trials": len(evo), "over_budget": len(over),
-        "head": head_rec, "latency_table": table_rec, "episodes": episodes,
-        "best": _metrics_only(best), "random_best": _metrics_only(rnd_best) if rnd_best else None,
+        "space": config.name,
+        "weights": str(weights),
+        "budget": asdict(budget),
+        "settings": asdict(s),
+        "restricted": restriction is not None,
+        "trials": len(evo),
+        "over_budget": len(over),
+        "head": head_rec,
+        "latency_table": table_rec,
+        "episodes": episodes,
+        "best": _metrics_only(best),
+        "random_best": _metrics_only(rnd_best) if rnd_best else None,
         "search_best": _metrics_only(best_record(evo, unit_key)),
         "random_search_best": _metrics_only(best_record(rnd, unit_key)) if rnd else None,
-        "comparison": comparison, "rescored": rescored,
-        "search_seconds": t_search, "rescore_seconds": t_rescore,
+        "comparison": comparison,
+        "rescored": rescored,
+        "search_seconds": t_search,
+        "rescore_seconds": t_rescore,
     }
     r = best["rescore"]
     metrics = {"accuracy": r["accuracy"], "ci95": r["ci95"], "episodes": r["episodes"],
@@ -373,8 +359,8 @@ def run_search(space: str | Path, weights: str | Path, data: str | Path, out: st
                            "among": len(shortlist["evolution"])},
                "latency_table": table_rec, "head": head.to_dict(), "head_source": head_rec,
                "vs_random": comparison}
-    make_subnet(config, best["sample"], metrics, keep).save(out / "best.json")
+    make_subnet(config, best["sample"], metrics, restriction).save(out / "best.json")
     write_csv(records, out / "trials.csv", rescored)
     write_plot(records, out / "pareto.png", unit_key, limit, rescored, best)
     atomic_write_json(out / "search.json", summary)
-    return summary
+    return SearchSummary(summary, out)

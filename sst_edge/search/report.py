@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_write_text
+from matplotlib.figure import Figure
+
+from ..fileio import atomic_write, atomic_write_text
 
 
 def best_record(records: list[dict[str, Any]], cost_key: str) -> dict[str, Any]:
@@ -47,6 +51,30 @@ def write_csv(records: list[dict[str, Any]], path: Path,
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+@dataclass
+class SearchSummary(Mapping[str, Any]):
+    """What `run_search` returns: search.json's content (`to_dict`, and read-only mapping access) and
+    what `sst-edge search` prints."""
+
+    data: dict[str, Any]
+    out: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
+
+    def lines(self) -> list[str]:
+        return summary_lines(self.data) + [f"wrote {self.out}/best.json, trials.csv, pareto.png, search.json"]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:
@@ -89,15 +117,9 @@ def write_plot(records: list[dict[str, Any]], path: Path, cost_key: str, limit: 
                rescored: list[dict[str, Any]] | None = None, best: dict[str, Any] | None = None) -> Path:
     """Accuracy vs cost: every trial's search estimate with its 95% CI, the evolution's Pareto front, the
     re-scored shortlist (its 95% CI on the re-scoring episodes) and the winner."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..fileio import atomic_write
-
     unit = "predicted latency (ms)" if cost_key == "latency_ms" else "GFLOPs (multiply-adds)"
-    fig, ax = plt.subplots(figsize=(10.5, 4.8))
+    fig = Figure(figsize=(10.5, 4.8))
+    ax = fig.subplots()
     for kind, colour, marker in (("random", "tab:gray", "x"), ("evolution", "tab:blue", "o")):
         rs = [r for r in records if r["kind"] == kind]
         if rs:
@@ -126,5 +148,4 @@ def write_plot(records: list[dict[str, Any]], path: Path, cost_key: str, limit: 
     ax.grid(alpha=0.3)
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
-    plt.close(fig)
     return path

@@ -12,14 +12,23 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
-from .._nni import current_model
-from ..fileio import atomic_write_json
-from ..space.config import SpaceConfig, heads_label, op_label
+from .._nni import current_model, nni
+from ..cost.flops import predicted_cost
+from ..cost.latency import load_table
+from ..device.evaluation import confidence_interval
+from ..device.settings import HeadConfig
+from ..fileio import atomic_write, atomic_write_json
+from ..space.config import SpaceConfig, heads_label, load_space, op_label
+from ..train.artifacts import load_supernet
+from ..train.evaluate import episode_accuracies
 
 EPISODES_FILE = "val_episodes.safetensors"
 CONTEXT_FILE = "context.json"
@@ -59,16 +68,12 @@ class CachedEpisodes(torch.utils.data.Dataset):
         return len(self.clips)
 
     def __getitem__(self, i: int) -> Any:
-        from types import SimpleNamespace
 
         s = self.way * self.shot
         clips = self.clips[i]
         return SimpleNamespace(support=clips[:s], query=clips[s:], query_labels=self.labels[i])
 
     def save(self, path: Path) -> None:
-        from safetensors.torch import save_file
-
-        from ..fileio import atomic_write
 
         tensors = {f"clips.{i}": c for i, c in enumerate(self.clips)}
         tensors |= {f"labels.{i}": y for i, y in enumerate(self.labels)}
@@ -77,7 +82,6 @@ class CachedEpisodes(torch.utils.data.Dataset):
 
     @classmethod
     def load(cls, path: Path) -> CachedEpisodes:
-        from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:
             meta = f.metadata()
@@ -94,9 +98,6 @@ def _context(workdir: str) -> dict[str, Any]:
     """Supernet, episodes, heads and cost models of a search, built once per process."""
     if workdir in _CACHE:
         return _CACHE[workdir]
-    from ..device.heads import HeadConfig
-    from ..space.config import load_space
-    from ..train.evaluate import load_supernet
 
     ctx = json.loads((Path(workdir) / CONTEXT_FILE).read_text())
     torch.set_num_threads(int(ctx.get("threads", 1)))
@@ -104,7 +105,6 @@ def _context(workdir: str) -> dict[str, Any]:
     supernet, _ = load_supernet(ctx["weights"], config)
     table = None
     if ctx.get("table"):
-        from ..cost.latency import load_table
 
         table = load_table(ctx["table"], config=config, allow_foreign=ctx.get("allow_foreign_table", False))
     built = {
@@ -118,9 +118,6 @@ def _context(workdir: str) -> dict[str, Any]:
 
 def score(sample: dict[str, Any], workdir: str) -> dict[str, Any]:
     """Accuracy on the fixed validation episodes, predicted latency, FLOPs and params of one subnet."""
-    from ..cost.flops import predicted_cost
-    from ..device.evaluation import confidence_interval
-    from ..train.evaluate import episode_accuracies
 
     c = _context(workdir)
     config = c["config"]
@@ -148,8 +145,6 @@ def read_records(workdir: str | Path) -> list[dict[str, Any]]:
 
 def nni_trial(model: nn.Module, workdir: str) -> None:
     """The NNI evaluator: score the subnet `model` stands for and report accuracy as the default metric."""
-    import nni
-
     c = _context(workdir)
     sample = sample_of(model, c["config"])
     metrics = score(sample, workdir)

@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ..device.preprocess import Preprocess
+from ..device.settings import default_resize
 from ..errors import SSTEdgeError
 from ..resources import resolve
 
 if TYPE_CHECKING:
     from ..device.preprocess import Preprocess
+
+# A restriction: label -> the values still allowed (what training's shrinking leaves; `choices()` is the
+# unrestricted one). The one type for it in every stage.
+Choices = Mapping[str, Sequence[Any]]
 
 OPS = ("tab", "sab", "tps", "tam", "msq")  # every op a space file may name (sst_edge/space/ops.py)
 DEFAULT_OPS = ("tab", "sab")  # a space file without choices.ops: the paper's two blocks
@@ -109,8 +116,6 @@ class SpaceConfig:
     def eval_preprocess(self, resize: int | None = None) -> Preprocess:
         """How evaluation, search, export and the device prepare clips for this space: T segment centres,
         shorter side `resize` (default 8/7 of the crop), centre crop to the input size."""
-        from ..device.preprocess import Preprocess, default_resize
-
         return Preprocess(frames=self.frames, size=self.size,
                           resize=resize if resize is not None else default_resize(self.size))
 

@@ -2,9 +2,9 @@
 
 Each choice block is a LayerChoice over the ops the space file allows at that layer ({tab, sab} in the
 paper's space; tps, tam, msq in sst_plus: ops.py) labelled `s{stage}_l{layer}_op`, whose candidates with
-attention share one `s{stage}_l{layer}_heads` choice (the others ignore it). A restriction (the shrunk
-space written by training) narrows the values of any label; the supernet weights stay loadable because
-widths only shrink (see supernet.py).
+attention share one `s{stage}_l{layer}_heads` choice (the others ignore it). A restriction (what
+training's shrinking left, restriction.py) narrows the values of any label; the supernet weights stay
+loadable because widths only shrink (see supernet.py).
 
 The structure (3 stages x 8 layers of {TAB, SAB} x {6, 12, 16} heads) is the paper's Table 1; the widths
 come from the space YAML and are ours (search_spaces/sst_paper.yaml says how they were chosen).
@@ -12,8 +12,6 @@ come from the space YAML and are ours (search_spaces/sst_paper.yaml says how the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,30 +19,17 @@ from torch import nn
 
 from .._nni import LayerChoice, ModelSpace, nni, recursive_freeze
 from .blocks import FrameFeatures, PatchEmbed, SpatialDownsample
-from .config import SpaceConfig, heads_label, op_label
+from .config import Choices, SpaceConfig, heads_label, op_label
 from .ops import make_block
-
-Restriction = Mapping[str, Sequence]
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A cost limit that search enforces through an NNI ExpressionConstraint on the space."""
-
-    gflops: float | None = None
-    latency_ms: float | None = None
-    table: str | None = None  # latency table (name or path), needed with latency_ms
-    allow_foreign_table: bool = False
 
 
 class SSTSpace(ModelSpace):
     """Input [B, T, 3, H, W] -> per-frame features [B, T, C_out]."""
 
-    def __init__(self, config: SpaceConfig, restrict: Restriction | None = None,
-                 budget: Budget | None = None):
+    def __init__(self, config: SpaceConfig, restriction: Choices | None = None):
         super().__init__()
         self.config = config
-        restrict = dict(restrict or {})
+        restriction = dict(restriction or {})
         c = config
         self.embed = PatchEmbed(c.patch_channels, c.frames, c.size)
         grid = self.embed.grid
@@ -60,8 +45,8 @@ class SSTSpace(ModelSpace):
                 raise ValueError("the patch embedding's last width must equal stage 1's channels")
             blocks = []
             for l in range(1, st.depth + 1):
-                ops = list(restrict.get(op_label(s, l), c.layer_ops(s, l)))
-                heads = nni.choice(heads_label(s, l), list(restrict.get(heads_label(s, l), c.heads)))
+                ops = list(restriction.get(op_label(s, l), c.layer_ops(s, l)))
+                heads = nni.choice(heads_label(s, l), list(restriction.get(heads_label(s, l), c.heads)))
                 blocks.append(LayerChoice(
                     {op: make_block(op, st.channels, heads, st.head_dim, c.mlp_ratio, c.frames, grid, l)
                      for op in ops},
@@ -70,11 +55,6 @@ class SSTSpace(ModelSpace):
             self.stages.append(nn.Sequential(*blocks))
             prev = st.channels
         self.head = FrameFeatures(prev)
-        from nni.nas.space import current_model
-
-        # A trial rebuilding a frozen model (current_model() set) must not add the constraint again.
-        if budget is not None and current_model() is None:
-            self.add_mutable(budget_constraint(self, config, budget, restrict))
 
     def freeze(self, sample: dict[str, Any]) -> nn.Module:
         """A plain model of one subnet; raises if the sample breaks a label or the budget."""
@@ -91,26 +71,3 @@ class SSTSpace(ModelSpace):
                 x = self.downsamples[i - 1](x)
             x = stage(x)
         return self.head(x)
-
-
-def budget_constraint(space: SSTSpace, config: SpaceConfig, budget: Budget,
-                      restrict: Restriction | None = None) -> Any:
-    """`cost(sample) <= limit` as an NNI ExpressionConstraint over the space's own labels."""
-    from nni.mutable import ExpressionConstraint
-
-    if budget.latency_ms is not None:
-        from ..cost.latency import load_table
-
-        if budget.table is None:
-            raise ValueError("a latency budget needs a latency table")
-        table = load_table(budget.table, config=config, allow_foreign=budget.allow_foreign_table)
-        # The table's rows are per stage; a layer may allow fewer ops (layer_ops): narrow to the space's.
-        layers = {k: v for k, v in config.choices().items() if k.endswith("_op")}
-        expr = table.expression(restrict={**layers, **dict(restrict or {})}) <= budget.latency_ms
-        return ExpressionConstraint(expr, label="latency_budget")
-    if budget.gflops is not None:
-        from .._nni import FlopsParamsProfiler
-
-        flops = FlopsParamsProfiler(space, torch.zeros(config.input_shape(1))).flops_result.flops
-        return ExpressionConstraint(flops <= budget.gflops * 1e9, label="flops_budget")
-    raise ValueError("a budget needs gflops or latency_ms")

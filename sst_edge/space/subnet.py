@@ -15,7 +15,7 @@ from ..errors import SSTEdgeError
 from ..fileio import atomic_write_json, read_json
 from ..schema import TEXT, check, header_schema
 from ..text import brief
-from .config import SpaceConfig, load_space
+from .config import Choices, SpaceConfig, load_space
 
 FORMAT = "sst-edge/subnet"
 VERSION = 1
@@ -48,11 +48,11 @@ class Subnet:
 
 
 def sample_problems(config: SpaceConfig, sample: Mapping[str, Any],
-                    restrict: Mapping[str, Any] | None = None) -> list[str]:
+                    restriction: Choices | None = None) -> list[str]:
     """Every unknown label, missing label and out-of-range value of a sample, in forward order."""
     allowed = dict(config.choices())
-    if restrict:
-        allowed.update({k: list(v) for k, v in restrict.items() if k in allowed})
+    if restriction:
+        allowed.update({k: list(v) for k, v in restriction.items() if k in allowed})
     problems = [f"unknown label '{brief(k)}'" for k in sample if k not in allowed]
     for label, values in allowed.items():
         if label not in sample:
@@ -63,8 +63,8 @@ def sample_problems(config: SpaceConfig, sample: Mapping[str, Any],
 
 
 def make_subnet(config: SpaceConfig, sample: Mapping[str, Any], metrics: Mapping[str, Any] | None = None,
-                restrict: Mapping[str, Any] | None = None) -> Subnet:
-    problems = sample_problems(config, sample, restrict)
+                restriction: Choices | None = None) -> Subnet:
+    problems = sample_problems(config, sample, restriction)
     if problems:
         raise SSTEdgeError(f"not a subnet of space '{config.name}'", None, problems)
     ordered = {k: sample[k] for k in config.choices()}
@@ -72,7 +72,7 @@ def make_subnet(config: SpaceConfig, sample: Mapping[str, Any], metrics: Mapping
 
 
 def load_subnet(path: str | Path, space: SpaceConfig | str | Path | None = None,
-                restrict: Mapping[str, Any] | None = None) -> tuple[Subnet, SpaceConfig]:
+                restriction: Choices | None = None) -> tuple[Subnet, SpaceConfig]:
     """Read and validate a subnet document; the space defaults to the one the document names."""
     doc = check(read_json(path, "subnet document"), SUBNET_SCHEMA, "subnet document", path)
     problems: list[str] = []
@@ -88,7 +88,7 @@ def load_subnet(path: str | Path, space: SpaceConfig | str | Path | None = None,
     if doc["space_hash"] != config.hash:
         problems.append(f"space hash {doc['space_hash']} does not match '{config.name}' ({config.hash}): "
                         "the space YAML changed since this subnet was made")
-    problems += sample_problems(config, doc["sample"], restrict)
+    problems += sample_problems(config, doc["sample"], restriction)
     if problems:
         raise SSTEdgeError(f"subnet does not fit space '{config.name}'", path, problems)
     sub = Subnet(doc["space"], doc["space_hash"], {k: doc["sample"][k] for k in config.choices()},

@@ -12,28 +12,25 @@ from __future__ import annotations
 
 import random
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._nni import BaseSuperNetModule, RandomOneShot
 from ..errors import SSTEdgeError
-from .config import SpaceConfig
+from .config import Choices, SpaceConfig
 from .model import SSTSpace
 from .subnet import sample_problems
 
 
-def build_supernet(config: SpaceConfig, restrict: Mapping[str, Sequence] | None = None) -> nn.Module:
+def build_supernet(config: SpaceConfig, restriction: Choices | None = None) -> nn.Module:
     """A trainable supernet (LayerChoice -> PathSamplingLayer, MutableLinear -> MixedLinear)."""
-    from nni.nas.strategy import RandomOneShot
-
-    return RandomOneShot().mutate_model(SSTSpace(config, restrict))
+    return RandomOneShot().mutate_model(SSTSpace(config, restriction))
 
 
 def _supernet_modules(supernet: nn.Module) -> list[nn.Module]:
-    from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
-
     return [m for m in supernet.modules() if isinstance(m, BaseSuperNetModule)]
 
 
@@ -52,20 +49,20 @@ def supernet_choices(supernet: nn.Module) -> dict[str, list]:
     return _CHOICES[supernet]
 
 
-def _allowed(supernet: nn.Module, restrict: Mapping[str, Sequence] | None) -> dict[str, list]:
+def _allowed(supernet: nn.Module, restriction: Choices | None) -> dict[str, list]:
     """The supernet's choices narrowed by `restrict`: NNI routes to a missing candidate without a word."""
     held = supernet_choices(supernet)
-    if not restrict:
+    if not restriction:
         return held
-    return {label: [v for v in values if v in restrict[label]] if label in restrict else values
+    return {label: [v for v in values if v in restriction[label]] if label in restriction else values
             for label, values in held.items()}
 
 
 def activate(supernet: nn.Module, config: SpaceConfig, sample: Mapping[str, Any],
-             restrict: Mapping[str, Sequence] | None = None) -> None:
+             restriction: Choices | None = None) -> None:
     """Route the supernet through one subnet. Raises on any unknown, missing or out-of-range label,
     out-of-range meaning outside `restrict` or outside what the supernet was built with."""
-    problems = sample_problems(config, sample, _allowed(supernet, restrict))
+    problems = sample_problems(config, sample, _allowed(supernet, restriction))
     if problems:
         raise SSTEdgeError("cannot activate this sample", None, problems)
     memo = dict(sample)
@@ -74,20 +71,20 @@ def activate(supernet: nn.Module, config: SpaceConfig, sample: Mapping[str, Any]
 
 
 def freeze_subnet(supernet: nn.Module, config: SpaceConfig, sample: Mapping[str, Any],
-                  restrict: Mapping[str, Sequence] | None = None) -> nn.Module:
+                  restriction: Choices | None = None) -> nn.Module:
     """A plain nn.Module of one subnet whose weights are sliced copies of the supernet's."""
-    problems = sample_problems(config, sample, _allowed(supernet, restrict))
+    problems = sample_problems(config, sample, _allowed(supernet, restriction))
     if problems:
         raise SSTEdgeError("cannot freeze this sample", None, problems)
     return supernet.freeze(dict(sample))
 
 
 def random_sample(config: SpaceConfig, rng: random.Random,
-                  restrict: Mapping[str, Sequence] | None = None) -> dict[str, Any]:
+                  restriction: Choices | None = None) -> dict[str, Any]:
     """A uniform draw over the (restricted) space, label by label (cheaper than space.random())."""
     choices = config.choices()
-    if restrict:
-        choices.update({k: list(v) for k, v in restrict.items() if k in choices})
+    if restriction:
+        choices.update({k: list(v) for k, v in restriction.items() if k in choices})
     return {label: rng.choice(values) for label, values in choices.items()}
 
 

@@ -2,8 +2,10 @@
 
 - `loop.train_supernet(TrainConfig, out)`: the training run (single process or under torchrun); with
   `TrainConfig.subnet` and `.init`, fine-tuning of one found subnet (`finetune`);
-- `evaluate.evaluate(...)`: few-shot accuracy with its 95% interval; `episode_accuracies`,
-  `load_supernet`, `run_restriction` for other stages;
+- `evaluate.evaluate(...)`: few-shot accuracy with its 95% interval, and `episode_accuracies`;
+- `artifacts`: a run's files read back by later stages (`load_supernet`, `run_restriction`,
+  `choose_head`);
 - `shrink`: candidate records, scores and drop decisions; `checkpoint`: safetensors + JSON sidecar;
-- `config`: `TrainConfig`, `ShrinkConfig`; `distributed`: ranks, threads, DDP; `plots`: the PNGs.
+- `config`: `TrainConfig`, `ShrinkConfig` (torch-free: the CLI reads their defaults); `distributed`:
+  ranks, threads, DDP; `plots`: the PNGs.
 """

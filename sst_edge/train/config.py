@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..device.heads import HeadConfig
-from ..device.preprocess import default_resize
+from ..device.settings import HeadConfig, default_resize
 from ..errors import SSTEdgeError
 
 # Fields that may differ between a run and its resumption.

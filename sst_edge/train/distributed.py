@@ -75,9 +75,9 @@ def available_cores() -> int:
 def configure_threads(threads: int | None, workers: int, local_world: int) -> int:
     """Set torch's intra-op threads; default: this process's share of the cores minus its loader workers.
 
-    On 2 cores with 1 loader worker that is 1 thread: decoding and the step then run side by side, and
-    torch never spins a second thread against the decoder (2 busy threads on 2 shared cores run a step
-    several times slower). DataLoader workers run 1 torch thread each (PyTorch sets that in every worker)
+    With 2 cores and 1 loader worker that is 1 thread: decoding and the step then run side by side, and
+    torch never spins a second thread against the decoder (more busy threads than cores slow a step
+    down several times). DataLoader workers run 1 torch thread each (PyTorch sets that in every worker)
     and decode with 1 thread (`make_decoder`'s default).
     """
     n = threads if threads is not None else max(1, available_cores() // max(1, local_world) - workers)

@@ -19,11 +19,12 @@ from torch import nn
 
 from ..errors import SSTEdgeError
 from ..space.config import SpaceConfig
+from ..space.restriction import run_restriction_file
 from ..space.subnet import Subnet, load_subnet, sample_problems
 from ..space.supernet import load_shared_weights
+from .artifacts import resolve_weights, run_restriction, single_path, weights_problems
 from .checkpoint import load_tensors, model_state
 from .config import TrainConfig
-from .evaluate import RESTRICTION_FILE, resolve_weights, run_restriction, single_path, weights_problems
 
 
 @dataclass
@@ -43,7 +44,7 @@ class FineTune:
         return self.subnet.sample
 
     @property
-    def keep(self) -> dict[str, list]:
+    def restriction(self) -> dict[str, list]:
         return single_path(self.sample)
 
     def record(self) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def load_finetune(cfg: TrainConfig, config: SpaceConfig, *, with_init: bool = Tr
     """Check `cfg.subnet` against the space and, with `with_init`, load the weights of `cfg.init`.
 
     Refused, naming the file: a bad document, weights of another space, weights fine-tuned for another
-    subnet. A subnet outside the init run's shrunk space is allowed (the full supernet state holds every
+    subnet. A subnet outside the init run's restriction is allowed (the full supernet state holds every
     candidate) with a warning: shrinking stopped training those candidates early.
     """
     if cfg.subnet is None or cfg.init is None:
@@ -86,14 +87,14 @@ def load_finetune(cfg: TrainConfig, config: SpaceConfig, *, with_init: bool = Tr
                            "supernet run instead", path,
                            [f"{document}: {p}" for p in sample_problems(config, subnet.sample,
                                                                          single_path(tuned))])
-    keep = run_restriction(cfg.init, config)
+    restriction = run_restriction(cfg.init, config)
     outside = [f"{label}={value}" for label, value in subnet.sample.items()
-               if keep is not None and value not in keep.get(label, [value])]
+               if restriction is not None and value not in restriction.get(label, [value])]
     if outside:
         folder = path.parent if Path(cfg.init).is_file() else Path(cfg.init)
         tune.warnings.append(f"{document}: {', '.join(outside)} "
-                             f"{'is' if len(outside) == 1 else 'are'} outside the init run's shrunk space "
-                             f"({folder / RESTRICTION_FILE}): shrinking dropped "
+                             f"{'is' if len(outside) == 1 else 'are'} outside the init run's restriction "
+                             f"({run_restriction_file(folder)}): shrinking dropped "
                              f"{'it' if len(outside) == 1 else 'them'}, so those weights were trained less")
     tune.init_weights, tune.init_meta = path, meta
     tune.state = model_state(tensors) if any(k.startswith("model.") for k in tensors) else tensors

@@ -1,23 +1,23 @@
 """Supernet training: single-path one-shot episodes with search-space shrinking (Algorithm 1).
 
-Each step: one episode, one subnet drawn uniformly from the current (shrunk) space, validated and routed
-(`activate`), the few-shot head's cross-entropy on the query clips, AdamW with a linear warm-up then a
+Each step: one episode, one subnet drawn uniformly from the space's current restriction, validated and
+routed (`activate`), the few-shot head's cross-entropy on the query clips, AdamW with a linear warm-up then a
 cosine learning rate, gradient clipping. Everything random is a function of the seed and a position:
 subnet = f(seed, step), episode = f(seed, episode index), so a resumed run, or a run on any number of
 workers, takes exactly the path an uninterrupted one does.
 
 OUT (written by rank 0 only):
     run.json                 seed, versions, configuration, command, and at the end the results
-    metrics.jsonl            one line per logged window ("step"), epoch ("epoch") and shrink event
+    metrics.jsonl            one line per --log-every steps ("step"), epoch ("epoch") and shrink event
     checkpoint-eNNNN.*       every epoch (see checkpoint.py); `resume=True` continues from the newest
-    shrunk.json              the shrunk space (format of sst_edge.space.restriction), with its history
+    restriction.json         the restriction (format of sst_edge.space.restriction), with its history
     supernet.safetensors     final weights (metadata: space, hash, epoch, step)
     loss.png, scores.png     loss curve; at each shrink event, every candidate's score minus its label's best
                              with error bars, the drops marked
 
 Fine-tuning (`config.subnet` and `config.init`, see finetune.py) trains one subnet the same way, without
-shrinking: shrunk.json is that single path from the start, the weights' metadata name the subnet, run.json
-records the subnet document, its sample and the init weights, and there is no scores.png.
+shrinking: restriction.json is that single path from the start, the weights' metadata name the subnet,
+run.json records the subnet document, its sample and the init weights, and there is no scores.png.
 """
 
 from __future__ import annotations
@@ -34,12 +34,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from .. import __version__
+from .._nni import nni
+from ..cost.flops import cost_expression, extreme_sample, predicted_cost
+from ..cost.latency import load_table
 from ..data.episodes import EpisodeDataset, episode_loader
 from ..device.datasets import load_splits
 from ..device.preprocess import Preprocess
@@ -47,12 +51,15 @@ from ..errors import DatasetError, SSTEdgeError
 from ..fewshot import head_logits
 from ..fileio import atomic_write, atomic_write_json, read_json, utc_now
 from ..space.config import SpaceConfig, load_space
+from ..space.restriction import FILE as RESTRICTION_FILE
 from ..space.restriction import Restriction, full_restriction
+from ..space.subnet import load_subnet
 from ..space.supernet import activate, build_supernet, random_sample
 from . import checkpoint as ckpt
+from .artifacts import SUPERNET_FORMAT, WEIGHTS_FILE, single_path
 from .config import TrainConfig
 from .distributed import Dist, configure_threads, in_sync, init_distributed, shutdown, wrap
-from .evaluate import RESTRICTION_FILE, SUPERNET_FORMAT, WEIGHTS_FILE, episode_accuracies, split_features
+from .evaluate import episode_accuracies, split_features
 from .finetune import FineTune, load_finetune, load_init
 from .plots import plot_loss, plot_scores
 from .shrink import ShrinkRecords, candidate_costs, shrink, space_size
@@ -71,7 +78,7 @@ class TrainResult:
     first_epoch_loss: float
     last_epoch_loss: float
     val_acc: list[float | None]
-    keep: dict[str, list]
+    restriction: dict[str, list]
     space_size: int
     full_space_size: int
     dropped: list[str] = field(default_factory=list)  # "label=value@epoch", in order
@@ -85,11 +92,34 @@ class TrainResult:
         d["out"] = str(self.out)
         return d
 
+    def lines(self) -> list[str]:
+        val = [v for v in self.val_acc if v is not None]
+        out = [
+            f"{'fine-tuned' if self.subnet else 'trained'} {self.epochs} epochs ({self.steps} steps) in "
+            f"{self.seconds:.0f} s: loss {self.first_epoch_loss:.4f} (epoch 1) -> {self.last_epoch_loss:.4f} "
+            f"(epoch {self.epochs})" + (f", validation accuracy {val[-1]:.3f}" if val else "")
+        ]
+        if self.subnet:
+            return out + [
+                f"wrote {self.out}/: supernet.safetensors (the fine-tuned subnet alone), "
+                f"{RESTRICTION_FILE}, metrics.jsonl, run.json, loss.png"
+            ]
+        return out + [
+            f"shrinking dropped {len(self.dropped)} candidates: {self.full_space_size:,} -> "
+            f"{self.space_size:,} architectures" + (f" ({', '.join(self.dropped)})" if self.dropped else ""),
+            f"wrote {self.out}/: supernet.safetensors, {RESTRICTION_FILE}, metrics.jsonl, run.json, "
+            "loss.png, "
+            "scores.png",
+        ]
+
 
 # ------------------------------------------------------------------------------------ deterministic parts
-def subnet_for_step(config: SpaceConfig, seed: int, step: int, keep: dict[str, list]) -> dict[str, Any]:
-    """The subnet of global step `step`: uniform over `keep`, the same on every rank and on resumption."""
-    return random_sample(config, random.Random(f"sst-edge/subnet/{seed}/{step}"), keep)
+def subnet_for_step(
+    config: SpaceConfig, seed: int, step: int, restriction: dict[str, list]
+) -> dict[str, Any]:
+    """The subnet of global step `step`: uniform over the restriction, the same on every rank and on
+    resumption."""
+    return random_sample(config, random.Random(f"sst-edge/subnet/{seed}/{step}"), restriction)
 
 
 def episode_start(epoch: int, rank: int, world: int, episodes: int) -> int:
@@ -114,23 +144,18 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
-def make_cost(config: SpaceConfig, latency_table: str | None,
-              allow_foreign: bool = False) -> tuple[CostFn, str]:
+def make_cost(
+    config: SpaceConfig, latency_table: str | None, allow_foreign: bool = False
+) -> tuple[CostFn, str]:
     """FLOPs from NNI's expression (default), or a latency table's prediction in ms."""
     if latency_table:
-        from ..cost.latency import load_table
-
         table = load_table(latency_table, config=config, allow_foreign=allow_foreign)
         return table.predict_ms, "ms"
-    from ..cost.flops import predicted_cost
 
     return (lambda sample: predicted_cost(config, sample).flops), "flops"
 
 
 def versions() -> dict[str, str]:
-    import nni
-    import safetensors
-
     return {"sst-edge": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "nni": getattr(nni, "__version__", "?"), "numpy": np.__version__,
             "safetensors": safetensors.__version__, "platform": platform.platform()}
@@ -171,8 +196,16 @@ class MetricsLog:
 
 # ----------------------------------------------------------------------------------------------- trainer
 class _Trainer:
-    def __init__(self, cfg: TrainConfig, out: Path, d: Dist, cost_fn: CostFn | None, cost_unit: str | None,
-                 progress: bool, tune: FineTune | None = None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out: Path,
+        d: Dist,
+        cost_fn: CostFn | None,
+        cost_unit: str | None,
+        progress: bool,
+        tune: FineTune | None = None,
+    ):
         self.cfg, self.out, self.d, self.progress, self.tune = cfg, out, d, progress, tune
         self.space = load_space(cfg.space)
         self.threads = configure_threads(cfg.threads, cfg.workers, d.local_world)
@@ -184,16 +217,15 @@ class _Trainer:
         s = self.space
         self.pre = Preprocess(frames=s.frames, size=s.size, resize=cfg.resize_for(s.size), hflip=cfg.hflip)
         self.val = self._val_dataset()
-        from ..cost.flops import cost_expression
 
         cost_expression(s)  # built once, now: building it draws from torch's RNG (a fresh SSTSpace)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.supernet = build_supernet(s, tune.keep if tune else None)
+        self.supernet = build_supernet(s, tune.restriction if tune else None)
         self.model = wrap(self.supernet, d, find_unused=tune is None)
         self.optimizer = torch.optim.AdamW(param_groups(self.supernet, cfg.weight_decay), lr=cfg.lr)
-        self.restriction = Restriction(s.name, s.hash, tune.keep) if tune else full_restriction(s)
+        self.restriction = Restriction(s.name, s.hash, tune.restriction) if tune else full_restriction(s)
         self.records = ShrinkRecords()
         self.epoch = 0
         self.step = 0
@@ -268,7 +300,7 @@ class _Trainer:
         return meta
 
     def restriction_size(self) -> int:
-        return space_size(self.restriction.keep)
+        return space_size(self.restriction.choices)
 
     def _write_run_record(self, resumed: bool, result: dict[str, Any] | None = None) -> None:
         path = self.out / RUN_FILE
@@ -296,13 +328,13 @@ class _Trainer:
         bar = tqdm(total=cfg.episodes, desc=f"epoch {epoch}/{cfg.epochs}", unit="ep", leave=True,
                    disable=not (self.progress and d.is_main), dynamic_ncols=True)
         record = epoch > cfg.shrink.warmup and self.tune is None
-        window: list[tuple[float, float, float]] = []
+        logged: list[tuple[float, float, float]] = []  # steps since the last metrics line
         losses, accs, skipped = [], [], 0
         t0 = time.perf_counter()
         self.model.train()
         for ep in episode_loader(ds, cfg.workers):
-            sample = subnet_for_step(self.space, cfg.seed, self.step, self.restriction.keep)
-            activate(self.supernet, self.space, sample, self.restriction.keep)
+            sample = subnet_for_step(self.space, cfg.seed, self.step, self.restriction.choices)
+            activate(self.supernet, self.space, sample, self.restriction.choices)
             lr = learning_rate(cfg, self.step)
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
@@ -323,32 +355,44 @@ class _Trainer:
             skipped += len(ep.skipped)
             losses.append(loss_v)
             accs.append(acc_v)
-            window.append((loss_v, acc_v, cost))
-            if len(window) == cfg.log_every:
-                self._log_window(window, epoch, lr)
+            logged.append((loss_v, acc_v, cost))
+            if len(logged) == cfg.log_every:
+                self._log_metrics(logged, epoch, lr)
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", acc=f"{np.mean(accs[-50:]):.2f}",
                             lr=f"{lr:.1e}", space=f"{self.restriction_size():.2g}", refresh=False)
             bar.update()
         bar.close()
-        if window:
-            self._log_window(window, epoch, lr)
+        if logged:
+            self._log_metrics(logged, epoch, lr)
         return {"kind": "epoch", "epoch": epoch, "step": self.step, "train_loss": float(np.mean(losses)),
                 "train_acc": float(np.mean(accs)), "skipped_clips": skipped,
                 "seconds": time.perf_counter() - t0}
 
-    def _log_window(self, window: list[tuple[float, float, float]], epoch: int, lr: float) -> None:
-        w = np.array(window)
-        self.log.write({"kind": "step", "epoch": epoch, "step": self.step, "loss": w[:, 0].mean(),
-                        "acc": w[:, 1].mean(), "cost": w[:, 2].mean(), "lr": lr})
-        window.clear()
+    def _log_metrics(self, logged: list[tuple[float, float, float]], epoch: int, lr: float) -> None:
+        w = np.array(logged)
+        self.log.write(
+            {
+                "kind": "step",
+                "epoch": epoch,
+                "step": self.step,
+                "loss": w[:, 0].mean(),
+                "acc": w[:, 1].mean(),
+                "cost": w[:, 2].mean(),
+                "lr": lr,
+            }
+        )
+        logged.clear()
 
     def maybe_shrink(self, epoch: int) -> None:
         if self.tune is not None or not self.cfg.shrink.is_event(epoch):
             return
-        costs = candidate_costs(self.restriction.keep, self.cost, self.cost_unit)  # exact, per block
-        keep, event = shrink(self.restriction.keep, self.records, self.cfg.shrink, epoch, self.step, costs)
-        self.restriction = Restriction(self.space.name, self.space.hash, keep,
-                                       [*self.restriction.history, event])
+        costs = candidate_costs(self.restriction.choices, self.cost, self.cost_unit)  # exact, per block
+        restriction, event = shrink(
+            self.restriction.choices, self.records, self.cfg.shrink, epoch, self.step, costs
+        )
+        self.restriction = Restriction(
+            self.space.name, self.space.hash, restriction, [*self.restriction.history, event]
+        )
         self.records.clear()
         self.log.write({"kind": "shrink", **event})
         if self.d.is_main:
@@ -365,9 +409,8 @@ class _Trainer:
     def validate(self) -> float | None:
         if self.val is None:
             return None
-        from ..space.report import extreme_sample
 
-        sample = extreme_sample(self.space, self.restriction.keep, largest=True)
+        sample = extreme_sample(self.space, self.restriction.choices, largest=True)
         acc = episode_accuracies(self.supernet, self.space, sample, self.val, [self.cfg.head],
                                  self.cfg.workers, self.d)
         self.model.train()
@@ -415,13 +458,21 @@ class _Trainer:
         dropped = [f"{c['label']}={c['value']}@{e['epoch']}" for e in self.restriction.history
                    for c in e["dropped"]]
         result = TrainResult(
-            out=self.out, epochs=self.epoch, steps=self.step,
+            out=self.out,
+            epochs=self.epoch,
+            steps=self.step,
             first_epoch_loss=epochs[0]["train_loss"] if epochs else float("nan"),
             last_epoch_loss=epochs[-1]["train_loss"] if epochs else float("nan"),
-            val_acc=[r.get("val_acc") for r in epochs], keep=self.restriction.keep,
-            space_size=self.restriction_size(), full_space_size=space_size(full_restriction(self.space).keep),
-            dropped=dropped, in_sync=synced, seconds=seconds, rank=self.d.rank,
-            subnet=dict(self.tune.sample) if self.tune is not None else None)
+            val_acc=[r.get("val_acc") for r in epochs],
+            restriction=self.restriction.choices,
+            space_size=self.restriction_size(),
+            full_space_size=space_size(full_restriction(self.space).choices),
+            dropped=dropped,
+            in_sync=synced,
+            seconds=seconds,
+            rank=self.d.rank,
+            subnet=dict(self.tune.sample) if self.tune is not None else None,
+        )
         if self.d.is_main:
             ckpt.save_tensors(self.out / WEIGHTS_FILE, self.supernet.state_dict(),
                               {"format": SUPERNET_FORMAT, **self.weights_meta(), "epoch": self.epoch,
@@ -434,8 +485,9 @@ class _Trainer:
         return result
 
 
-def check_start(cfg: TrainConfig, out: Path, resume: bool,
-                world: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+def check_start(
+    cfg: TrainConfig, out: Path, resume: bool, world: int
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
     """Refuse to overwrite a run, to resume nothing, or to resume with other settings (before any work)."""
     found = ckpt.load_checkpoint(out)
     if not resume:
@@ -455,9 +507,6 @@ def check_start(cfg: TrainConfig, out: Path, resume: bool,
                         "(each rank's episodes depend on the number of ranks)")
     problems += cfg.differences(TrainConfig.from_dict(doc["config"]))
     if cfg.subnet is not None and not problems:
-        from ..space.subnet import load_subnet
-        from .evaluate import single_path
-
         sample = load_subnet(cfg.subnet, space)[0].sample
         if single_path(sample) != doc["shrink"]["restriction"]["keep"]:
             problems.append(f"{cfg.subnet} now describes another subnet than the one this run fine-tunes")

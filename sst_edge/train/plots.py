@@ -4,39 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure  # the object API: no pyplot state, no backend to pick
 
 from ..fileio import atomic_write
 
 _VALUE_COLOURS = {"tab": "tab:blue", "sab": "tab:orange", 6: "tab:green", 12: "tab:purple", 16: "tab:red"}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    plt = _pyplot()
-    try:
-        return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
-    finally:
-        plt.close(fig)
+def _save(fig: Figure, path: Path) -> Path:
+    return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
 
 
 def plot_loss(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Training loss and accuracy per logged window, validation accuracy per epoch, shrink events."""
-    plt = _pyplot()
     steps = [r for r in records if r.get("kind") == "step"]
     epochs = [r for r in records if r.get("kind") == "epoch"]
     shrinks = [r for r in records if r.get("kind") == "shrink"]
-    fig, ax = plt.subplots(figsize=(9, 4.8))
+    fig = Figure(figsize=(9, 4.8))
+    ax = fig.subplots()
     if steps:
         x = np.array([r["step"] for r in steps])
         loss = np.array([r["loss"] for r in steps])
@@ -74,10 +63,8 @@ def plot_scores(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
     (+- z x SE of that difference, z of the event's one-sided confidence), op candidates left, head counts
     right; x = dropped. Candidates are spread a little around their event's step so the bars can be told
     apart."""
-    from statistics import NormalDist
-
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
+    fig = Figure(figsize=(11, 4.8))
+    axes = fig.subplots(1, 2, sharey=True)
     kinds = {"op": axes[0], "heads": axes[1]}
     seen: set[tuple[str, Any]] = set()
     gap = min((b["step"] - a["step"] for a, b in zip(history, history[1:], strict=False)), default=1) or 1

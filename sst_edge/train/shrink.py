@@ -55,16 +55,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SSTEdgeError
+from ..space.config import Choices
 from .config import ShrinkConfig
 
-Keep = dict[str, list]
 METHOD = "one-sided Welch t per pair of one label's values, Bonferroni over a candidate's rivals, Holm " \
          "over the candidates tested at the event"
 
 
-def space_size(keep: Keep) -> int:
+def space_size(restriction: Choices) -> int:
     """Number of architectures in a restricted space given as {label: [values]}."""
-    return math.prod(len(v) for v in keep.values())
+    return math.prod(len(v) for v in restriction.values())
 
 
 def label_kind(label: str) -> str:
@@ -129,17 +129,17 @@ class CandidateCosts:
         return self.extra[(label, value)] / self.mean_subnet if self.mean_subnet > 0 else 0.0
 
 
-def candidate_costs(keep: Keep, cost_fn: Callable[[dict[str, Any]], float],
+def candidate_costs(restriction: Choices, cost_fn: Callable[[dict[str, Any]], float],
                     unit: str = "cost") -> CandidateCosts:
     """Each candidate's own block cost from a subnet cost function (one layer changed at a time).
 
     `keep` holds `sN_lM_op` / `sN_lM_heads` label pairs. Calls cost_fn 1 + sum over layers of
     |ops| x |heads| times. Exact for a cost that is a sum over layers plus a constant.
     """
-    ref = {label: values[0] for label, values in keep.items()}
+    ref = {label: values[0] for label, values in restriction.items()}
     base = float(cost_fn(dict(ref)))
     layers: dict[str, dict[str, str]] = {}
-    for label in keep:
+    for label in restriction:
         layers.setdefault(layer_of(label), {})[label_kind(label)] = label
     extra: dict[tuple[str, Any], float] = {}
     mean = base
@@ -147,10 +147,17 @@ def candidate_costs(keep: Keep, cost_fn: Callable[[dict[str, Any]], float],
         if set(labels) != {"op", "heads"}:
             raise SSTEdgeError(f"layer {layer} needs both an _op and a _heads label to cost its candidates")
         ol, hl = labels["op"], labels["heads"]
-        block = {(o, h): float(cost_fn({**ref, ol: o, hl: h})) - base for o in keep[ol] for h in keep[hl]}
+        block = {(o, h): float(cost_fn({**ref, ol: o, hl: h})) - base
+                 for o in restriction[ol] for h in restriction[hl]}
         mean += sum(block.values()) / len(block)
-        per = {(ol, o): sum(block[(o, h)] for h in keep[hl]) / len(keep[hl]) for o in keep[ol]}
-        per |= {(hl, h): sum(block[(o, h)] for o in keep[ol]) / len(keep[ol]) for h in keep[hl]}
+        per = {
+            (ol, o): sum(block[(o, h)] for h in restriction[hl]) / len(restriction[hl])
+            for o in restriction[ol]
+        }
+        per |= {
+            (hl, h): sum(block[(o, h)] for o in restriction[ol]) / len(restriction[ol])
+            for h in restriction[hl]
+        }
         for label in (ol, hl):
             cheapest = min(c for (lb, _), c in per.items() if lb == label)
             extra |= {key: c - cheapest for key, c in per.items() if key[0] == label}
@@ -279,14 +286,15 @@ def _moments(stats: list) -> tuple[int, float, float]:
     return n, mean, var
 
 
-def judge_candidates(keep: Keep, records: ShrinkRecords, cfg: ShrinkConfig,
-                    costs: CandidateCosts | None = None) -> list[CandidateTest]:
+def judge_candidates(
+    restriction: Choices, records: ShrinkRecords, cfg: ShrinkConfig, costs: CandidateCosts | None = None
+) -> list[CandidateTest]:
     """Every candidate still in `keep` (forward order) with its evidence; decision "" for tested ones,
     "untested: ..." for the others. `costs` None: no cost term (as lam = 0)."""
     need = max(2, cfg.min_count)
     out: list[CandidateTest] = []
     tested_at: list[int] = []
-    for label, values in keep.items():
+    for label, values in restriction.items():
         rows: list[dict[str, Any]] = []
         for value in values:
             n, mean, var = _moments(records.stats[(label, value)]) if (label, value) in records.stats \
@@ -327,16 +335,23 @@ def judge_candidates(keep: Keep, records: ShrinkRecords, cfg: ShrinkConfig,
     return out
 
 
-def shrink(keep: Keep, records: ShrinkRecords, cfg: ShrinkConfig, epoch: int, step: int,
-           costs: CandidateCosts | None = None, cost_unit: str | None = None) -> tuple[Keep, dict[str, Any]]:
+def shrink(
+    restriction: Choices,
+    records: ShrinkRecords,
+    cfg: ShrinkConfig,
+    epoch: int,
+    step: int,
+    costs: CandidateCosts | None = None,
+    cost_unit: str | None = None,
+) -> tuple[Choices, dict[str, Any]]:
     """One shrink event: the new `keep` and the event record (every candidate with its evidence)."""
     alpha = 1.0 - cfg.confidence
-    tests = judge_candidates(keep, records, cfg, costs)
-    alive = sum(len(v) for v in keep.values())
+    tests = judge_candidates(restriction, records, cfg, costs)
+    alive = sum(len(v) for v in restriction.values())
     budget = math.ceil(cfg.drop_percent / 100 * alive - 1e-9)
     significant = sorted((c for c in tests if c.p_holm is not None and c.p_holm <= alpha),
                          key=lambda c: (-(c.diff or 0.0), c.p_holm))
-    left = {label: len(values) for label, values in keep.items()}
+    left = {label: len(values) for label, values in restriction.items()}
     decision: dict[tuple[str, Any], str] = {}
     dropped = 0
     for c in significant:
@@ -356,15 +371,23 @@ def shrink(keep: Keep, records: ShrinkRecords, cfg: ShrinkConfig, epoch: int, st
                 else "kept: not significant"
     final = [CandidateTest(**{**c.__dict__, "decision": decision.get((c.label, c.value), c.decision)})
              for c in tests]
-    new_keep = {label: [v for v in values if decision.get((label, v)) != "dropped"]
-                for label, values in keep.items()}
+    new_keep = {
+        label: [v for v in values if decision.get((label, v)) != "dropped"]
+        for label, values in restriction.items()
+    }
     event = {
-        "epoch": epoch, "step": step,
+        "epoch": epoch,
+        "step": step,
         "cost_unit": cost_unit or (costs.unit if costs is not None else None),
-        "method": METHOD, "confidence": cfg.confidence, "lam": cfg.lam, "min_count": cfg.min_count,
-        "tests": sum(c.p_holm is not None for c in final), "drop_budget": budget,
+        "method": METHOD,
+        "confidence": cfg.confidence,
+        "lam": cfg.lam,
+        "min_count": cfg.min_count,
+        "tests": sum(c.p_holm is not None for c in final),
+        "drop_budget": budget,
         "mean_subnet_cost": costs.mean_subnet if costs is not None else None,
-        "space_size_before": space_size(keep), "space_size_after": space_size(new_keep),
+        "space_size_before": space_size(restriction),
+        "space_size_after": space_size(new_keep),
         "dropped": [c.to_dict() for c in final if c.decision == "dropped"],
         "candidates": [c.to_dict() for c in final],
     }

@@ -1,0 +1,43 @@
+"""The settings of a search, with their defaults (the CLI shows these): torch-free, so `sst-edge search
+--help` and scripts that only build settings import nothing heavy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import SSTEdgeError
+
+
+@dataclass
+class SearchSettings:
+    trials: int = 40
+    population: int = 12
+    sample_size: int = 4
+    seed: int = 0
+    way: int = 5
+    shot: int = 1
+    query: int = 2
+    episodes: int = 40
+    split: str = "val"
+    split_dir: str | None = None
+    concurrency: int = 1
+    budget_ms: float | None = None
+    budget_gflops: float | None = None
+    table: str | None = None
+    allow_foreign_table: bool = False
+    head: str | None = None             # None: the kind the run trained through (run.json)
+    tau: float | None = None            # None: the run's
+    window: int | None | str = "run"    # "run": the run's; None: every support frame
+    rescore_top: int = 5                # re-score this many best of the evolution and of the baseline
+    rescore_episodes: int = 200         # on this many other validation episodes
+    baseline: bool = True
+    threads: int | None = None
+    port: int = 8745
+
+
+def check_settings(s: SearchSettings) -> None:
+    problems = [f"{name} must be >= 1, got {getattr(s, name)}"
+                for name in ("trials", "episodes", "rescore_top", "rescore_episodes")
+                if getattr(s, name) < 1]
+    if problems:
+        raise SSTEdgeError("invalid search settings", problems=problems)
