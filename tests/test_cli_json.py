@@ -149,3 +149,21 @@ def test_train_help_shows_the_dataclass_defaults() -> None:
     assert train["min_count"] == cfg.shrink.min_count
     assert (search["trials"], search["port"]) == (SearchSettings().trials, SearchSettings().port)
     assert f"(default: {cfg.episodes})" in top["train"].format_help()
+
+
+def test_json_stdout_holds_the_result_alone(tiny_subnet: Path, monkeypatch, capsys) -> None:
+    """A library that prints to stdout (NNI logs there) does not spoil --json: its lines go to stderr."""
+    import sst_edge.cost.space_report as report
+
+    real = report.check_subnet
+
+    def noisy(*args, **kwargs):
+        print("[nni] WARNING: a library talking on stdout")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(report, "check_subnet", noisy)
+    assert main(["space", "check", str(tiny_subnet), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["valid"] and "a library talking on stdout" in err
+    assert main(["space", "check", str(tiny_subnet)]) == 0  # without --json, stdout as usual
+    assert "a library talking on stdout" in capsys.readouterr().out

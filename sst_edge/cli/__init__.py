@@ -8,6 +8,7 @@ verb's --help are instant and need no torch."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -44,7 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        if not getattr(args, "json", False):
+            return int(args.func(args) or 0)
+        # --json: stdout holds the result alone, whatever a library prints (NNI logs to stdout)
+        args.result_stream = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("sst-edge: interrupted", file=sys.stderr)
         return 130

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import sys
 from typing import Any
 
 from ..result import Result, render
@@ -122,6 +123,7 @@ def add_json(p: argparse.ArgumentParser) -> None:
 
 
 def emit(result: Result, args: argparse.Namespace) -> int:
-    """Print the result (its lines, or JSON with --json); exit status 0."""
-    print(render(result, getattr(args, "json", False)))
+    """Print the result (its lines, or JSON with --json, to the stdout `main` set aside); exit status 0."""
+    out = getattr(args, "result_stream", None) or sys.stdout
+    print(render(result, getattr(args, "json", False)), file=out)
     return 0
