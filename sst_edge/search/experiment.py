@@ -157,6 +157,8 @@ def _run_nni(config: SpaceConfig, keep: dict | None, budget: Budget, out: Path, 
     watcher.start()
     try:
         ok = exp.run(port=s.port)
+        if ok is None:  # NNI caught a Ctrl-C, stopped the experiment and returned: the user still wants out
+            raise KeyboardInterrupt
         if ok is False:
             raise SSTEdgeError(f"the NNI experiment failed; see its logs under {out / 'nni'}")
     finally:
