@@ -32,7 +32,7 @@ WORK = ROOT / ".mutmut"
 # (conftest's trained_run, exported_model) are left out where faster tests of the same code exist.
 MODULES: dict[str, list[str]] = {
     "sst_edge/fewshot.py": ["tests/test_fewshot.py"],
-    "sst_edge/device/heads.py": ["tests/test_fewshot.py", "tests/test_heads_numpy.py"],
+    "sst_edge/device/heads.py": ["tests/test_fewshot.py"],
     "sst_edge/train/shrink.py": ["tests/test_train_shrink.py", "tests/test_shrink_boundaries.py"],
     "sst_edge/cost/latency.py": ["tests/test_latency_lookup.py"],
     "sst_edge/space/subnet.py": ["tests/test_subnet.py"],

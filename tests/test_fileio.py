@@ -50,7 +50,7 @@ def _same_sst_edge_env() -> dict[str, str]:
 
 # ----------------------------------------------------------------------------------------- atomic writes
 def test_write_replaces_the_file_and_leaves_nothing_else(tmp_path: Path) -> None:
-    dest = tmp_path / "sub" / "doc.bin"  # the folder is made
+    dest = tmp_path / "sub" / "sub2" / "doc.bin"  # the folders are made
     assert atomic_write_bytes(dest, OLD) == dest
     assert dest.read_bytes() == OLD
     assert atomic_write_text(dest, "né\n") == dest
@@ -95,6 +95,14 @@ def test_a_crash_inside_the_write_keeps_the_old_file_and_leaves_no_partial_file(
     with pytest.raises(KeyboardInterrupt):
         atomic_write(dest, interrupted)
     assert dest.read_bytes() == OLD and _names(tmp_path) == ["doc.json"]
+    # a writer that removed its own temporary file before failing: its error is the one raised
+    def gone(p: Path) -> None:
+        p.unlink()
+        raise RuntimeError("mine")
+
+    with pytest.raises(RuntimeError, match="mine"):
+        atomic_write(dest, gone)
+    assert dest.read_bytes() == OLD
     # a crash on a file that did not exist yet leaves no file at all
     with pytest.raises(RuntimeError):
         atomic_write(tmp_path / "new.json", crash)
@@ -263,3 +271,48 @@ def test_utc_now_is_iso_seconds_utc() -> None:
     t = datetime.fromisoformat(s)
     assert s.endswith("+00:00") and len(s) == len("2026-01-01T00:00:00+00:00")
     assert before <= t <= datetime.now(timezone.utc)
+
+
+def test_every_error_names_its_file_and_what_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = tmp_path / "missing.json"
+    for call, message in [(lambda: read_bytes(missing), "file: not found"),
+                          (lambda: stat_file(missing), "file: not found"),
+                          (lambda: read_json(missing), "JSON file: not found"),
+                          (lambda: read_json(missing, "card"), "card: not found"),
+                          (lambda: stat_file(tmp_path), "file: not a regular file")]:
+        with pytest.raises(SSTEdgeError) as e:
+            call()
+        assert e.value.message == message and e.value.path in (missing, tmp_path)
+    big = tmp_path / "big.json"
+    big.write_bytes(b"")
+    os.truncate(big, fileio.JSON_MAX_BYTES + 1)  # sparse; refused by its size before it is read
+    with pytest.raises(SSTEdgeError) as e:
+        read_json(big, "table")
+    assert e.value.path == big and e.value.message == "table: 268,435,457 bytes, more than the 268,435,456 " \
+        "such a file can have"
+    for data, message in [(b"\xff", "not a valid JSON file: not UTF-8 text (invalid start byte at byte 0)"),
+                          (b"{", "not a valid JSON file: Expecting property name enclosed in double quotes: "
+                                 "line 1 column 2 (char 1)"),
+                          (b"[" * 100_000, "not a valid JSON file: nested too deeply"),
+                          (b"[NaN]", "not a valid JSON file: it holds NaN or Infinity")]:
+        with pytest.raises(SSTEdgeError) as e:
+            parse_json(data, big)
+        assert e.value.message == message and e.value.path == big
+    with pytest.raises(SSTEdgeError) as e:
+        parse_json(json.dumps([float("nan")] * 25).encode(), big)
+    assert len(e.value.problems) == 20 and e.value.problems[19].startswith("[19]: nan")
+    # the OS fails the read itself, after the file was found: the reason and the file are named
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"x")
+
+    def eio(self):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Path, "read_bytes", eio)
+    with pytest.raises(SSTEdgeError) as e:
+        read_bytes(f, "model")
+    assert e.value.path == f
+    assert e.value.message == "model: input/output error (the disk or file system failed)"
+    with pytest.raises(SSTEdgeError) as e:
+        read_bytes(f)
+    assert e.value.message.startswith("file: input/output error")

@@ -71,20 +71,24 @@ class _OwnProcesses:
 
     def __init__(self, on_manager=None):
         self.seen: dict[tuple[int, int], str] = {}
+        self.manager_keys: set[tuple[int, int]] = set()
         self.on_manager = on_manager
         self._stop = threading.Event()
 
     def _poll(self) -> None:
         fired = False
         while not self._stop.is_set():
-            self.seen.update(_descendants(os.getpid()))
-            if self.on_manager and not fired and self.managers():
+            now = _descendants(os.getpid())
+            # a dying process shows an empty command line: keep the first one seen
+            self.seen.update({k: v for k, v in now.items() if k not in self.seen or not self.seen[k]})
+            self.manager_keys |= {k for k, v in now.items() if "nni_node" in v or "main.js" in v}
+            if self.on_manager and not fired and self.manager_keys:
                 fired = True
                 self.on_manager()
             time.sleep(0.05)
 
     def managers(self) -> list[str]:
-        return [c for c in self.seen.values() if "nni_node" in c or "main.js" in c]
+        return [self.seen[k] for k in self.manager_keys]
 
     def alive(self) -> list[str]:
         now = _descendants(os.getpid())
