@@ -84,13 +84,20 @@ def results(work: Path) -> dict[str, int | None]:
     return out
 
 
-def run(module: str, tests: list[str], children: int, tag: str = "") -> dict:
-    work = prepare(module, tests, tag)
+def run(module: str, tests: list[str], children: int, tag: str = "", rerun: bool = False) -> dict:
+    """Mutate `module`; with `rerun`, test again only the survivors of the last run (new tests included)."""
+    work = WORK / (module.replace("/", "_").removesuffix(".py") + tag)
+    names: list[str] = []
+    if rerun and (work / "mutants").is_dir():
+        names = sorted(k for k, c in results(work).items() if c not in KILLED)
+    else:
+        work = prepare(module, tests, tag)
     mutmut = Path(sys.executable).with_name("mutmut")
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    proc = subprocess.run([str(mutmut), "run", "--max-children", str(children)], cwd=work, env=env,
+    proc = subprocess.run([str(mutmut), "run", "--max-children", str(children), *names], cwd=work, env=env,
                           capture_output=True, text=True)
-    (work / "mutmut.log").write_text(proc.stdout + proc.stderr)
+    with open(work / "mutmut.log", "a") as log:
+        log.write(proc.stdout + proc.stderr)
     codes = results(work)
     killed = sorted(k for k, c in codes.items() if c in KILLED)
     survived = sorted(k for k, c in codes.items() if c == 0)
@@ -105,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--children", type=int, default=1, help="mutants tested at once (default 1)")
     ap.add_argument("--tests", nargs="+", help="test files to use instead of the module's own (one module)")
     ap.add_argument("--tag", default="", help="suffix of the scratch folder (keeps runs apart)")
+    ap.add_argument("--rerun", action="store_true", help="test again only the last run's survivors")
     args = ap.parse_args(argv)
     modules = args.modules or list(MODULES)
     unknown = [m for m in modules if m not in MODULES]
@@ -113,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     worst = 0
     for m in modules:
-        r = run(m, args.tests or MODULES[m], args.children, args.tag)
+        r = run(m, args.tests or MODULES[m], args.children, args.tag, args.rerun)
         pct = 100 * r["killed"] / r["total"] if r["total"] else 0.0
         print(f"{m}: {r['killed']}/{r['total']} killed ({pct:.1f}%), {len(r['survived'])} survived"
               + (f", {len(r['other'])} other" if r["other"] else ""),

@@ -11,7 +11,7 @@ from sst_edge.cli import main
 from sst_edge.errors import SSTEdgeError
 from sst_edge.space.config import load_space
 from sst_edge.space.restriction import load_restriction
-from sst_edge.space.subnet import load_subnet, make_subnet
+from sst_edge.space.subnet import Subnet, load_subnet, make_subnet
 from sst_edge.space.supernet import random_sample
 
 
@@ -234,3 +234,43 @@ def test_space_hash_ignores_comments_and_formatting(tmp_path, tiny):
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump({**doc, "mlp_ratio": float(doc.get("mlp_ratio", 4)) + 1}))
     assert load_space(changed).hash != tiny.hash
+
+
+def test_each_refusal_says_what_the_file_was_meant_to_be(tmp_path, doc_path, tiny):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SSTEdgeError) as e:
+        load_subnet(bad)
+    assert e.value.path == bad and e.value.message.startswith("not a valid subnet document: ")
+    bad.write_text(json.dumps({"format": "sst-edge/subnet", "version": 1, "space": "sst_tiny"}))
+    with pytest.raises(SSTEdgeError) as e:
+        load_subnet(bad)
+    assert e.value.path == bad and e.value.message == "not a valid subnet document"
+    out = tmp_path / "long.json"
+    with pytest.raises(SSTEdgeError) as e:
+        Subnet("sst_tiny", tiny.hash, {"x" * 300: 1}).save(out)
+    assert e.value.path == out and e.value.message == "not a valid subnet document" and not out.exists()
+    _edit(doc_path, lambda d: d.update(space_hash="0" * 16))
+    with pytest.raises(SSTEdgeError) as e:
+        load_subnet(doc_path, tiny)
+    assert e.value.message == "subnet does not fit space 'sst_tiny'" and e.value.path == doc_path
+    assert e.value.problems == [f"space hash {'0' * 16} does not match 'sst_tiny' ({tiny.hash}): the space "
+                                "YAML changed since this subnet was made"]
+
+
+def test_shrunk_space_refusals_name_the_file_and_its_kind(tmp_path, tiny):
+    from sst_edge.space.restriction import Restriction
+
+    bad = tmp_path / "shrunk.json"
+    bad.write_text("[")
+    with pytest.raises(SSTEdgeError) as e:
+        load_restriction(bad, tiny)
+    assert e.value.path == bad and e.value.message.startswith("not a valid shrunk-space JSON: ")
+    bad.write_text(json.dumps({"format": "sst-edge/restriction", "space": "sst_tiny"}))
+    with pytest.raises(SSTEdgeError) as e:
+        load_restriction(bad, tiny)
+    assert e.value.path == bad and e.value.message == "not a valid shrunk-space file"
+    out = tmp_path / "out.json"
+    with pytest.raises(SSTEdgeError) as e:
+        Restriction("sst_tiny", tiny.hash, {"s1_l1_op": "sab"}).save(out)  # a value, not a list of them
+    assert e.value.path == out and e.value.message == "not a valid shrunk-space file" and not out.exists()
