@@ -273,3 +273,122 @@ def test_a_foreign_table_is_refused_unless_allowed(shipped: dict, tiny, tmp_path
         check_table(LatencyTable.from_dict(shipped), tiny, load_target("cpu-fp32"), allow_foreign=True)
     with pytest.raises(SSTEdgeError, match="no such table"):
         read_table("no_such_table")
+
+
+def test_an_unhashable_choice_is_named_not_a_crash(table: LatencyTable) -> None:
+    assert table.sample_problems(dict(sample(), s1_l1_heads=[1])) == ["no timing for s1_l1_op='tab', "
+                                                                      "s1_l1_heads=[1]"]
+
+
+def test_to_dict_is_a_deep_copy() -> None:
+    doc = hand_doc()
+    doc["validation"] = {"figures": {"raw": 1}}
+    doc["extra_key"] = {"nested": [1]}
+    t = LatencyTable.from_dict(doc)
+    d = t.to_dict()
+    d["target"]["name"] = d["fingerprint"]["cpu_model"] = d["timing"]["policy"] = "changed"
+    d["validation"]["figures"]["raw"] = 2
+    d["extra_key"]["nested"].append(2)
+    assert t.target == {"name": "cpu-fp32"} and t.fingerprint == {"cpu_model": "X"}
+    assert t.timing == {"policy": "p"} and t.validation == {"figures": {"raw": 1}}
+    assert t.extra == {"extra_key": {"nested": [1]}}
+
+
+def test_save_names_the_file_and_the_kind(tmp_path: Path) -> None:
+    t = LatencyTable.from_dict(hand_doc())
+    with pytest.raises(SSTEdgeError) as e:
+        t.save()
+    assert e.value.message == "this latency table has no path yet: give one to save()"
+    assert e.value.path is None
+    t.backend = "tensorflow"  # not one the schema allows
+    with pytest.raises(SSTEdgeError) as e:
+        t.save(tmp_path / "t.json")
+    assert e.value.message == "not a valid latency table" and e.value.path == tmp_path / "t.json"
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_check_table_checks_entries_only_for_its_own_space(shipped: dict, tiny, tmp_path: Path) -> None:
+    """Entries are counted against the space only when the table is that space's (name and hash); another
+    space's table is refused as foreign, not as incomplete."""
+    t = LatencyTable.from_dict(copy.deepcopy(shipped))
+    with pytest.raises(SSTEdgeError) as e:
+        check_table(t, "sst_paper", "cpu-fp32")
+    assert e.value.problems == ["made for space 'sst_tiny', not 'sst_paper'"]
+    renamed = copy.deepcopy(shipped)
+    renamed["space"] = "other"
+    with pytest.raises(SSTEdgeError) as e:
+        check_table(LatencyTable.from_dict(renamed), tiny)
+    assert e.value.problems == ["made for space 'other', not 'sst_tiny'"]
+    # more than 20 missing entries: the first 20 are listed
+    sparse = copy.deepcopy(shipped)
+    sparse["fixed"] = {"head": sparse["fixed"]["head"]}  # 3 fixed parts missing
+    for st in sparse["stages"]:  # per stage: a wrong depth and 5 of 6 blocks missing
+        st["blocks"] = {"tab": {"6": st["blocks"]["tab"]["6"]}}
+        st["depth"] = 2
+    with pytest.raises(SSTEdgeError, match="lacks 21 of the entries") as e:
+        check_table(LatencyTable.from_dict(sparse), tiny)
+    assert len(e.value.problems) == 20 and e.value.problems[0] == "fixed part embed"
+    assert "stage 1 block sab/6 heads" in e.value.problems  # an op with no entry at all
+
+
+def test_check_and_load_pass_the_target_and_backend_on(shipped: dict, tiny, tmp_path: Path) -> None:
+    path = write(shipped, tmp_path / "t.json")
+    t = LatencyTable.from_dict(shipped)
+    with pytest.raises(SSTEdgeError) as e:
+        check_table(t, tiny, "cpu-int8")  # not allowed by default
+    assert "made for target 'cpu-fp32', not 'cpu-int8'" in e.value.problems
+    with pytest.raises(SSTEdgeError) as e:
+        load_table(path, tiny, "cpu-int8")
+    assert "made for target 'cpu-fp32', not 'cpu-int8'" in e.value.problems
+    for call in (lambda: check_table(t, tiny, "cpu-fp32", backend="torch"),
+                 lambda: load_table(path, tiny, "cpu-fp32", backend="torch")):
+        with pytest.raises(SSTEdgeError) as e:
+            call()
+        assert e.value.problems[0] == "backend: table has 'onnxruntime', expected 'torch'"
+
+
+def test_the_warning_points_at_the_caller_and_joins_every_problem(shipped: dict, tiny) -> None:
+    shipped["fingerprint"]["cpu_model"] = "Other CPU"
+    shipped["fingerprint"]["cpu_count"] = 999
+    with pytest.warns(UserWarning) as record:
+        check_table(LatencyTable.from_dict(shipped), tiny, allow_foreign=True)
+    (w,) = record
+    assert w.filename == __file__
+    here = device_fingerprint(False)
+    assert str(w.message) == (f"using a foreign latency table: device cpu_model: table has 'Other CPU', this "
+                              f"machine has {here['cpu_model']!r}; device cpu_count: table has 999, this "
+                              f"machine has {here['cpu_count']}")
+
+
+def test_target_changes_and_the_space_hash_are_spelled_out(shipped: dict, tiny) -> None:
+    t = LatencyTable.from_dict(shipped)
+    here = device_fingerprint(uses_gpu=False)
+    fp32 = load_target("cpu-fp32")
+    t.target["hash"] = "x"  # another hash, the same settings: nothing to name
+    assert foreign_problems(t, tiny, fp32, here=here)[0] == ("target 'cpu-fp32' changed since the table was "
+                                                             "measured (settings now differ: unknown)")
+    t.target["settings"] = {"threads": 1, "old_key": 1}  # keys on either side count
+    expected = sorted({k for k, v in fp32.canonical().items() if v is not None} - {"threads"} | {"old_key"})
+    assert foreign_problems(t, tiny, fp32, here=here)[0] == ("target 'cpu-fp32' changed since the table was "
+                                                             f"measured (settings now differ: "
+                                                             f"{', '.join(expected)})")
+    edited = dataclasses.replace(tiny, mlp_ratio=3.0)
+    assert foreign_problems(t, edited, here=here) == [
+        f"space hash {tiny.hash} does not match 'sst_tiny' ({edited.hash}): the space YAML changed since the "
+        "table was measured"]
+
+
+def test_the_device_is_fingerprinted_with_its_gpu_when_the_table_used_one(
+        shipped: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = []
+
+    def fingerprint(uses_gpu: bool) -> dict:
+        asked.append(uses_gpu)
+        return device_fingerprint(uses_gpu=False)
+
+    monkeypatch.setattr(latency, "device_fingerprint", fingerprint)
+    foreign_problems(LatencyTable.from_dict(shipped))
+    shipped["fingerprint"]["gpu"] = "Orin (nvgpu)"
+    assert foreign_problems(LatencyTable.from_dict(shipped))[-1] == \
+        "device gpu: table has 'Orin (nvgpu)', this machine has None"
+    assert asked == [False, True]

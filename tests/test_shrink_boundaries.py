@@ -188,3 +188,16 @@ def test_labels() -> None:
     assert label_kind("s1_l2_op") == "op" and label_kind("s1_l2_heads") == "heads"
     assert layer_of("s1_l2_op") == layer_of("s1_l2_heads") == "s1_l2"
     assert space_size({"a": [1, 2, 3], "b": [1, 2]}) == 6 and space_size({}) == 1
+
+
+def test_small_costs_and_defaults() -> None:
+    # a mean subnet cost below 1 (GFLOPs of a tiny space, say) still divides: 0.25 / 0.5 = 0.5
+    assert CandidateCosts({("a", 1): 0.25}, 0.5).term("a", 1) == 0.5
+    cc = candidate_costs({"x_op": ["tab"], "x_heads": [2]}, lambda s: 1.0)
+    assert cc.unit == "cost" and cc.mean_subnet == 1.0 and cc.extra == {("x_op", "tab"): 0.0,
+                                                                         ("x_heads", 2): 0.0}
+    with pytest.raises(SSTEdgeError) as e:
+        ShrinkRecords.from_list([["a_op", "tab", 0.3, 8.0, 2]])
+    assert e.value.message == ("these shrink records come from an older sst-edge (sums of loss and cost, no "
+                               "sums of squares): a run started before the statistical shrink test cannot be "
+                               "resumed; start it again")
