@@ -84,12 +84,16 @@ def results(work: Path) -> dict[str, int | None]:
     return out
 
 
-def run(module: str, tests: list[str], children: int, tag: str = "", rerun: bool = False) -> dict:
-    """Mutate `module`; with `rerun`, test again only the survivors of the last run (new tests included)."""
+def run(module: str, tests: list[str], children: int, tag: str = "", rerun: bool = False,
+        resume: bool = False) -> dict:
+    """Mutate `module`. `rerun`: test again only the last run's survivors (new tests included); `resume`:
+    go on with the mutants an interrupted run did not test."""
     work = WORK / (module.replace("/", "_").removesuffix(".py") + tag)
     names: list[str] = []
     if rerun and (work / "mutants").is_dir():
-        names = sorted(k for k, c in results(work).items() if c not in KILLED)
+        names = sorted(k for k, c in results(work).items() if c is not None and c not in KILLED)
+    elif resume and (work / "mutants").is_dir():
+        pass
     else:
         work = prepare(module, tests, tag)
     mutmut = Path(sys.executable).with_name("mutmut")
@@ -101,9 +105,10 @@ def run(module: str, tests: list[str], children: int, tag: str = "", rerun: bool
     codes = results(work)
     killed = sorted(k for k, c in codes.items() if c in KILLED)
     survived = sorted(k for k, c in codes.items() if c == 0)
-    other = {k: c for k, c in codes.items() if c not in KILLED and c != 0}
+    other = {k: c for k, c in codes.items() if c not in KILLED and c != 0 and c is not None}
+    untested = sorted(k for k, c in codes.items() if c is None)
     return {"module": module, "tests": tests, "total": len(codes), "killed": len(killed),
-            "survived": survived, "other": other, "exit": proc.returncode}
+            "survived": survived, "other": other, "untested": untested, "exit": proc.returncode}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tests", nargs="+", help="test files to use instead of the module's own (one module)")
     ap.add_argument("--tag", default="", help="suffix of the scratch folder (keeps runs apart)")
     ap.add_argument("--rerun", action="store_true", help="test again only the last run's survivors")
+    ap.add_argument("--resume", action="store_true", help="go on where an interrupted run stopped")
     args = ap.parse_args(argv)
     modules = args.modules or list(MODULES)
     unknown = [m for m in modules if m not in MODULES]
@@ -121,10 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     worst = 0
     for m in modules:
-        r = run(m, args.tests or MODULES[m], args.children, args.tag, args.rerun)
+        r = run(m, args.tests or MODULES[m], args.children, args.tag, args.rerun, args.resume)
         pct = 100 * r["killed"] / r["total"] if r["total"] else 0.0
         print(f"{m}: {r['killed']}/{r['total']} killed ({pct:.1f}%), {len(r['survived'])} survived"
-              + (f", {len(r['other'])} other" if r["other"] else ""),
+              + (f", {len(r['other'])} other" if r["other"] else "")
+              + (f", {len(r['untested'])} not tested yet (--resume)" if r["untested"] else ""),
               flush=True)
         for name in r["survived"]:
             print(f"    survived: {name}")
