@@ -201,3 +201,25 @@ def test_small_costs_and_defaults() -> None:
     assert e.value.message == ("these shrink records come from an older sst-edge (sums of loss and cost, no "
                                "sums of squares): a run started before the statistical shrink test cannot be "
                                "resumed; start it again")
+
+
+def test_untested_candidates_beside_tested_ones_keep_their_evidence() -> None:
+    """One label, four values: two tested (3 steps each), one with a single step, one never drawn. The
+    untested ones are reported with what is known (no spread from one step) and the rest still judged."""
+    keep = {"a_heads": [6, 12, 16, 24]}
+    losses = {("a_heads", 6): GOOD, ("a_heads", 12): [5.0], ("a_heads", 16): BAD}
+    tests = judge_candidates(keep, recorded(losses), ShrinkConfig(lam=0.0, min_count=3))
+    c = {t.value: t for t in tests}
+    assert [t.value for t in tests] == [6, 12, 16, 24]
+    assert (c[12].decision, c[12].n, c[12].mean_loss, c[12].score) == ("untested: n=1 < 3", 1, 5.0, 5.0)
+    assert c[12].sd_loss is None and c[12].se_loss is None and c[12].p_holm is None
+    assert (c[24].decision, c[24].n, c[24].mean_loss, c[24].score) == ("untested: n=0 < 3", 0, None, None)
+    assert c[16].decision == "" and c[16].p == 0.0 and c[16].best == 6 and c[16].cost_term == 0.0
+    assert c[6].sd_loss == 0.0 and c[6].se_loss == 0.0
+    d = c[16].to_dict()
+    assert d["t"] is None and d["df"] is None and d["diff"] == 1.0  # infinite t and df: not JSON numbers
+    two = judge_candidates({"a_op": ["tab", "sab"]}, recorded({("a_op", "tab"): [1.0, 2.0],
+                                                               ("a_op", "sab"): [1.0, 3.0]}),
+                           ShrinkConfig(lam=0.0, min_count=2))
+    assert [t.sd_loss for t in two] == [pytest.approx(math.sqrt(0.5)), pytest.approx(math.sqrt(2.0))]
+    assert [t.se_loss for t in two] == [pytest.approx(0.5), pytest.approx(1.0)]
