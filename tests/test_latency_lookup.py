@@ -94,7 +94,8 @@ def test_the_correction_is_scale_times_raw_plus_offset(table: LatencyTable) -> N
 
 
 def test_the_expression_freezes_to_the_same_sums() -> None:
-    t = LatencyTable.from_dict(hand_doc({"kind": "affine", "scale": 1.5, "offset_ms": -0.25, "fitted_on": 9}))
+    t = LatencyTable.from_dict(hand_doc({"kind": "affine", "scale": 1.5, "offset_ms": -0.25, "fitted_on": 9}),
+                               "hand.json")
     expr, raw = t.expression(), t.expression(raw=True)
     for s, expected in CASES:
         assert raw.freeze(s) == expected
@@ -104,8 +105,10 @@ def test_the_expression_freezes_to_the_same_sums() -> None:
     labels = {k: list(v.values) for k, v in restricted.simplify().items()}
     assert labels["s1_l1_op"] == ["sab"] and labels["s1_l1_heads"] == [2]
     assert labels["s1_l2_op"] == ["tab", "sab"] and labels["s1_l2_heads"] == [1, 2]
-    with pytest.raises(SSTEdgeError, match=r"no timing for \(1, 'tab', 3\) \(s1_l1_op, s1_l1_heads\)"):
+    with pytest.raises(SSTEdgeError, match=r"no timing for \(1, 'tab', 3\) \(s1_l1_op, s1_l1_heads\)") as e:
         t.expression(restrict={"s1_l1_heads": [1, 3]})
+    assert e.value.path == Path("hand.json")
+    assert t.profiler().profile(CASES[2][0]) == pytest.approx(1.5 * CASES[2][1] - 0.25, rel=1e-15)
     prof = t.profiler(raw=True)
     assert prof.profile(CASES[2][0]) == CASES[2][1] and type(prof).__name__ == "LatencyProfiler"
     assert latency.LatencyProfiler is type(prof)

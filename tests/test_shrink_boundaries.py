@@ -223,3 +223,23 @@ def test_untested_candidates_beside_tested_ones_keep_their_evidence() -> None:
                            ShrinkConfig(lam=0.0, min_count=2))
     assert [t.sd_loss for t in two] == [pytest.approx(math.sqrt(0.5)), pytest.approx(math.sqrt(2.0))]
     assert [t.se_loss for t in two] == [pytest.approx(0.5), pytest.approx(1.0)]
+
+
+def test_the_budget_stops_at_its_count_and_the_event_records_its_settings() -> None:
+    """Three labels, each with a certainly worse value; a budget of 2 drops exactly 2 (the two worst).
+    101 candidates at 10%: ceil(10.1) = 11."""
+    keep = {"a_op": ["tab", "sab"], "b_op": ["tab", "sab"], "c_op": ["tab", "sab"]}
+    losses = {("a_op", "tab"): GOOD, ("a_op", "sab"): [4.0] * 3, ("b_op", "tab"): GOOD,
+              ("b_op", "sab"): [3.0] * 3, ("c_op", "tab"): GOOD, ("c_op", "sab"): BAD}
+    cfg = ShrinkConfig(lam=0.25, drop_percent=34, min_count=3)
+    new, event = shrink(keep, recorded(losses), cfg, 1, 6)
+    assert event["drop_budget"] == 3 and space_size(new) == 1
+    cfg = ShrinkConfig(lam=0.25, drop_percent=33, min_count=3)
+    new, event = shrink(keep, recorded(losses), cfg, 1, 6)
+    assert event["drop_budget"] == 2 and new == {"a_op": ["tab"], "b_op": ["tab"], "c_op": ["tab", "sab"]}
+    assert (event["lam"], event["min_count"], event["confidence"]) == (0.25, 3, 0.95)
+    many = {f"l{i}_op": ["tab"] for i in range(101)}
+    assert shrink(many, ShrinkRecords(), ShrinkConfig(drop_percent=10), 1, 1)[1]["drop_budget"] == 11
+    # a lone value with exactly min_count steps has no rival: untested for that reason, not for its count
+    _, event = shrink({"a_op": ["tab", "sab"]}, recorded({("a_op", "tab"): GOOD}), cfg, 1, 3)
+    assert decisions(event)[("a_op", "tab")] == "untested: no other value of its label has enough steps"
