@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP    := -m pip install -q -c constraints.txt
 
-.PHONY: venv demo test lint device-check clean
+.PHONY: venv demo test lint device-check mutate clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +34,12 @@ test: $(STAMP) lint
 device-check: $(STAMP)
 	$(PY) -m tests.device_check --python $(PYTHON)
 
+# Mutation testing (mutmut) of the core modules, each against its own tests; not part of `make test` or CI.
+# `make mutate MODULE=sst_edge/fileio.py` for one module, CHILDREN=2 to test two mutants at once.
+MODULE   ?=
+CHILDREN ?= 1
+mutate: $(STAMP)
+	$(PY) -m tests.mutate --children $(CHILDREN) $(MODULE)
+
 clean:
-	rm -rf $(VENV) .venv-device demo_out .pytest_cache
+	rm -rf $(VENV) .venv-device demo_out .pytest_cache .mutmut

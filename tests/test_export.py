@@ -124,9 +124,15 @@ def test_int8_dynamic_and_static_report_accuracy_and_speed(trained_run: Path, ti
     q = dyn.quantization
     assert q["mode"] == "dynamic"
     acc = q["accuracy"]
-    assert 0.2 < acc["fp32"] <= 1 and 0.2 < acc["int8"] <= 1  # 5-way: chance is 0.2
+    # 5-way: chance is 0.2; both models are above it beyond their 95% intervals (30 episodes)
+    assert acc["episodes"] == 30 and acc["fp32"] <= 1 and acc["int8"] <= 1
+    assert acc["fp32"] - acc["fp32_ci95"] > 0.2 and acc["int8"] - acc["int8_ci95"] > 0.2
     assert abs(acc["change_points"] - 100 * (acc["int8"] - acc["fp32"])) < 0.01
-    assert q["latency"]["speedup"] > 0 and q["agreement_with_fp32"]["mean_cosine"] > 0.99
+    lat = q["latency"]  # the speed-up is the ratio of the two measured medians, as recorded
+    assert lat["fp32_ms"] > 0 and lat["int8_ms"] > 0
+    assert lat["speedup"] == pytest.approx(lat["fp32_ms"] / lat["int8_ms"], abs=5e-4)
+    assert dyn.latency["measured"]["median_ms"] == lat["int8_ms"]
+    assert q["agreement_with_fp32"]["mean_cosine"] > 0.99
     model = onnx.load(str(tmp_path / "dyn" / MODEL_FILE))
     assert any("Integer" in n.op_type or "Dynamic" in n.op_type for n in model.graph.node)
     # cpu-int8 fuses attention: one MultiHeadAttention per attention block (3 stages x 3 choice blocks + 2
@@ -158,7 +164,18 @@ def test_int8_dynamic_and_static_report_accuracy_and_speed(trained_run: Path, ti
     assert not (tmp_path / "nodata").exists()
 
 
-def test_tensorrt_target_without_tensorrt(trained_run: Path, tiny_subnet: Path, tmp_path: Path):
+def test_tensorrt_target_without_tensorrt(trained_run: Path, tiny_subnet: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch):
+    """TensorRT's absence simulated, whatever this host has: `import tensorrt` fails, and ONNX Runtime offers
+    no TensorRT provider."""
+    import sys
+
+    from sst_edge.device import session
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
+    cpu_only = [p for p in session.available_providers() if "Tensorrt" not in p and "CUDA" not in p]
+    monkeypatch.setattr(session, "available_providers", lambda: cpu_only)
+    assert not export_mod.tensorrt_available()
     card = export_model(tiny_subnet, trained_run, "jetson-trt-fp16", tmp_path / "trt", progress=False)
     t = card.tensorrt
     assert t["ok"] and t["engine"] is None and "TensorRT" in t["why"]
@@ -236,3 +253,21 @@ def test_sst_paper_subnet_passes_parity(tmp_path: Path):
     assert card.input["shape"] == ["batch", 8, 3, 224, 224]
     assert card.tensorrt["ok"], card.tensorrt
     assert abs(card.cost["gflops"] - 13.62) < 0.01
+
+
+def test_int8_and_fp32_are_scored_on_the_same_episodes(exported_model: Path, synth_dataset: Path):
+    """README: the accuracy change of int8 is paired, episode by episode. Two copies of one model scored
+    together give the same accuracy on every episode, which holds only if both saw the same episodes (the
+    accuracies vary from episode to episode, so other episodes would show)."""
+    from sst_edge.deploy.quantize import episode_accuracy
+    from sst_edge.device.heads import HeadConfig
+
+    model = exported_model / MODEL_FILE
+    acc = episode_accuracy({"fp32": model, "int8": model}, load_target("cpu-fp32"), load_space("sst_tiny"),
+                           synth_dataset, HeadConfig(), episodes=12)
+    assert list(acc) == ["fp32", "int8"] and acc["fp32"].shape == (12,)
+    assert len(set(acc["fp32"].tolist())) > 1  # it varies between episodes
+    np.testing.assert_array_equal(acc["fp32"], acc["int8"])
+    again = episode_accuracy({"x": model}, load_target("cpu-fp32"), load_space("sst_tiny"), synth_dataset,
+                             HeadConfig(), episodes=12, seed=1)["x"]
+    assert not np.array_equal(again, acc["fp32"])  # other episodes (another seed) do show

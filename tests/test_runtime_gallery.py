@@ -361,3 +361,53 @@ def test_kill_9_during_enrollment_loses_nothing_committed(rt: FewShotRuntime, ex
     named = {Path(x.file).name for recs in Gallery.open(g).labels.values() for x in recs}
     assert {p.name for p in (g / FEATURES_DIR).iterdir()} == named and not strays & named
     assert not list(g.glob(".*.tmp")) and Gallery.open(g).calibration_current()
+
+
+CONCURRENT_SCRIPT = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from sst_edge.device.card import load_card
+from sst_edge.runtime.gallery import Gallery
+model, gallery, who, n, go = sys.argv[1:]
+card = load_card(model)
+rng = np.random.default_rng(int(who))
+while not Path(go).exists():
+    time.sleep(0.001)
+for j in range(int(n)):
+    g = Gallery.open_or_create(gallery, card)
+    t, c = g.feature_shape
+    g.add(f"writer{who}", rng.normal(size=(t, c)).astype(np.float32), f"/v/{who}/{j}.mp4",
+          f"{int(who):032x}{j:032x}")
+print("done", flush=True)
+"""
+
+
+def test_concurrent_enrollments_lose_nothing(rt: FewShotRuntime, exported_model: Path,
+                                             tmp_path: Path) -> None:
+    """README: the writer lock serialises enrollments. Four processes add eight clips each to one gallery,
+    all at once: every one of the 32 clips is in the index afterwards, and no file is left over."""
+    import sst_edge
+
+    g = tmp_path / "g"
+    Gallery.create(g, rt.card).add("seed", random_feats(np.random.default_rng(0), rt.feature_shape),
+                                   "/v/seed.mp4", "f" * 64)
+    go = tmp_path / "go"
+    root = str(Path(sst_edge.__file__).resolve().parent.parent)  # the children run this very sst_edge
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_SCRIPT, str(exported_model), str(g), str(i),
+                               "8", str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for i in range(4)]
+    time.sleep(1.0)  # let them all import and wait at the start line
+    go.touch()
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, outs
+    after = Gallery.open(g, rt.card)
+    counts = {label: len(recs) for label, recs in after.labels.items()}
+    assert counts == {"seed": 1, **{f"writer{i}": 8 for i in range(4)}}
+    sources = sorted(r.source for recs in after.labels.values() for r in recs)
+    assert sources == sorted(["/v/seed.mp4", *[f"/v/{i}/{j}.mp4" for i in range(4) for j in range(8)]])
+    named = {Path(r.file).name for recs in after.labels.values() for r in recs}
+    assert {p.name for p in (g / FEATURES_DIR).iterdir()} == named and len(named) == 33
+    assert not list(g.glob(".*.tmp")) and after.calibration_current()

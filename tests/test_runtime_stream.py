@@ -95,3 +95,36 @@ def test_stream_verb(scene) -> None:
     report = verbs.stream(rt, gallery, video, span=16, stride=16, unit="frames", threshold=0.0)
     assert [w.label for w in report.spans] == classes
     assert report.to_dict()["spans"][1]["start_frame"] == 16 and len(report.lines()) == 3
+
+
+def test_smoothing_is_the_mean_of_the_last_k_probability_vectors(scene) -> None:
+    """Brute force: every window's clip decoded and classified on its own, then, for window i, the mean
+    of the probability vectors of windows max(0, i - k + 1)..i, by hand: its argmax and its maximum."""
+    from sst_edge.device.preprocess import frames_to_array, resized_shape, sample_indices
+
+    rt, cls, video, *_ = scene
+    dec = make_decoder("pyav")
+    info = dec.info(video)
+    pre = rt.card.preprocess
+    size = resized_shape(info.height, info.width, pre.resize)
+    spans = [(0, 16), (8, 24), (16, 32), (24, 40), (32, 48)]
+    probs = []
+    for s, e in spans:
+        clip = frames_to_array(dec.read(video, s + sample_indices(e - s, pre.frames, train=False), size), pre)
+        probs.append(cls.probabilities(cls.logits(rt.embed(clip[None])))[0].astype(np.float64))
+    for k in (1, 2, 3, 5):
+        windows = list(stream_video(rt, cls, video, span=16, stride=8, unit="frames", smooth=k))
+        assert [(w.start_frame, w.end_frame) for w in windows] == spans
+        for i, w in enumerate(windows):
+            last = probs[max(0, i - k + 1):i + 1]
+            mean = [sum(p[c] for p in last) / len(last) for c in range(len(cls.labels))]
+            top = max(range(len(mean)), key=mean.__getitem__)
+            assert w.label == cls.labels[top] and w.confidence == pytest.approx(mean[top], abs=1e-5)
+            own = max(range(len(mean)), key=probs[i].__getitem__)
+            assert w.raw_label == cls.labels[own]
+            assert w.raw_confidence == pytest.approx(probs[i][own], abs=1e-5)
+    # the check can tell smoothing from none: somewhere the 3-window mean is not the window's own answer
+    smooth = list(stream_video(rt, cls, video, span=16, stride=8, unit="frames", smooth=3))
+    assert any(abs(w.confidence - w.raw_confidence) > 1e-3 for w in smooth)
+    with pytest.raises(SSTEdgeError, match="smooth and prefetch must be >= 1"):
+        next(stream_video(rt, cls, video, smooth=0))

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -29,10 +34,80 @@ def _budget(run, share: float) -> float:
     return lo + share * (hi - lo)
 
 
-def _nni_processes() -> list[str]:
-    r = subprocess.run(["pgrep", "-af", "nni_node|nni.tools.trial_tool|nni/main.js"], capture_output=True,
-                       text=True)
-    return [line for line in r.stdout.splitlines() if "pgrep" not in line]
+def _free_port() -> int:
+    """A TCP port no one listens on now, from the OS."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _descendants(root: int) -> dict[tuple[int, int], str]:
+    """(pid, start time) -> command line of every living (not zombie) descendant of `root`, from /proc."""
+    procs: dict[int, tuple[int, int, str]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            procs[int(d.name)] = (int(fields[1]), int(fields[19]), cmd)  # ppid, start time, command
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = {}, [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out[(c, procs[c][1])] = procs[c][2]
+            todo.append(c)
+    return out
+
+
+class _OwnProcesses:
+    """Every process this test's process starts (directly or not) while inside the block, seen by polling
+    /proc: the check is scoped to them, not to whatever else runs on the host."""
+
+    def __init__(self, on_manager=None):
+        self.seen: dict[tuple[int, int], str] = {}
+        self.manager_keys: set[tuple[int, int]] = set()
+        self.on_manager = on_manager
+        self._stop = threading.Event()
+
+    def _poll(self) -> None:
+        fired = False
+        while not self._stop.is_set():
+            now = _descendants(os.getpid())
+            # a dying process shows an empty command line: keep the first one seen
+            self.seen.update({k: v for k, v in now.items() if k not in self.seen or not self.seen[k]})
+            self.manager_keys |= {k for k, v in now.items() if "nni_node" in v or "main.js" in v}
+            if self.on_manager and not fired and self.manager_keys:
+                fired = True
+                self.on_manager()
+            time.sleep(0.05)
+
+    def managers(self) -> list[str]:
+        return [self.seen[k] for k in self.manager_keys]
+
+    def alive(self) -> list[str]:
+        now = _descendants(os.getpid())
+        return [cmd for key, cmd in self.seen.items() if key in now]
+
+    def __enter__(self) -> _OwnProcesses:
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def wait_all_gone(self, timeout: float = 30.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self.alive()
 
 
 class _Spy:
@@ -85,10 +160,13 @@ def test_in_process_search_meets_the_budget_and_rescores_on_other_episodes(train
     assert summary["episodes"]["search"]["first"] == 0 and summary["episodes"]["rescore"]["first"] == 8
     # The shortlist: the top 3 of the evolution and the top 3 of the random baseline, by search estimate.
     trials = [json.loads(f.read_text()) for f in (out / "trials").glob("*.json")]
+    assert len(trials) == 20
     rescored = summary["rescored"]
     for kind in ("evolution", "random"):
         top = top_records([t for t in trials if t["kind"] == kind], 3, "gflops")
+        assert len(top) == 3
         assert [f["sample"] for f in rescored if f["kind"] == kind] == [t["sample"] for t in top]
+    assert len(rescored) == 6
     assert all(f["rescore"]["episodes"] == 10 and f["search"]["episodes"] == 8 for f in rescored)
     # best.json: the evolution's best re-scored subnet, with both figures, the cost model and the head.
     sub, config = load_subnet(out / "best.json", restriction=run_restriction(trained_run, TINY))
@@ -133,15 +211,46 @@ def test_paired_comparison():
     assert paired_comparison(a[:1], a[:1] - 0.1)["p_value"] is None
 
 
+def _mp_settings(trained_run, trials: int = 4) -> SearchSettings:
+    return SearchSettings(trials=trials, population=2, sample_size=2, episodes=4, concurrency=2,
+                          budget_gflops=_budget(trained_run, 0.7), baseline=False, port=_free_port(),
+                          rescore_top=1, rescore_episodes=2)
+
+
 def test_multi_process_engine_completes_and_stops_nni(trained_run, synth_dataset, tmp_path):
     out = tmp_path / "mp"
-    settings = SearchSettings(trials=4, population=2, sample_size=2, episodes=4, concurrency=2,
-                              budget_gflops=_budget(trained_run, 0.7), baseline=False, port=8761,
-                              rescore_top=1, rescore_episodes=2)
-    summary = run_search("sst_tiny", trained_run, synth_dataset, out, settings)
+    with _OwnProcesses() as procs:
+        summary = run_search("sst_tiny", trained_run, synth_dataset, out, _mp_settings(trained_run))
     assert summary["trials"] == 4 and summary["over_budget"] == 0
     assert len(list((out / "trials").glob("evolution-*.json"))) == 4
-    assert _nni_processes() == []
+    assert len(procs.managers()) >= 1  # NNI's manager ran, as this test's descendant...
+    assert procs.wait_all_gone() == []  # ...and nothing it started outlives the search
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "error"])
+def test_the_nni_manager_is_stopped_on_ctrl_c_and_on_errors(how, trained_run, synth_dataset, tmp_path):
+    """README: the NNI manager is always stopped, also on Ctrl-C and errors. A real SIGINT (or a signal
+    whose handler raises) reaches the search while NNI's manager runs; the search ends with it, and every
+    process it started is gone."""
+
+    class Boom(RuntimeError):
+        pass
+
+    def boom(signum, frame):
+        raise Boom("an error in the middle of the search")
+
+    sig = signal.SIGINT if how == "ctrl-c" else signal.SIGUSR1
+    old = signal.signal(sig, signal.default_int_handler if how == "ctrl-c" else boom)
+    try:
+        with _OwnProcesses(on_manager=lambda: os.kill(os.getpid(), sig)) as procs, \
+                pytest.raises(KeyboardInterrupt if how == "ctrl-c" else Boom):
+            run_search("sst_tiny", trained_run, synth_dataset, tmp_path / how, _mp_settings(trained_run, 40))
+    finally:
+        signal.signal(sig, old)
+    assert len(procs.managers()) >= 1
+    assert procs.wait_all_gone() == []
+    assert len(list((tmp_path / how / "trials").glob("evolution-*.json"))) < 40
+    assert not (tmp_path / how / "best.json").exists()
 
 
 def test_latency_budget_through_the_table(trained_run, synth_dataset, tmp_path):
@@ -167,7 +276,9 @@ def test_latency_budget_through_the_table(trained_run, synth_dataset, tmp_path):
     settings.allow_foreign_table = True
     with pytest.warns(UserWarning, match="foreign latency table"):
         run_search("sst_tiny", trained_run, synth_dataset, tmp_path / "lat", settings)
-    for f in (tmp_path / "lat" / "trials").glob("*.json"):
+    files = sorted((tmp_path / "lat" / "trials").glob("*.json"))
+    assert len(files) == 4  # every trial left its record (no baseline)
+    for f in files:
         rec = json.loads(f.read_text())
         assert rec["latency_ms"] <= budget and table.predict_ms(rec["sample"]) == rec["latency_ms"]
     best = load_subnet(tmp_path / "lat" / "best.json")[0].metrics

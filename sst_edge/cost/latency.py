@@ -140,7 +140,7 @@ class LatencyTable:
                 ol, hl = op_label(st.stage, l), heads_label(st.stage, l)
                 if ol not in sample or hl not in sample:
                     problems.append(f"missing label '{ol if ol not in sample else hl}'")
-                elif (st.stage, sample[ol], sample[hl]) not in self._lookup:
+                elif not _known(self._lookup, (st.stage, sample[ol], sample[hl])):
                     problems.append(f"no timing for {ol}={sample[ol]!r}, {hl}={sample[hl]!r}")
         return problems
 
@@ -280,6 +280,14 @@ class LatencyTable:
             raise SSTEdgeError("this latency table has no path yet: give one to save()")
         self.path = atomic_write_json(path, check(self.to_dict(), TABLE_SCHEMA, "latency table", path))
         return self.path
+
+
+def _known(lookup: Mapping, key: tuple) -> bool:
+    """`key in lookup`, False for an unhashable value (a list where a choice belongs)."""
+    try:
+        return key in lookup
+    except TypeError:
+        return False
 
 
 class LatencyProfiler(ExpressionProfiler):

@@ -17,9 +17,12 @@ given; a difference from the run's is warned about and recorded in search.json a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import random
+import signal
 import threading
 import time
 from dataclasses import asdict
@@ -126,12 +129,39 @@ def _run_nni(
     watcher.start()
     try:
         ok = exp.run(port=s.port)
+        if ok is None:  # NNI caught a Ctrl-C, stopped the experiment and returned: the user still wants out
+            raise KeyboardInterrupt
         if ok is False:
             raise SSTEdgeError(f"the NNI experiment failed; see its logs under {out / 'nni'}")
     finally:
         stop.set()
         watcher.join()
         exp.stop()  # always: a killed Python would leave NNI's manager running
+        _kill_lost_managers(exp.id)
+
+
+def _kill_lost_managers(exp_id: str) -> None:
+    """Kill and reap this process's NNI manager of experiment `exp_id` if it outlived `exp.stop()`.
+
+    NNI loses the manager's handle when Ctrl-C (or any error) arrives while it starts the manager (inside
+    Popen or before the REST server answers): its launcher then neither kills it nor hands it to `stop()`.
+    Linux (/proc); elsewhere a no-op."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    for d in proc.iterdir():
+        try:
+            if not d.name.isdigit():
+                continue
+            if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) != os.getpid():  # its parent
+                continue
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if any(b"nni_node" in c for c in cmd) and exp_id.encode() in cmd:
+            with contextlib.suppress(OSError):
+                os.kill(int(d.name), signal.SIGKILL)
+                os.waitpid(int(d.name), 0)
 
 
 def _run_baseline(
