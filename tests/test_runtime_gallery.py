@@ -411,3 +411,26 @@ def test_concurrent_enrollments_lose_nothing(rt: FewShotRuntime, exported_model:
     named = {Path(r.file).name for recs in after.labels.values() for r in recs}
     assert {p.name for p in (g / FEATURES_DIR).iterdir()} == named and len(named) == 33
     assert not list(g.glob(".*.tmp")) and after.calibration_current()
+
+
+def test_a_temp_file_renamed_during_the_unlocked_scan_is_not_foreign(tmp_path: Path, monkeypatch) -> None:
+    """The foreign-file scan runs before the writer lock: another writer's temporary file can be listed and
+    renamed into place before it is looked at. Found by the concurrent-enrollment test under load (one of
+    four writers refused "files sst-edge did not create", naming such a temp file). Simulated here: the
+    listing names a temporary file that no longer exists."""
+    from sst_edge.runtime.gallery import _foreign_files
+
+    g = tmp_path / "g"
+    (g / FEATURES_DIR).mkdir(parents=True)
+    (g / FEATURES_DIR / "0123456789ab.safetensors").write_bytes(b"x")
+    (g / FEATURES_DIR / "notes.txt").write_text("a user's file")
+    gone = g / FEATURES_DIR / ".32f446e067a4.safetensors.arxw608z.tmp"
+    real_iterdir = Path.iterdir
+
+    def listing(self: Path):
+        yield from real_iterdir(self)
+        if self.name == FEATURES_DIR:
+            yield gone  # listed, then renamed by its writer before the scan looks at it
+
+    monkeypatch.setattr(Path, "iterdir", listing)
+    assert _foreign_files(g, indexed=False) == [str(g / FEATURES_DIR / "notes.txt")]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
+import stat
 import struct
 import uuid
 from collections.abc import Iterator, Sequence
@@ -571,15 +572,23 @@ def _foreign_files(path: Path, indexed: bool) -> list[str]:
     try:
         for p in sorted(path.iterdir()):
             if p.name == FEATURES_DIR and p.is_dir() and not p.is_symlink():
-                out += [str(f) for f in sorted(p.iterdir())
-                        if not (f.is_file() and not f.is_symlink()
-                                and (OUR_FEATURE.match(f.name) or OUR_TEMP.match(f.name)))]
+                out += [str(f) for f in sorted(p.iterdir()) if not _ours_in_features(f)]
             elif not ((p.name == INDEX_FILE and indexed) or p.name == LOCK_FILE
                       or (p.name.startswith(f".{INDEX_FILE}.") and OUR_TEMP.match(p.name))):
                 out.append(str(p))
     except OSError as e:
         raise os_error(e, "cannot list the gallery folder", path) from None
     return out
+
+
+def _ours_in_features(f: Path) -> bool:
+    """A regular file named as our feature files or temporary files are, or a file gone since the folder
+    was listed: another writer's temporary file, renamed into place meanwhile (this scan runs unlocked)."""
+    try:
+        mode = f.lstat().st_mode
+    except FileNotFoundError:
+        return True
+    return stat.S_ISREG(mode) and bool(OUR_FEATURE.match(f.name) or OUR_TEMP.match(f.name))
 
 
 def _check_features(feats: np.ndarray, shape: tuple[int, int], source: str | Path, where: Path) -> None:
