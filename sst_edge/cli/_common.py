@@ -10,9 +10,8 @@ import math
 import sys
 from typing import Any
 
+from ..device.settings import FROM_RUN
 from ..result import Result, render
-
-FROM_RUN = "run"  # --window's default: the run's (None already means "no window")
 
 
 class DefaultsFormatter(argparse.HelpFormatter):

@@ -33,8 +33,7 @@ class SpaceSummary:
         return {"space": self.config.name, "hash": self.config.hash, "source": str(self.config.source),
                 "frames": self.config.frames, "size": self.config.size, "choices": self.choices,
                 "architectures": self.architectures, "restricted": self.restricted,
-                "subnets": {k: {n: v for n, v in s.items() if n != "sample"} | {"sample": s["sample"]}
-                            for k, s in self.subnets.items()}}
+                "subnets": {k: dict(s) for k, s in self.subnets.items()}}
 
     def lines(self) -> list[str]:
         c = self.config

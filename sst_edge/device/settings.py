@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import SSTEdgeError
 
+FROM_RUN = "run"  # a head setting taken from the run (or card) that made the weights; None means "no window"
 LITERATURE_EPISODES = 10_000
 HEADS = ("alignment", "prototype")
 DEFAULT_HEAD = "alignment"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..device.evaluation import head_notes
-from ..device.settings import HeadConfig
+from ..device.settings import FROM_RUN, HeadConfig
 from ..errors import SSTEdgeError
 from ..fileio import read_json
 from ..space.config import SpaceConfig
@@ -26,7 +26,6 @@ from .checkpoint import checkpoint_paths, complete_checkpoints, load_tensors, mo
 
 WEIGHTS_FILE = "supernet.safetensors"
 RUN_FILE = "run.json"  # train.loop's run record (its config.head is the head the run trained through)
-FROM_RUN = "run"  # `window` argument: take it from the run (None already means "no window")
 SUPERNET_FORMAT = "sst-edge/supernet"
 
 
