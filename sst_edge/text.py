@@ -26,3 +26,18 @@ def is_label_text(text: object, limit: int = LABEL_MAX) -> bool:
     """Non-empty printable text of at most `limit` characters, no leading or trailing spaces."""
     return (isinstance(text, str) and 0 < len(text) <= limit and text == text.strip()
             and text.isprintable())
+
+
+def duration(seconds: float) -> str:
+    """A time span as a person reads it: '42 s', '12 min 5 s', '3 h 20 min', '6 d 4 h'."""
+    s = max(0.0, float(seconds))
+    if s < 60:
+        return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
+    m, sec = divmod(int(round(s)), 60)
+    h, m = divmod(m, 60)
+    d, h = divmod(h, 24)
+    if d:
+        return f"{d} d {h} h"
+    if h:
+        return f"{h} h {m} min"
+    return f"{m} min {sec} s"

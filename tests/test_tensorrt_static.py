@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import onnx
 import pytest
@@ -10,7 +11,7 @@ import torch
 from onnx import TensorProto, helper
 
 from sst_edge.cost.onnx_export import export_onnx
-from sst_edge.deploy.tensorrt import build_engine, check_graph, trtexec_command
+from sst_edge.deploy.tensorrt import check_graph, trtexec_command
 from sst_edge.errors import SSTEdgeError
 from sst_edge.space.config import load_space
 from sst_edge.space.model import SSTSpace
@@ -38,10 +39,67 @@ def test_unsupported_op_and_dynamic_dims_are_reported(tmp_path):
     assert "input[1]" in report.dynamic_dims and "output[1]" in report.dynamic_dims
 
 
-def test_engine_without_tensorrt_says_what_is_needed(tmp_path, monkeypatch):
-    """Where TensorRT is missing (this machine; elsewhere its absence is simulated) the error says why."""
-    import sst_edge.deploy.tensorrt as trt
+def test_tensorrt_provider_options_are_pinned(tmp_path, monkeypatch):
+    """The options every TensorRT session gets (export's check, profiling, the runtime), written out by
+    hand: fp16 as the target says, LayerNorm's Pow/ReduceMean in fp32, engine and timing caches in one
+    absolute folder per model file (never the working directory), one profile for batches 1..8, and the
+    target's own options (workspace) on top."""
+    import hashlib
 
-    monkeypatch.setattr(trt, "tensorrt_available", lambda: False)
-    with pytest.raises(SSTEdgeError, match="TensorRT is not installed.*NVIDIA GPU"):
-        build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", (1, 4, 3, 64, 64))
+    from sst_edge.device.session import TRT_CACHE_ENV, provider_list
+    from sst_edge.device.targets import load_target
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not really a model, but a file with a sha256")
+    monkeypatch.setenv(TRT_CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    cache = str((tmp_path / "cache" / hashlib.sha256(model.read_bytes()).hexdigest()[:16]).resolve())
+    target = load_target("jetson-trt-fp16")
+    got = provider_list(target.execution_providers, target.provider_options, model, True, ["batch", 4, 3, 64, 64])
+    assert got == [
+        ("TensorrtExecutionProvider", {
+            "device_id": 0, "trt_fp16_enable": True, "trt_layer_norm_fp32_fallback": True,
+            "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
+            "trt_profile_min_shapes": "input:1x4x3x64x64", "trt_profile_opt_shapes": "input:1x4x3x64x64",
+            "trt_profile_max_shapes": "input:8x4x3x64x64", "trt_max_workspace_size": 1073741824}),
+        ("CUDAExecutionProvider", {"device_id": 0}),
+        ("CPUExecutionProvider", {}),
+    ]
+    monkeypatch.delenv(TRT_CACHE_ENV)  # the default root: the user's cache folder, absolute
+    default = dict(provider_list(target.execution_providers, {}, model, False))["TensorrtExecutionProvider"]
+    assert default["trt_engine_cache_path"].startswith(str(Path.home().resolve()))
+    assert default["trt_fp16_enable"] is False and "trt_profile_min_shapes" not in default
+
+
+def test_runtime_session_gets_the_pinned_options(exported_model, monkeypatch):
+    """FewShotRuntime opens its session with provider_list's options (TensorRT's included), as export and
+    profiling do: the providers and options it hands ONNX Runtime, seen through a stand-in session."""
+    import onnxruntime as ort
+
+    from sst_edge.runtime import engine
+
+    seen = {}
+
+    class Session(ort.InferenceSession):
+        def __init__(self, path, so, providers, provider_options):
+            seen["providers"], seen["options"] = providers, provider_options
+            super().__init__(path, so, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(engine, "choose_providers", lambda available, wanted=None: list(wanted or available))
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    engine.FewShotRuntime(exported_model, providers=["TensorrtExecutionProvider", "CPUExecutionProvider"])
+    trt = seen["options"][0]
+    assert seen["providers"][0] == "TensorrtExecutionProvider"
+    assert trt["trt_layer_norm_fp32_fallback"] is True and Path(trt["trt_engine_cache_path"]).is_absolute()
+    assert trt["trt_profile_max_shapes"] == "input:8x4x3x64x64" and trt["trt_fp16_enable"] is False
+
+
+def test_relative_engine_cache_in_a_target_is_refused(tmp_path):
+    from sst_edge.device.targets import load_target
+
+    text = (Path(load_target("jetson-trt-fp16").source).read_text()
+            .replace("trt_fp16_enable: true", "trt_fp16_enable: true\n    trt_engine_cache_path: trt_cache"))
+    (tmp_path / "t.yaml").write_text(text)
+    with pytest.raises(SSTEdgeError, match="trt_engine_cache_path must be an absolute path"):
+        load_target(tmp_path / "t.yaml")

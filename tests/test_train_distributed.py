@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sst_edge.space.config import load_space
-from sst_edge.train.loop import episode_start, subnet_for_step
+from sst_edge.train.loop import episode_indices, subnet_for_step
 
 HERE = Path(__file__).parent
 
@@ -21,8 +21,14 @@ def test_ranks_share_subnets_and_split_episodes() -> None:
     assert subnet_for_step(config, 0, 7, restriction) != subnet_for_step(config, 0, 8, restriction)
     restriction["s1_l1_heads"] = [12]
     assert all(subnet_for_step(config, 0, s, restriction)["s1_l1_heads"] == 12 for s in range(20))
-    starts = [episode_start(e, r, 2, 6) for e in (1, 2) for r in (0, 1)]
-    assert starts == [0, 6, 12, 18]  # disjoint blocks of 6 episodes: per rank, per epoch
+    # 2 ranks x 6 episodes per epoch, one per step: step i takes 2i on rank 0 and 2i + 1 on rank 1
+    assert episode_indices(1, 0, 2, 6) == [0, 2, 4, 6, 8, 10]
+    assert episode_indices(1, 1, 2, 6) == [1, 3, 5, 7, 9, 11]
+    assert episode_indices(2, 1, 2, 6) == [13, 15, 17, 19, 21, 23]
+    # one process with 2 episodes per step takes, step by step, what the two ranks take together
+    assert episode_indices(2, 0, 1, 12, 2) == [12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23]
+    # 2 ranks x 2 per step: rank 1 takes episodes 2, 3 of each group of 4
+    assert episode_indices(1, 1, 2, 4, 2) == [2, 3, 6, 7]
 
 
 def test_torchrun_two_processes_on_gloo(synth_dataset: Path, tmp_path: Path) -> None:

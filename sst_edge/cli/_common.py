@@ -117,6 +117,16 @@ def add_run_head_options(p: argparse._ActionsContainer, owner: str = "the run's"
     )
 
 
+def add_device_option(p: argparse._ActionsContainer, what: str = "the model runs") -> None:
+    """--device of the host half (train/device.py): one argument, the same everywhere."""
+    p.add_argument(
+        "--device",
+        default="auto",
+        help=f"where {what}: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda (under "
+        "torchrun: cuda:LOCAL_RANK), or cuda:N",
+    )
+
+
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 

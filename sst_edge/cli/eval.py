@@ -12,7 +12,7 @@ import sys
 from ..device.settings import LITERATURE_EPISODES
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write_json
-from ._common import FROM_RUN, add_json, add_run_head_options, emit
+from ._common import FROM_RUN, add_device_option, add_json, add_run_head_options, emit
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -56,6 +56,7 @@ def _eval(args: argparse.Namespace) -> int:
             resize=args.resize,
             workers=args.workers,
             window=args.window,
+            device=args.device,
             **common,
         )
     emit(r, args)
@@ -130,6 +131,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--workers", type=int, default=1, help="data-loading processes (default 1; --weights only)"
     )
     p.add_argument("--threads", type=int, help="torch threads (default: cores - workers)")
+    add_device_option(p, "the supernet embeds the clips (--weights only; an exported model runs on "
+                      "the providers of its card)")
     p.add_argument("--out", help="also write the result as JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_json(p)

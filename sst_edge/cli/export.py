@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_json, add_run_head_options, emit
+from ._common import add_device_option, add_json, add_run_head_options, emit
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -28,6 +28,7 @@ def _export(args: argparse.Namespace) -> int:
         head_kind=args.head,
         tau=args.tau,
         window=args.window,
+        device=args.device,
     )
     return emit(ExportReport(card), args)
 
@@ -83,6 +84,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "run.json beside the weights; a different one is reported and recorded in the card)",
     )
     add_run_head_options(p, "the run's, from run.json beside the weights")
+    add_device_option(p, "PyTorch computes the reference features of the parity check")
     p.add_argument("--no-measure", action="store_true", help="skip the latency measurement")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
     p.add_argument("--no-progress", action="store_true", help="no progress output")

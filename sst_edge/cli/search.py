@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ..search.settings import SearchSettings
-from ._common import DefaultsFormatter, add_json, add_run_head_options, default, emit
+from ._common import DefaultsFormatter, add_device_option, add_json, add_run_head_options, default, emit
 from .space import add_restriction_option
 
 
@@ -39,6 +39,7 @@ def _search(args: argparse.Namespace) -> int:
         baseline=not args.no_baseline,
         threads=args.threads,
         port=args.port,
+        device=args.device,
     )
     return emit(
         run_search(
@@ -128,6 +129,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-baseline", action="store_true", help="skip the random baseline")
     p.add_argument("--threads", type=int, help="torch threads")
+    add_device_option(p, "the trials embed their episodes (with --concurrency > 1 on a machine of "
+                      "several GPUs, NNI gives each trial a GPU of its own)")
     p.add_argument(
         "--seed", type=int, default=default(S, "seed"), help="seed of the evolution, baseline and episodes"
     )

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ..device.settings import HeadConfig
 from ..errors import SSTEdgeError
-from ..train.config import ShrinkConfig, TrainConfig
-from ._common import DefaultsFormatter, add_json, default, emit, fixed_window
+from ..train.config import PRECISIONS, ShrinkConfig, TrainConfig
+from ._common import DefaultsFormatter, add_device_option, add_json, default, emit, fixed_window
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
@@ -53,6 +53,9 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         workers=args.workers,
         threads=args.threads,
+        device=args.device,
+        precision=args.precision,
+        episodes_per_step=args.episodes_per_step,
         log_every=args.log_every,
         subnet=str(Path(args.subnet).resolve()) if args.subnet else None,
         init=str(Path(args.init).resolve()) if args.init else None,
@@ -60,8 +63,10 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..train.loop import train_supernet  # host: torch, NNI
+    from ..train.loop import estimate_run, train_supernet  # host: torch, NNI
 
+    if args.dry_run:
+        return emit(estimate_run(_config(args), args.out, resume=args.resume), args)
     r = train_supernet(_config(args), args.out, resume=args.resume, progress=not args.no_progress)
     if r.rank == 0:  # under torchrun every rank returns here; one report is enough
         emit(r, args)
@@ -81,8 +86,9 @@ def add(sub: argparse._SubParsersAction) -> None:
         "of those worse than the best value of their own label beyond the noise, at "
         "--confidence, Welch t with Holm's correction). Writes OUT/supernet.safetensors, "
         "OUT/restriction.json (for --restriction and search), checkpoints every epoch, "
-        "metrics.jsonl, run.json and loss/score plots. Runs under torchrun "
-        "(DistributedDataParallel on gloo) unchanged. With --subnet and --init, fine-tune the "
+        "metrics.jsonl, run.json and loss/score plots. Runs on a GPU or the CPU (--device, --precision), "
+        "and under torchrun unchanged (DistributedDataParallel on NCCL for GPUs, gloo for CPUs). "
+        "With --subnet and --init, fine-tune the "
         "subnet that search found, alone, from the weights it inherits from that run (same "
         "loop, checkpoints, --resume and torchrun; no shrinking).",
     )
@@ -111,6 +117,14 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--episodes", type=int, default=default(t, "episodes"), help="episodes (steps) per epoch and rank"
     )
     g.add_argument("--epochs", type=int, default=default(t, "epochs"), help="epochs")
+    g.add_argument(
+        "--episodes-per-step",
+        type=int,
+        default=default(t, "episodes_per_step"),
+        metavar="K",
+        help="episodes per optimizer step and rank: gradients accumulated over K episodes (TRX "
+        "accumulates 16); the learning-rate schedule counts optimizer steps",
+    )
     g.add_argument("--lr", type=float, default=default(t, "lr"), help="peak AdamW learning rate")
     g.add_argument(
         "--lr-warmup",
@@ -218,6 +232,21 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     o.add_argument(
         "--log-every", type=int, default=default(t, "log_every"), help="steps per metrics.jsonl line"
+    )
+    add_device_option(o, "the supernet trains")
+    o.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=default(t, "precision"),
+        help="the model's arithmetic (torch.autocast; fp16 with loss scaling); the few-shot head and the "
+        "loss stay fp32. auto: bf16 where the GPU or CPU multiplies bf16 natively, else fp32 (the "
+        "choice and why go into run.json)",
+    )
+    o.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="time a few steps and a few validation episodes, print how long the whole run takes, "
+        "write nothing",
     )
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_json(o)

@@ -4,10 +4,18 @@ Steps, each of which can fail the export (nothing is left at `out` then): freeze
 weights it inherits (or was fine-tuned with), export fp32 ONNX (TorchScript exporter, the target's opset,
 dynamic batch, T/H/W fixed and the output pinned to [batch, T, C]), `onnx.checker` with the full check,
 the static TensorRT check (a failure only fails TensorRT targets), parity against PyTorch on random clips
-(max abs diff <= 1e-4), then the target's precision step (int8 quantization, fp16), ONNX Runtime's graph
-optimisation (checked by the parity session, which optimises at the target's level), a latency
-measurement, and `card.json` with every file's
-sha256. The directory is built beside `out` and renamed into place at the end.
+(max abs diff <= 1e-4; PyTorch on `--device`, TF32 off), then the target's precision step (int8
+quantization, fp16) and the check of the graph it ships where that is not the fp32 one (the fp16 graph, or
+the fp16 engine TensorRT builds, against PyTorch by feature cosine, wherever the provider is at hand), ONNX
+Runtime's graph optimisation (checked by the parity session, which optimises at the target's level), a
+latency measurement, and `card.json` with every file's sha256. The directory is built beside `out` and
+renamed into place at the end.
+
+TensorRT: the engine is the one ONNX Runtime's TensorRT provider builds, with the options every sst-edge
+session passes (`device.session.tensorrt_options`), at export where the provider is installed (it is then
+checked and cached) and otherwise at the first session on the device. The runtime loads that engine;
+the card's trtexec command builds a standalone one for other runtimes (DeepStream), which sst-edge does not
+load.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -34,7 +43,14 @@ from ..cost.onnx_export import agreement, convert_fp16, export_onnx
 from ..cost.profile import ort_opener, resolve_clock, timed
 from ..device.card import CARD_FILE, ENGINE_FILE, MODEL_FILE, ModelCard, file_record
 from ..device.evaluation import head_notes
-from ..device.session import INPUT_NAME, OUTPUT_NAME, available_providers, cpu_session, ort_features
+from ..device.session import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    available_providers,
+    cpu_session,
+    make_session,
+    ort_features,
+)
 from ..device.settings import HeadConfig
 from ..device.targets import Target, load_target
 from ..device.timing import TimingPolicy
@@ -44,11 +60,15 @@ from ..space.config import SpaceConfig
 from ..space.subnet import load_subnet
 from ..space.supernet import freeze_subnet
 from ..train.artifacts import choose_head, load_supernet
+from ..train.device import exact_fp32, resolve_device
 from .quantize import quantize_for_target
-from .tensorrt import build_engine, check_graph, tensorrt_available, trtexec_command
+from .tensorrt import check_graph, trtexec_command
 
 PARITY_TOL = 1e-4
 PARITY_CLIPS = 3  # a batch of 2 and a batch of 1: the batch axis is dynamic
+# The fp16 graph (or engine) a target ships, against PyTorch fp32: the lowest per-frame feature cosine
+# allowed. fp16 rounding alone gives > 0.9999 on these models; an overflow gives NaN or far less.
+FP16_MIN_COSINE = 0.999
 
 
 
@@ -121,14 +141,56 @@ def parity_clips(config: SpaceConfig, n: int = PARITY_CLIPS, seed: int = 0) -> t
     return torch.randn(config.input_shape(n), generator=g)
 
 
-def parity(module: nn.Module, path: Path, target: Target, clips: torch.Tensor) -> dict[str, Any]:
-    """Max abs diff between PyTorch and ONNX Runtime (CPU) features of the same clips."""
-    with torch.no_grad():
-        ref = module(clips).numpy()
+def reference_features(module: nn.Module, clips: torch.Tensor, device: torch.device) -> Any:
+    """PyTorch's fp32 features of `clips` on `device` (TF32 off), as a numpy array: what every exported
+    graph is compared with."""
+    with torch.no_grad(), exact_fp32(device):
+        return module.to(device)(clips.to(device)).cpu().numpy()
+
+
+def parity(ref: Any, path: Path, target: Target, clips: torch.Tensor) -> dict[str, Any]:
+    """Max abs diff between PyTorch's features `ref` and ONNX Runtime's (CPU) of the same clips."""
     got = ort_features(cpu_session(path, target), clips.numpy())
     if got.shape != ref.shape:
         raise SSTEdgeError(f"ONNX Runtime output shape {got.shape} differs from PyTorch's {ref.shape}", path)
     return agreement(ref, got)
+
+
+def shipped_check(ref: Any, final: Path, target: Target, clips: torch.Tensor,
+                  input_shape: tuple[int, ...]) -> dict[str, Any] | None:
+    """The graph the target ships against PyTorch, where it is not the fp32 graph parity checked: the fp16
+    graph of a CUDA target (on its provider, else on ONNX Runtime's CPU provider, which runs it too), the
+    fp16 engine of a TensorRT target (only where the TensorRT provider is installed). None for fp32 and
+    int8 targets (quantization checks int8 on episodes). A check that fails fails the export."""
+    if target.precision != "fp16":
+        return None
+    trt = target.provider == "TensorrtExecutionProvider"
+    sess, where = None, None
+    if target.provider in available_providers():
+        try:
+            sess, where = make_session(final, target, input_shape), target.provider
+        except SSTEdgeError as e:
+            why = e.message
+        else:
+            why = ""
+    else:
+        why = f"{target.provider} is not installed here"
+    if sess is None and trt:
+        return {"graph": "fp16 TensorRT engine", "checked": False,
+                "why": f"{why}: the engine is built, and can be checked, on the device (`sst-edge eval "
+                       "--model` on a dataset)"}
+    if sess is None:
+        sess, where = cpu_session(final, target), "CPUExecutionProvider"
+    got = ort_features(sess, clips.numpy())
+    a = agreement(ref, got)
+    rec = {"graph": "fp16 TensorRT engine" if trt else "fp16 graph", "checked": True, "provider": where,
+           "min_cosine": a["min_cosine"], "mean_cosine": a["mean_cosine"],
+           "max_abs_diff": a["max_abs_diff"], "gate_min_cosine": FP16_MIN_COSINE, "clips": a["clips"]}
+    if not (np.isfinite(got).all() and a["min_cosine"] >= FP16_MIN_COSINE):
+        raise SSTEdgeError(f"the {rec['graph']} this target ships disagrees with PyTorch: lowest frame "
+                           f"cosine {a['min_cosine']:.4f} < {FP16_MIN_COSINE} on {where} (an fp16 "
+                           "overflow?); export for an fp32 target instead", final)
+    return rec
 
 
 # ----------------------------------------------------------------------------------------- directories
@@ -197,7 +259,8 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
                  data: str | Path | None = None, quantization: str | None = None,
                  episodes: int = 100, latency_table: str | Path | None = None, measure: bool = True,
                  overwrite: bool = False, progress: bool = True, head_kind: str | None = None,
-                 tau: float | None = None, window: int | None | str = "run") -> ModelCard:
+                 tau: float | None = None, window: int | None | str = "run",
+                 device: str = "auto") -> ModelCard:
     """The `export` verb. `data`: a dataset directory for static-quantization calibration clips and the
     int8 accuracy check on validation episodes; `quantization` overrides the target's mode;
     `latency_table` predicts the latency (default: the table named SPACE.TARGET).
@@ -205,8 +268,10 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
     The card's head (what the runtime uses) is the run's: run.json beside the weights (`choose_head`);
     `head_kind`, `tau`, `window` ("run": the run's) override it. The card's `head_source` records where
     it came from, what was given, and every difference from the run's head or from the head the subnet
-    document was searched with."""
+    document was searched with. `device`: where PyTorch computes the reference features (train/device.py).
+    """
     out = Path(out)
+    dev = resolve_device(device)
     target = load_target(target)
     _check_out(out, overwrite)
     config, sample, module, meta = load_export_subnet(subnet, weights)
@@ -233,14 +298,16 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
         if target.provider == "TensorrtExecutionProvider" and not trt.ok:
             raise SSTEdgeError("the graph is not what TensorRT takes", subnet, trt.problems())
         clips = parity_clips(config)
-        par = parity(module, fp32, target, clips)
+        ref = reference_features(module, clips, dev)
+        module.cpu()
+        par = parity(ref, fp32, target, clips)
         say(f"parity  PyTorch vs ONNX Runtime fp32: max abs diff {par['max_abs_diff']:.2e} "
             f"(limit {PARITY_TOL:g}) on {par['clips']} random clips")
         if not par["max_abs_diff"] <= PARITY_TOL:
             raise SSTEdgeError(f"parity check failed: max abs diff {par['max_abs_diff']:.3g} > "
                                f"{PARITY_TOL:g} between PyTorch and ONNX Runtime", subnet)
         final = tmp / MODEL_FILE
-        extra["parity"] = {**par, "tolerance": PARITY_TOL, "reference": "PyTorch eager, fp32",
+        extra["parity"] = {**par, "tolerance": PARITY_TOL, "reference": f"PyTorch eager, fp32, on {dev}",
                            "checked": "fp32 graph on CPUExecutionProvider"}
         if target.precision == "int8":
             extra["quantization"] = quantize_for_target(
@@ -250,10 +317,16 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
             convert_fp16(fp32, final)
         else:
             os.replace(fp32, final)
+        shipped = shipped_check(ref, final, target, clips, config.input_shape(1))
+        if shipped is not None:
+            extra["parity"]["shipped"] = shipped
+            if shipped["checked"]:
+                say(f"parity  {shipped['graph']} on {shipped['provider']}: lowest frame cosine "
+                    f"{shipped['min_cosine']:.5f} (gate {FP16_MIN_COSINE})")
         # model.onnx holds the graph as exported; ONNX Runtime optimises it at this level when a session
         # starts, for the provider of the device it runs on
         extra["graph_optimization"] = {"level": target.graph_optimization, "when": "at session start"}
-        extra["tensorrt"] = _tensorrt_step(tmp, final, trt, target, config, say)
+        extra["tensorrt"] = _tensorrt_record(trt, target, shipped)
         extra["cost"] = _cost(config, sample)
         extra["latency"] = {"predicted": predicted_latency(config, sample, target, latency_table),
                             "measured": None}
@@ -284,21 +357,22 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
     return card
 
 
-def _tensorrt_step(tmp: Path, final: Path, trt: Any, target: Target, config: SpaceConfig,
-                   say: Callable[[str], None]) -> dict[str, Any]:
+def _tensorrt_record(trt: Any, target: Target, shipped: dict[str, Any] | None) -> dict[str, Any]:
+    """The static check, and for a TensorRT target where its engine comes from: ONNX Runtime's TensorRT
+    provider builds it from model.onnx with `tensorrt_options` (fp16, LayerNorm in fp32, one profile for
+    batches 1..8), here when the provider is installed (then `shipped_check` has built, cached and checked
+    it), else at the first session on the device."""
     rec = trt.to_dict()
     if target.provider != "TensorrtExecutionProvider":
         return rec
-    if tensorrt_available():
-        build_engine(final, tmp / ENGINE_FILE, config.input_shape(1), fp16=target.precision == "fp16")
-        rec["engine"] = ENGINE_FILE
-    else:
-        rec["engine"] = None
-        rec["why"] = ("TensorRT is not installed here (building an engine needs an NVIDIA GPU with TensorRT "
-                      ">= 8.6: JetPack 6 on a Jetson, or `pip install tensorrt` beside a CUDA driver); "
-                      "build it on the device with the trtexec command, or let ONNX Runtime's TensorRT "
-                      "provider build and cache it at first run")
-        say(f"tensorrt  no engine built: {rec['why']}")
+    built = bool(shipped and shipped.get("checked"))
+    rec["engine"] = "onnxruntime-tensorrt" if built else None
+    rec["why"] = ("built and checked here by ONNX Runtime's TensorRT provider; the device builds its own at "
+                  "its first session (engines are not portable across GPUs or TensorRT versions) and "
+                  "caches it under ~/.cache/sst-edge/tensorrt" if built else
+                  "TensorRT is not installed here: ONNX Runtime's TensorRT provider builds the engine from "
+                  "model.onnx at the first session on the device (tens of seconds on a Jetson) and caches "
+                  "it under ~/.cache/sst-edge/tensorrt (or $SST_EDGE_TRT_CACHE)")
     return rec
 
 
@@ -340,6 +414,11 @@ def card_summary(card: ModelCard) -> list[str]:
             f"parity    max abs diff {card.parity['max_abs_diff']:.2e} vs PyTorch "
             f"(limit {card.parity['tolerance']})"
         )
+        shipped = card.parity.get("shipped")
+        if shipped:
+            lines.append(f"parity    {shipped['graph']} on {shipped['provider']}: lowest frame cosine "
+                         f"{shipped['min_cosine']:.5f} vs PyTorch (gate {shipped['gate_min_cosine']})"
+                         if shipped.get("checked") else f"parity    {shipped['graph']}: {shipped['why']}")
     if card.latency is not None:
         pred, meas = card.latency["predicted"], card.latency["measured"] or {"why": "not measured"}
         pred_s = (

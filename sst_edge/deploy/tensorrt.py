@@ -1,8 +1,11 @@
-"""TensorRT: what an exported graph needs, checked statically, and an engine where TensorRT is installed.
+"""TensorRT: what an exported graph needs, checked statically on any machine.
 
 TensorRT cannot build engines without an NVIDIA GPU, so every export checks here what the ONNX parser of
 TensorRT >= 8.6 (JetPack 6) would need: every op in its support matrix, static shapes apart from the batch,
-and no int64 arithmetic on the hot path. Engines keep LayerNorm and Softmax in fp32 (they overflow in fp16).
+and no int64 arithmetic on the hot path. The engine sst-edge runs is built by ONNX Runtime's TensorRT
+provider (device/session.py, `tensorrt_options`: fp16 with LayerNorm's Pow/ReduceMean in fp32, cached per
+model), the same on TensorRT 8.6 and 10.x since ONNX Runtime builds it. `trtexec_command` is for a
+standalone engine for other runtimes (DeepStream); sst-edge does not load such a file.
 """
 
 from __future__ import annotations
@@ -12,9 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-
-from ..errors import SSTEdgeError
-from ..fileio import atomic_write_bytes
 
 # ONNX operators that the TensorRT ONNX parser supports (onnx-tensorrt's support matrix; LayerNormalization
 # from TensorRT 8.6). Only plain ONNX-domain ops: com.microsoft fusions are ONNX Runtime's, not TensorRT's.
@@ -33,7 +33,6 @@ Unsqueeze Upsample Where Xor
 """.split())  # noqa: SIM905
 # Ops that compute on shapes are fine in int64 (TensorRT casts shape tensors); arithmetic ops are not.
 _INT64_ARITHMETIC = frozenset({"Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "Pow", "Mod"})
-FP32_OPS = ("LayerNormalization", "ReduceMean", "Pow", "Sqrt", "Softmax")  # keep these fp32 in fp16 engines
 
 
 @dataclass
@@ -105,7 +104,10 @@ def _is_shape_math(node: Any, model: Any) -> bool:
 
 def trtexec_command(onnx_path: str, engine_path: str, input_shape: tuple[int, ...], fp16: bool = True,
                     max_batch: int = 8, input_name: str = "input") -> str:
-    """The command that builds the engine on a Jetson (or any machine with TensorRT and a GPU)."""
+    """The command that builds a standalone engine on a Jetson (or any machine with TensorRT and a GPU),
+    for runtimes other than sst-edge's. fp16 there is TensorRT's own mix: trtexec's --layerPrecisions takes
+    layer names (or "*" for all), not patterns, so the LayerNorm protection of `tensorrt_options` is not
+    expressible here; check such an engine's features before trusting it."""
     shape = "x".join(str(s) for s in input_shape[1:])
     cmd = [
         "/usr/src/tensorrt/bin/trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}",
@@ -113,52 +115,5 @@ def trtexec_command(onnx_path: str, engine_path: str, input_shape: tuple[int, ..
         f"--maxShapes={input_name}:{max_batch}x{shape}",
     ]
     if fp16:
-        fp32 = ",".join(f"*{op}*:fp32" for op in ("LayerNorm", "Softmax", "ReduceMean"))
-        cmd += ["--fp16", "--precisionConstraints=obey", f"--layerPrecisions={fp32}"]
+        cmd += ["--fp16"]
     return " ".join(cmd)
-
-
-def tensorrt_available() -> bool:
-    try:
-        import tensorrt  # noqa: F401  (optional: only NVIDIA machines have TensorRT)
-    except ImportError:
-        return False
-    return True
-
-
-def build_engine(onnx_path: str | Path, engine_path: str | Path, input_shape: tuple[int, ...],
-                 fp16: bool = True, max_batch: int = 8, input_name: str = "input") -> Path:
-    """Build a serialized engine with the TensorRT Python API (needs TensorRT and an NVIDIA GPU)."""
-    if not tensorrt_available():
-        raise SSTEdgeError("TensorRT is not installed here: building an engine needs an NVIDIA GPU with "
-                           "TensorRT >= 8.6 (JetPack 6 on a Jetson, or `pip install tensorrt` next to a CUDA "
-                           "driver). The model.onnx written here builds one on the device with the trtexec "
-                           "command in card.json.", onnx_path)
-    import tensorrt as trt  # optional: only NVIDIA machines have TensorRT
-
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise SSTEdgeError("TensorRT's ONNX parser refused the model", onnx_path, errors)
-    config = builder.create_builder_config()
-    shape = tuple(input_shape[1:])
-    profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, (1, *shape), (1, *shape), (max_batch, *shape))
-    config.add_optimization_profile(profile)
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        for i in range(network.num_layers):
-            layer = network.get_layer(i)
-            if any(k in layer.name for k in ("LayerNorm", "Softmax", "ReduceMean", "Pow", "Sqrt")) or \
-                    layer.type in (trt.LayerType.SOFTMAX, trt.LayerType.NORMALIZATION):
-                layer.precision = trt.float32
-                for j in range(layer.num_outputs):
-                    layer.set_output_type(j, trt.float32)
-    blob = builder.build_serialized_network(network, config)
-    if blob is None:
-        raise SSTEdgeError("TensorRT failed to build an engine (see its log above)", onnx_path)
-    return atomic_write_bytes(engine_path, bytes(blob))

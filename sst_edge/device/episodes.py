@@ -13,7 +13,7 @@ class by another class if too few of its clips are readable), and the episode li
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,12 @@ class Episode:
     support_paths: list[str]
     query_paths: list[str]
     skipped: list[str] = field(default_factory=list)  # "path: reason" of unreadable clips replaced here
+
+    def pin_memory(self) -> Episode:
+        """What torch's DataLoader(pin_memory=True) calls: the same episode with its tensors in page-locked
+        memory (duck-typed, so this torch-free module needs no torch)."""
+        return replace(self, **{k: getattr(self, k).pin_memory() for k in
+                                ("support", "query", "support_labels", "query_labels")})
 
 
 class EpisodeSampler:

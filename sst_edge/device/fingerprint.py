@@ -42,6 +42,37 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+# CPU features that change which precision or int8 recipe is fastest (lscpu / /proc/cpuinfo flag names).
+SPEED_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
+                  "amx_tile", "asimd", "bf16", "i8mm")
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (x86 `flags`, ARM `Features`); empty where /proc/cpuinfo is not readable."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() in ("flags", "Features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_features() -> dict[str, bool]:
+    """Which of `SPEED_FEATURES` this CPU has: what a bench prints beside its figures."""
+    flags = cpu_flags()
+    return {f: f in flags for f in SPEED_FEATURES}
+
+
+def native_bf16_cpu() -> bool:
+    """True if the CPU multiplies bf16 natively (AMX or AVX512-BF16); without it PyTorch's CPU bf16 is
+    emulated and slower than fp32 (measured: README, "Training on GPUs and CPUs")."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
 def cpu_count() -> int:
     """CPUs this process may run on (the affinity mask, which containers narrow), else all of them."""
     try:

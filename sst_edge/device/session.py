@@ -7,16 +7,18 @@ and an enrollment run a model the same way. No torch: this is the device half.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import SSTEdgeError
-from .targets import Target
+from ..fileio import sha256_file
+from .targets import TRT_PROVIDER, Target
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -25,6 +27,10 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 # Fastest first; ORT assigns each node to the first provider in the list that supports it.
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+# TensorRT: the engine cache (engines are built per model, GPU and TensorRT version, tens of seconds each on
+# a Jetson) lives under this root, one folder per model file, whatever the working directory
+TRT_CACHE_ENV = "SST_EDGE_TRT_CACHE"
+TRT_MAX_BATCH = 8  # the engine's optimisation profile: batches 1..8 (support clips are embedded 8 at a time)
 INSTALL_ADVICE = ("install one ONNX Runtime: `pip install 'sst-edge[cpu]'` (onnxruntime, CPU), "
                   "`pip install 'sst-edge[gpu]'` (onnxruntime-gpu, CUDA and TensorRT), or on a Jetson the "
                   "onnxruntime-gpu wheel that matches your JetPack, before sst-edge")
@@ -88,8 +94,49 @@ def session_options(target: Target) -> ort.SessionOptions:
     return make_session_options(target.graph_optimization, target.threads)
 
 
-def make_session(path: str | Path, target: Target) -> ort.InferenceSession:
-    """An InferenceSession with the target's providers (in order), options, threads and optimisation.
+def tensorrt_cache_dir(model_path: str | Path) -> Path:
+    """Where the TensorRT provider caches the engine of this model file: $SST_EDGE_TRT_CACHE (default
+    ~/.cache/sst-edge/tensorrt)/<first 16 hex of the file's sha256>, absolute. Never relative to the
+    working directory, and never inside a model folder (its card lists every file in it)."""
+    root = os.environ.get(TRT_CACHE_ENV) or Path.home() / ".cache" / "sst-edge" / "tensorrt"
+    return (Path(root) / sha256_file(model_path)[:16]).resolve()
+
+
+def tensorrt_options(model_path: str | Path, fp16: bool, input_shape: Sequence[int] | None = None,
+                     given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The TensorRT provider's options for one model, the same for export, profiling and the runtime:
+
+    - fp16 engines keep LayerNorm's Pow and ReduceMean in fp32 (`trt_layer_norm_fp32_fallback`): they
+      overflow in fp16 after attention;
+    - the engine and timing caches in `tensorrt_cache_dir` (absolute);
+    - with a clip shape [T, 3, H, W] (`input_shape` with or without its batch), one optimisation profile
+      for batches 1..TRT_MAX_BATCH, so a batch of support clips does not rebuild the engine.
+    `given` (the target's provider_options) overrides any of them."""
+    cache = str(tensorrt_cache_dir(model_path))
+    opts: dict[str, Any] = {"device_id": 0, "trt_fp16_enable": bool(fp16),
+                            "trt_layer_norm_fp32_fallback": True, "trt_engine_cache_enable": True,
+                            "trt_engine_cache_path": cache,
+                            "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}
+    if input_shape is not None:
+        clip = "x".join(str(int(d)) for d in list(input_shape)[-4:])
+        opts |= {"trt_profile_min_shapes": f"{INPUT_NAME}:1x{clip}",
+                 "trt_profile_opt_shapes": f"{INPUT_NAME}:1x{clip}",
+                 "trt_profile_max_shapes": f"{INPUT_NAME}:{TRT_MAX_BATCH}x{clip}"}
+    return opts | dict(given or {})
+
+
+def provider_list(providers: Sequence[str], options: Mapping[str, Mapping[str, Any]], model_path: str | Path,
+                  fp16: bool, input_shape: Sequence[int] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """(provider, options) pairs as InferenceSession takes them: the given options, and for TensorRT
+    `tensorrt_options` under them."""
+    return [(p, tensorrt_options(model_path, fp16, input_shape, options.get(p)) if p == TRT_PROVIDER
+             else dict(options.get(p, {}))) for p in providers]
+
+
+def make_session(path: str | Path, target: Target,
+                 input_shape: Sequence[int] | None = None) -> ort.InferenceSession:
+    """An InferenceSession with the target's providers (in order), options, threads and optimisation;
+    `input_shape` (a clip's) fixes TensorRT's optimisation profile.
 
     Refuses rather than silently falling back when the target's main provider is missing or fails to load
     (ORT would run everything on the CPU and every timing would be of the wrong device).
@@ -100,7 +147,8 @@ def make_session(path: str | Path, target: Target) -> ort.InferenceSession:
         raise SSTEdgeError(f"target '{target.name}' runs on {target.provider}, which this onnxruntime "
                            f"({rt.__version__}) does not have (available: {', '.join(have)})",
                            target.source or None)
-    chosen = [(p, o) for p, o in target.ort_providers() if p in have]
+    chosen = provider_list([p for p in target.execution_providers if p in have], target.provider_options,
+                           path, target.precision == "fp16", input_shape)
     try:
         sess = rt.InferenceSession(str(path), session_options(target), providers=[p for p, _ in chosen],
                                    provider_options=[o for _, o in chosen])

@@ -24,7 +24,8 @@ GRAPH_OPTIMIZATION = ("disable", "basic", "extended", "all")
 QUANT_MODES = ("dynamic", "static")
 # standard: attention as opset-17 MatMul/Softmax (any runtime); fused: ORT's com.microsoft MultiHeadAttention
 ATTENTION = ("standard", "fused")
-GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+TRT_PROVIDER = "TensorrtExecutionProvider"
+GPU_PROVIDERS = ("CUDAExecutionProvider", TRT_PROVIDER)
 KNOWN_PROVIDERS = ("CPUExecutionProvider", *GPU_PROVIDERS)
 _KEYS = {"name", "description", "backend", "device", "execution_providers", "provider_options", "precision",
          "opset", "dynamic_batch", "threads", "graph_optimization", "quantization", "attention"}
@@ -190,7 +191,13 @@ def parse_target(doc: Any, source: str = "<memory>") -> Target:
     for p in popts:
         if providers and p not in providers:
             problems.append(f"provider_options: {p!r} is not in execution_providers")
-    trt = "TensorrtExecutionProvider"
+    trt = TRT_PROVIDER
+    for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
+        where = popts.get(trt, {}).get(key)
+        if where is not None and not (isinstance(where, str) and Path(where).is_absolute()):
+            problems.append(f"provider_options: {trt}.{key} must be an absolute path, got {where!r} (by "
+                            "default each model's engine is cached under ~/.cache/sst-edge/tensorrt, or "
+                            "$SST_EDGE_TRT_CACHE)")
     if precision == "fp16" and providers and providers[0] == trt \
             and not popts.get(trt, {}).get("trt_fp16_enable"):
         problems.append("provider_options: an fp16 TensorRT target needs "

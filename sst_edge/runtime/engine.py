@@ -17,7 +17,7 @@ import numpy as np
 from ..device.card import MODEL_FILE, ModelCard, load_card, verify_files
 from ..device.decoders import VideoDecoder, get_decoder, resolve_decoder_name
 from ..device.preprocess import load_clip
-from ..device.session import choose_providers, make_session_options, onnxruntime
+from ..device.session import choose_providers, make_session_options, onnxruntime, provider_list
 from ..errors import SSTEdgeError
 
 
@@ -44,11 +44,12 @@ class FewShotRuntime:
             raise SSTEdgeError(f"threads must be >= 0 (0 = ONNX Runtime's default), got {self.threads}")
         self.providers = choose_providers(ort.get_available_providers(), providers)
         so = make_session_options(str(target.get("graph_optimization", "all")), self.threads)
-        options = target.get("provider_options") or {}
+        # the providers' options as export and profiling use them (TensorRT: session.tensorrt_options)
+        chosen = provider_list(self.providers, target.get("provider_options") or {}, self.model_path,
+                               target.get("precision") == "fp16", self.card.input["shape"])
         try:
             self.session = ort.InferenceSession(str(self.model_path), so, providers=self.providers,
-                                                provider_options=[dict(options.get(p, {}))
-                                                                  for p in self.providers])
+                                                provider_options=[o for _, o in chosen])
         except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             raise SSTEdgeError(f"ONNX Runtime cannot load this model: {e}", self.model_path) from None
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]

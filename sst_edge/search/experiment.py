@@ -47,6 +47,7 @@ from ..space.restriction import load_restriction
 from ..space.subnet import make_subnet
 from ..space.supernet import freeze_subnet, random_sample
 from ..train.artifacts import choose_head, load_supernet, run_restriction
+from ..train.device import resolve_device
 from ..train.evaluate import compare_embeddings
 from .budget import Budget, BudgetedSpace
 from .report import SearchSummary, best_record, write_csv, write_plot
@@ -87,7 +88,7 @@ def _prepare(config: SpaceConfig, weights: str | Path, data: str | Path, out: Pa
     ctx = {"space": str(config.source or config.name), "weights": str(Path(weights).resolve()),
            "table": str(Path(s.table).resolve()) if s.table and Path(s.table).exists() else s.table,
            "allow_foreign_table": s.allow_foreign_table, "threads": s.threads or 1,
-           "head": head}
+           "head": head, "device": s.device}
     atomic_write_json(out / CONTEXT_FILE, ctx)
     return ctx
 
@@ -118,6 +119,11 @@ def _run_nni(
     if s.concurrency > 1:
         exp_config = NasExperimentConfig("ts", "simplified", "local")
         exp_config.trial_concurrency = s.concurrency
+        if resolve_device(s.device).type == "cuda":
+            # NNI gives each trial process a GPU of its own (CUDA_VISIBLE_DEVICES), as many at once as
+            # there are GPUs; a GPU that shows a desktop may be used too
+            exp_config.trial_gpu_number = 1
+            exp_config.training_service.use_active_gpu = True
     else:
         exp_config = NasExperimentConfig("sequential", "raw", "local")
         exp_config.trial_concurrency = 1
@@ -232,7 +238,8 @@ def _rescore(
     decoded once and every subnet (weights inherited from the supernet) scored on it."""
 
     supernet, _ = load_supernet(weights, config)
-    subnets = [freeze_subnet(supernet, config, sample).eval() for sample in samples]
+    device = resolve_device(s.device)
+    subnets = [freeze_subnet(supernet, config, sample).to(device).eval() for sample in samples]
     e = episode_sets(s)["rescore"]
     ds = EpisodeDataset(load_splits(data, s.split_dir)[s.split], config.eval_preprocess(), way=s.way,
                         shot=s.shot, query=s.query, episodes=e["episodes"], seed=e["seed"], train=False,
@@ -283,6 +290,7 @@ def run_search(
 
     s = settings or SearchSettings()
     check_settings(s)
+    resolve_device(s.device)  # a named error now, not in a trial
     config = load_space(space)
     budget = _budget(s)
     out = Path(out)

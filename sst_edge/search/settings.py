@@ -33,6 +33,7 @@ class SearchSettings:
     baseline: bool = True
     threads: int | None = None
     port: int = 8745
+    device: str = "auto"                # where trials embed (train/device.py); several GPUs: one per trial
 
 
 def check_settings(s: SearchSettings) -> None:

@@ -28,6 +28,7 @@ from ..device.settings import HeadConfig
 from ..fileio import atomic_write, atomic_write_json
 from ..space.config import SpaceConfig, heads_label, load_space, op_label
 from ..train.artifacts import load_supernet
+from ..train.device import resolve_device
 from ..train.evaluate import episode_accuracies
 
 EPISODES_FILE = "val_episodes.safetensors"
@@ -103,6 +104,8 @@ def _context(workdir: str) -> dict[str, Any]:
     torch.set_num_threads(int(ctx.get("threads", 1)))
     config = load_space(ctx["space"])
     supernet, _ = load_supernet(ctx["weights"], config)
+    # a trial process of a multi-GPU search sees only the GPU NNI gave it (CUDA_VISIBLE_DEVICES): cuda:0
+    supernet.to(resolve_device(ctx.get("device", "cpu")))
     table = None
     if ctx.get("table"):
 

@@ -1,8 +1,10 @@
 """Everything that decides a supernet training run, in one JSON-able record.
 
 A checkpoint stores it; `--resume` refuses a configuration that differs in anything that changes the
-trajectory (only `workers` and `threads` may change: they move work, not results; `threads` can change
-float rounding, so bit-exact resumption wants the same value).
+trajectory. `workers`, `threads`, `device` and `precision` may change: they move work, not the path of the
+run (the episodes, subnets and learning rates stay), though the last three change float rounding, so a
+bit-exact resumption wants the same values. A run trained on a GPU resumes on a CPU and the other way round;
+`precision: auto` then keeps the precision the run used (train/loop.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from ..device.settings import HeadConfig, default_resize
 from ..errors import SSTEdgeError
 
 # Fields that may differ between a run and its resumption.
-RESUMABLE_CHANGES = ("workers", "threads")
+RESUMABLE_CHANGES = ("workers", "threads", "device", "precision")
+# --precision: auto resolves per device (train/device.py)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class TrainConfig:
     way: int = 5
     shot: int = 1
     query: int = 3
-    episodes: int = 200                 # training steps (episodes per rank) per epoch
+    episodes: int = 200                 # episodes per epoch and rank (steps x episodes_per_step)
     epochs: int = 10
     lr: float = 1e-3
     lr_warmup: int = 100                # steps of linear learning-rate warm-up, then cosine to 0
@@ -94,6 +98,9 @@ class TrainConfig:
     seed: int = 0
     workers: int = 1
     threads: int | None = None          # torch threads per process (default: cores / processes - workers)
+    device: str = "auto"                # auto | cpu | cuda | cuda:N (train/device.py)
+    precision: str = "auto"             # auto | fp32 | bf16 | fp16: the model's autocast (head, loss: fp32)
+    episodes_per_step: int = 1          # episodes per optimizer step and rank (gradient accumulation)
     log_every: int = 10
     # Fine-tuning (both or neither): train only the subnet of this document, starting from its weights
     # in this run (folder or .safetensors); shrinking is off, the rest is as for a supernet.
@@ -121,8 +128,24 @@ class TrainConfig:
             problems.append("weight decay and gradient clipping must be >= 0")
         if self.threads is not None and self.threads < 1:
             problems.append(f"threads must be >= 1, got {self.threads}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.episodes_per_step < 1:
+            problems.append(f"episodes per step must be >= 1, got {self.episodes_per_step}")
+        elif self.episodes % self.episodes_per_step:
+            problems.append(f"episodes per epoch ({self.episodes}) must be a multiple of the episodes per "
+                            f"step ({self.episodes_per_step}): an epoch is a whole number of optimizer steps")
         if problems:
             raise SSTEdgeError("invalid training configuration", problems=problems)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch (each takes `episodes_per_step` episodes on every rank)."""
+        return self.episodes // self.episodes_per_step
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
 
     def resize_for(self, size: int) -> int:
         return self.resize if self.resize is not None else default_resize(size)

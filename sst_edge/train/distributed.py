@@ -1,4 +1,5 @@
-"""Processes and threads: the same training command alone or under `torchrun` (DDP over gloo).
+"""Processes, devices and threads: the same training command alone or under `torchrun`: DDP over NCCL
+when the ranks run on GPUs (each rank on cuda:LOCAL_RANK), over gloo on CPUs.
 
 Every rank draws the same subnet at a step (from the seed and the step number) and its own episodes, so
 the path through the supernet is the same everywhere and DDP's gradient all-reduce lines up. DDP runs with
@@ -9,11 +10,19 @@ alike, and DDP then leaves their .grad None (AdamW skips them; a test checks). O
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from .device import resolve_device
+
+# Ranks wait for each other at every step; a rank that decodes a slow clip or writes a checkpoint must not
+# time the others out (the default is 10 minutes for NCCL).
+PROCESS_GROUP_TIMEOUT = timedelta(minutes=60)
 
 
 @dataclass(frozen=True)
@@ -22,6 +31,8 @@ class Dist:
     world: int = 1
     local_world: int = 1
     owns_group: bool = False  # we initialised the process group, so we tear it down
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # this rank's, for collectives
+    backend: str = ""  # the process group's ("nccl", "gloo"), "" with one process
 
     @property
     def is_main(self) -> bool:
@@ -31,33 +42,41 @@ class Dist:
     def active(self) -> bool:
         return self.world > 1
 
-    def sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Element-wise sum over ranks (a copy; the identity with one process)."""
-        out = values.detach().clone().to(torch.float64)
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        """Element-wise float64 sum over ranks (a copy; the identity with one process). The reduction runs
+        on this rank's device, which NCCL needs."""
+        out = np.array(values, dtype=np.float64)
         if self.active:
-            dist.all_reduce(out, op=dist.ReduceOp.SUM)
+            t = torch.from_numpy(out).to(self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            out = t.cpu().numpy()
         return out
 
     def mean(self, *values: float) -> list[float]:
         """The mean over ranks of a few scalars, in float64 so every rank gets the same bits."""
-        return (self.sum(torch.tensor(values, dtype=torch.float64)) / self.world).tolist()
+        return (self.sum(np.array(values, dtype=np.float64)) / self.world).tolist()
 
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
 
 
-def init_distributed() -> Dist:
-    """Join the gloo process group when started by torchrun (WORLD_SIZE > 1); otherwise one process."""
+def init_distributed(device: str = "cpu") -> Dist:
+    """This process's device (`--device`, see train/device.py) and, when started by torchrun (WORLD_SIZE
+    > 1), the process group of the device's default backend: NCCL for CUDA, gloo for the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = resolve_device(device, world)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # NCCL and every bare .cuda() of the libraries use this rank's GPU
     if world <= 1:
-        return Dist()
+        return Dist(device=dev)
     owns = False
     if not dist.is_initialized():
-        dist.init_process_group("gloo")
+        dist.init_process_group(dist.get_default_backend_for_device(dev), timeout=PROCESS_GROUP_TIMEOUT)
         owns = True
     return Dist(rank=dist.get_rank(), world=dist.get_world_size(),
-                local_world=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))), owns_group=owns)
+                local_world=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))), owns_group=owns,
+                device=dev, backend=str(dist.get_backend()))
 
 
 def shutdown(d: Dist) -> None:
@@ -92,7 +111,8 @@ def wrap(model: nn.Module, d: Dist, find_unused: bool = True) -> nn.Module:
     and DDP warns about, and pays for, the search for unused ones."""
     if not d.active:
         return model
-    return nn.parallel.DistributedDataParallel(model, find_unused_parameters=find_unused)
+    ids = [d.device.index] if d.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
 
 
 def in_sync(model: nn.Module, d: Dist) -> bool:

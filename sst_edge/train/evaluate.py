@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..cost.flops import extreme_sample
-from ..data.episodes import EpisodeDataset, episode_loader
+from ..data.episodes import EpisodeDataset, EpisodeSubset, episode_loader
 from ..device.datasets import load_splits
 from ..device.evaluation import EvalResult, Scorer, score_episodes
 from ..device.preprocess import Preprocess
@@ -28,7 +28,12 @@ from ..space.config import SpaceConfig, load_space
 from ..space.subnet import load_subnet, sample_problems
 from ..space.supernet import activate
 from .artifacts import FROM_RUN, choose_head, load_supernet, run_restriction, single_path
+from .device import module_device, resolve_device
 from .distributed import Dist, configure_threads
+
+# Episodes embedded together on a GPU (one forward of EVAL_BATCH x N(K+Q) clips): enough work to fill it.
+# On the CPU one episode at a time (a bigger batch gains nothing there and changes float rounding).
+EVAL_BATCH_GPU = 16
 
 
 def split_features(features: torch.Tensor, way: int, shot: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,41 +63,49 @@ def embedded_episode_accuracies(embed: Callable[[torch.Tensor], torch.Tensor], d
     return compare_embeddings([embed], dataset, heads, workers, d, progress, desc)[0]
 
 
-def compare_embeddings(embeds: Sequence[Callable[[torch.Tensor], torch.Tensor]], dataset: EpisodeDataset,
+def compare_embeddings(embeds: Sequence[Callable[[torch.Tensor], torch.Tensor]], dataset: Any,
                        heads: Sequence[HeadConfig], workers: int = 0, d: Dist | None = None,
-                       progress: bool = False, desc: str = "eval") -> np.ndarray:
+                       progress: bool = False, desc: str = "eval", batch: int | None = None) -> np.ndarray:
     """Accuracies [len(embeds), len(heads), episodes] of several embeddings (fp32 vs int8, say) on the same
-    episodes, each episode decoded once."""
+    episodes, each episode decoded once.
+
+    A PyTorch module embeds on its own device (clips moved there); anything else (an ONNX Runtime session)
+    takes CPU tensors. `batch` episodes go through each embedding in one call (default: EVAL_BATCH_GPU
+    when an embedding is on a GPU, else 1); the heads and the accuracies are computed per episode."""
     d = d or Dist()
     n = len(dataset)
-    acc = torch.zeros(len(embeds), len(heads), n, dtype=torch.float64)
+    devices = [module_device(e) if isinstance(e, nn.Module) else torch.device("cpu") for e in embeds]
+    batch = batch or (EVAL_BATCH_GPU if any(dev.type == "cuda" for dev in devices) else 1)
+    acc = np.zeros((len(embeds), len(heads), n), dtype=np.float64)
     share = range(d.rank, n, d.world)
-    part = _Strided(dataset, share)
+    pin = any(dev.type == "cuda" for dev in devices)
     bar = tqdm(total=len(share), desc=desc, unit="ep", leave=False, disable=not (progress and d.is_main))
-    with torch.no_grad():
-        for j, ep in zip(share, episode_loader(part, workers), strict=True):
-            clips = torch.cat([ep.support, ep.query])
-            for e, embed in enumerate(embeds):
-                query, support = split_features(embed(clips), dataset.way, dataset.shot)
+    pending: list[tuple[int, Any]] = []
+
+    def flush() -> None:
+        clips = torch.cat([torch.cat([ep.support, ep.query]) for _, ep in pending])
+        sizes = [len(ep.support) + len(ep.query) for _, ep in pending]
+        for e, (embed, dev) in enumerate(zip(embeds, devices, strict=True)):
+            feats = embed(clips.to(dev, non_blocking=True))
+            for (j, ep), f in zip(pending, torch.split(feats, sizes), strict=True):
+                query, support = split_features(f.float(), dataset.way, dataset.shot)
+                labels = ep.query_labels.to(f.device)
                 for h, head in enumerate(heads):
-                    hit = head_logits(query, support, head).argmax(1) == ep.query_labels
-                    acc[e, h, j] = hit.double().mean()
-            bar.update()
+                    hit = head_logits(query, support, head).argmax(1) == labels
+                    acc[e, h, j] = hit.double().mean().item()
+        bar.update(len(pending))
+        pending.clear()
+
+    with torch.no_grad():
+        for j, ep in zip(share, episode_loader(EpisodeSubset(dataset, share), workers, pin_memory=pin),
+                         strict=True):
+            pending.append((j, ep))
+            if len(pending) == batch:
+                flush()
+        if pending:
+            flush()
     bar.close()
-    return d.sum(acc).numpy()
-
-
-class _Strided(torch.utils.data.Dataset):
-    """Episodes `share` (a range) of an EpisodeDataset: one rank's part of an evaluation."""
-
-    def __init__(self, dataset: EpisodeDataset, share: range):
-        self.dataset, self.share = dataset, share
-
-    def __len__(self) -> int:
-        return len(self.share)
-
-    def __getitem__(self, j: int):
-        return self.dataset[self.share[j]]
+    return d.sum(acc)
 
 
 # ------------------------------------------------------------------------------------------ evaluation
@@ -102,7 +115,7 @@ def evaluate(space: str | Path | SpaceConfig, weights: str | Path, data: str | P
              episodes: int = LITERATURE_EPISODES, seed: int = 0, heads: Sequence[str] | None = None,
              tau: float | None = None, window: int | None | str = FROM_RUN, reversed_pairs: bool = False,
              resize: int | None = None, workers: int = 1, threads: int | None = None,
-             progress: bool = True) -> EvalResult:
+             device: str = "auto", progress: bool = True) -> EvalResult:
     """Accuracy of a subnet of trained supernet weights on fixed episodes of held-out classes.
 
     The subnet: `subnet` (a subnet document), else `sample`, else the subnet of fine-tuned weights, else
@@ -114,9 +127,11 @@ def evaluate(space: str | Path | SpaceConfig, weights: str | Path, data: str | P
     The head: the run's (kind, tau, window from run.json beside the weights; `choose_head`), each setting
     overridden by an explicit `heads` / `tau` / `window`; the result says where it came from and notes
     any difference from the run's head. Default: the literature's 10,000 episodes of 1 query per class.
+    `device` (train/device.py): where the supernet embeds, in fp32; episodes are batched on a GPU.
     """
 
     config = space if isinstance(space, SpaceConfig) else load_space(space)
+    dev = resolve_device(device)
     configure_threads(threads, workers, 1)
     if episodes < 1 or way < 2 or shot < 1 or query < 1:
         raise SSTEdgeError("evaluation needs episodes >= 1, way >= 2, shot >= 1 and query >= 1")
@@ -141,7 +156,7 @@ def evaluate(space: str | Path | SpaceConfig, weights: str | Path, data: str | P
     result = EvalResult(config.name, meta["path"], dict(sample), source, split, way, shot, query, episodes,
                         seed, head_source=choice.source, notes=list(choice.notes))
     activate(supernet, config, sample)
-    supernet.eval()
+    supernet.to(dev).eval()
     scorer = torch_scorer(supernet, pre, result, head_cfgs, workers, progress)
     return score_episodes(result, scorer, load_splits(data, split_dir)[split], head_cfgs,
                           reversed_pairs=reversed_pairs)

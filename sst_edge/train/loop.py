@@ -1,10 +1,14 @@
 """Supernet training: single-path one-shot episodes with search-space shrinking (Algorithm 1).
 
-Each step: one episode, one subnet drawn uniformly from the space's current restriction, validated and
-routed (`activate`), the few-shot head's cross-entropy on the query clips, AdamW with a linear warm-up then a
-cosine learning rate, gradient clipping. Everything random is a function of the seed and a position:
-subnet = f(seed, step), episode = f(seed, episode index), so a resumed run, or a run on any number of
-workers, takes exactly the path an uninterrupted one does.
+Each optimizer step: one subnet drawn uniformly from the space's current restriction, validated and
+routed (`activate`); `episodes_per_step` episodes on every rank, each the few-shot head's cross-entropy on
+its query clips, the gradients accumulated (loss / K) and averaged over ranks once; AdamW with a linear
+warm-up then a cosine learning rate over the optimizer steps, gradient clipping. The model runs on
+`--device` in `--precision` (autocast; the head and the loss in fp32); a step whose gradients are not finite
+is skipped (GradScaler's rule for fp16, the same rule for the others) and counted. Everything random is a
+function of the seed and a position: subnet = f(seed, step), episode = f(seed, episode index), so a resumed
+run, or a run on any number of workers, takes exactly the path an uninterrupted one does, and one process
+with K episodes per step takes the episodes of K ranks with one each.
 
 OUT (written by rank 0 only):
     run.json                 seed, versions, configuration, command, and at the end the results
@@ -22,6 +26,7 @@ run.json records the subnet document, its sample and the init weights, and there
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -44,7 +49,7 @@ from .. import __version__
 from .._nni import nni
 from ..cost.flops import cost_expression, extreme_sample, predicted_cost
 from ..cost.latency import load_table
-from ..data.episodes import EpisodeDataset, episode_loader
+from ..data.episodes import EpisodeDataset, EpisodeSubset, episode_loader, to_device
 from ..device.datasets import load_splits
 from ..device.preprocess import Preprocess
 from ..errors import DatasetError, SSTEdgeError
@@ -58,7 +63,9 @@ from ..space.supernet import activate, build_supernet, random_sample
 from . import checkpoint as ckpt
 from .artifacts import SUPERNET_FORMAT, WEIGHTS_FILE, single_path
 from .config import TrainConfig
+from .device import Precision, full_precision, resolve_precision
 from .distributed import Dist, configure_threads, in_sync, init_distributed, shutdown, wrap
+from .estimate import Estimate
 from .evaluate import episode_accuracies, split_features
 from .finetune import FineTune, load_finetune, load_init
 from .plots import plot_loss, plot_scores
@@ -66,6 +73,8 @@ from .shrink import ShrinkRecords, candidate_costs, shrink, space_size
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
+ESTIMATE_AFTER = 6      # optimizer steps timed (after the first, which warms up) before the run's estimate
+MAX_SKIPPED_STEPS = 20  # consecutive steps with non-finite gradients before the run is called diverged
 
 CostFn = Callable[[dict[str, Any]], float]
 
@@ -75,8 +84,8 @@ class TrainResult:
     out: Path
     epochs: int
     steps: int
-    first_epoch_loss: float
-    last_epoch_loss: float
+    first_epoch_loss: float | None  # None: no step of the epoch had a finite loss
+    last_epoch_loss: float | None
     val_acc: list[float | None]
     restriction: dict[str, list]
     space_size: int
@@ -96,7 +105,8 @@ class TrainResult:
         val = [v for v in self.val_acc if v is not None]
         out = [
             f"{'fine-tuned' if self.subnet else 'trained'} {self.epochs} epochs ({self.steps} steps) in "
-            f"{self.seconds:.0f} s: loss {self.first_epoch_loss:.4f} (epoch 1) -> {self.last_epoch_loss:.4f} "
+            f"{self.seconds:.0f} s: loss {_num(self.first_epoch_loss)} (epoch 1) -> "
+            f"{_num(self.last_epoch_loss)} "
             f"(epoch {self.epochs})" + (f", validation accuracy {val[-1]:.3f}" if val else "")
         ]
         if self.subnet:
@@ -113,6 +123,10 @@ class TrainResult:
         ]
 
 
+def _num(x: float | None, digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
 # ------------------------------------------------------------------------------------ deterministic parts
 def subnet_for_step(
     config: SpaceConfig, seed: int, step: int, restriction: dict[str, list]
@@ -122,14 +136,19 @@ def subnet_for_step(
     return random_sample(config, random.Random(f"sst-edge/subnet/{seed}/{step}"), restriction)
 
 
-def episode_start(epoch: int, rank: int, world: int, episodes: int) -> int:
-    """Index of the first training episode of rank `rank` in (1-based) `epoch`: disjoint across ranks."""
-    return ((epoch - 1) * world + rank) * episodes
+def episode_indices(epoch: int, rank: int, world: int, episodes: int, per_step: int = 1) -> list[int]:
+    """The training episodes of rank `rank` in (1-based) `epoch`, in the order it takes them: at optimizer
+    step i of the epoch, episodes base + (i * world + rank) * K + m for m < K, base = (epoch - 1) * world *
+    episodes. Disjoint across ranks and epochs; each step takes the same episodes however world x K is
+    split (one process with K = 2 takes, at each step, what two ranks with K = 1 take)."""
+    base = (epoch - 1) * world * episodes
+    return [base + (i * world + rank) * per_step + m
+            for i in range(episodes // per_step) for m in range(per_step)]
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up over `lr_warmup` steps, then cosine from `lr` to 0 at the last step."""
-    total = cfg.epochs * cfg.episodes
+    """Linear warm-up over `lr_warmup` optimizer steps, then cosine from `lr` to 0 at the last step."""
+    total = cfg.total_steps
     if step < cfg.lr_warmup:
         return cfg.lr * (step + 1) / cfg.lr_warmup
     span = max(1, total - cfg.lr_warmup)
@@ -222,9 +241,17 @@ class _Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.supernet = build_supernet(s, tune.restriction if tune else None)
+        self.device = d.device
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.scaler = self.precision.scaler(self.device)
+        # built on the CPU (the same initial weights on every device), then moved; the optimizer's state
+        # lives beside the parameters
+        self.supernet = build_supernet(s, tune.restriction if tune else None).to(self.device)
         self.model = wrap(self.supernet, d, find_unused=tune is None)
         self.optimizer = torch.optim.AdamW(param_groups(self.supernet, cfg.weight_decay), lr=cfg.lr)
+        self.skipped_steps = 0  # consecutive steps with non-finite gradients
+        self.step_times: list[float] = []  # wall seconds of this process's first steps (the estimate)
+        self.estimate: Estimate | None = None
         self.restriction = Restriction(s.name, s.hash, tune.restriction) if tune else full_restriction(s)
         self.records = ShrinkRecords()
         self.epoch = 0
@@ -265,9 +292,10 @@ class _Trainer:
                     self._announce_finetune()
             return
         doc, tensors = found
-        self.supernet.load_state_dict(ckpt.model_state(tensors), strict=True)
+        self.supernet.load_state_dict(ckpt.model_state(tensors), strict=True)  # copied onto our device
         ckpt.restore_optimizer(self.optimizer, tensors, doc["optimizer"]["param_groups"])
         ckpt.restore_rng(doc, tensors)
+        self._resume_precision(doc)
         self.epoch, self.step = doc["epoch"], doc["step"]
         self.restriction = Restriction(self.space.name, self.space.hash,
                                        {k: list(v) for k, v in doc["shrink"]["restriction"]["keep"].items()},
@@ -282,6 +310,21 @@ class _Trainer:
                        f"{self.restriction_size():,} architectures left)", file=sys.stderr)
             if self.tune is not None:
                 self._announce_finetune()
+
+    def _resume_precision(self, doc: dict[str, Any]) -> None:
+        """`precision: auto` keeps the precision the run used (another device may resolve auto otherwise);
+        an explicit other one is allowed, and said. The loss scale of an fp16 run continues."""
+        used = (doc.get("precision") or {}).get("used", "fp32")  # runs before --precision were fp32
+        if self.cfg.precision == "auto" and used != self.precision.name:
+            self.precision = Precision(used, "auto", f"kept from the checkpoint (auto would take "
+                                       f"{self.precision.name} on {self.device})")
+        elif used != self.precision.name and self.d.is_main:
+            tqdm.write(f"sst-edge: warning: the run trained in {used} and continues in "
+                       f"{self.precision.name}: from here its trajectory differs from an uninterrupted run",
+                       file=sys.stderr)
+        self.scaler = self.precision.scaler(self.device)
+        if doc.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(doc["scaler"])
 
     def _announce_finetune(self) -> None:
         tune = self.tune
@@ -309,6 +352,7 @@ class _Trainer:
         rec = {"format": "sst-edge/run", "space": self.space.name, "space_hash": self.space.hash,
                "seed": self.cfg.seed, "config": self.cfg.to_dict(), "cost_unit": self.cost_unit,
                "world_size": self.d.world, "threads_per_process": self.threads, "versions": versions(),
+               "device": device_record(self.device, self.d), "precision": self.precision.to_dict(),
                "command": sys.argv, "started": old.get("started", now),
                "resumed": old.get("resumed", []) + ([now] if resumed else []),
                "status": "finished" if result is not None else "running"}
@@ -322,51 +366,144 @@ class _Trainer:
     def train_epoch(self) -> dict[str, Any]:
         cfg, d = self.cfg, self.d
         epoch = self.epoch + 1
-        ds = EpisodeDataset(self.splits.train, self.pre, way=cfg.way, shot=cfg.shot, query=cfg.query,
-                            episodes=cfg.episodes, seed=cfg.seed, train=True,
-                            start=episode_start(epoch, d.rank, d.world, cfg.episodes))
+        loader = iter(self._loader(epoch))
         bar = tqdm(total=cfg.episodes, desc=f"epoch {epoch}/{cfg.epochs}", unit="ep", leave=True,
                    disable=not (self.progress and d.is_main), dynamic_ncols=True)
         record = epoch > cfg.shrink.warmup and self.tune is None
         logged: list[tuple[float, float, float]] = []  # steps since the last metrics line
-        losses, accs, skipped = [], [], 0
+        losses, accs, skipped, untaken = [], [], 0, 0
         t0 = time.perf_counter()
         self.model.train()
-        for ep in episode_loader(ds, cfg.workers):
+        for _ in range(cfg.steps_per_epoch):
+            t_step = time.perf_counter()
             sample = subnet_for_step(self.space, cfg.seed, self.step, self.restriction.choices)
             activate(self.supernet, self.space, sample, self.restriction.choices)
             lr = learning_rate(cfg, self.step)
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
-            query, support = split_features(self.model(torch.cat([ep.support, ep.query])), cfg.way, cfg.shot)
-            logits = head_logits(query, support, cfg.head)
-            loss = F.cross_entropy(logits, ep.query_labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad > 0:
-                nn.utils.clip_grad_norm_(self.supernet.parameters(), cfg.clip_grad)
-            self.optimizer.step()
-            acc = (logits.argmax(1) == ep.query_labels).double().mean().item()
-            loss_v, acc_v = d.mean(loss.item(), acc)
+            loss_v, acc_v, skipped_clips, taken = self.optimizer_step(loader)
             cost = self.cost(sample)
-            if record:
-                self.records.add(sample, loss_v)
             self.step += 1
-            skipped += len(ep.skipped)
-            losses.append(loss_v)
-            accs.append(acc_v)
-            logged.append((loss_v, acc_v, cost))
+            skipped += skipped_clips
+            untaken += not taken
+            if math.isfinite(loss_v):  # the subnet's loss is evidence even when fp16 skipped the update
+                if record:
+                    self.records.add(sample, loss_v)
+                losses.append(loss_v)
+                accs.append(acc_v)
+                logged.append((loss_v, acc_v, cost))
             if len(logged) == cfg.log_every:
                 self._log_metrics(logged, epoch, lr)
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", acc=f"{np.mean(accs[-50:]):.2f}",
+            self._time_step(time.perf_counter() - t_step)
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}" if losses else "nan",
+                            acc=f"{np.mean(accs[-50:]):.2f}" if accs else "nan",
                             lr=f"{lr:.1e}", space=f"{self.restriction_size():.2g}", refresh=False)
-            bar.update()
+            bar.update(cfg.episodes_per_step)
         bar.close()
         if logged:
             self._log_metrics(logged, epoch, lr)
-        return {"kind": "epoch", "epoch": epoch, "step": self.step, "train_loss": float(np.mean(losses)),
-                "train_acc": float(np.mean(accs)), "skipped_clips": skipped,
-                "seconds": time.perf_counter() - t0}
+        return {"kind": "epoch", "epoch": epoch, "step": self.step,
+                "train_loss": float(np.mean(losses)) if losses else None,
+                "train_acc": float(np.mean(accs)) if accs else None, "skipped_clips": skipped,
+                "untaken_steps": untaken, "seconds": time.perf_counter() - t0}
+
+    def _loader(self, epoch: int) -> Any:
+        """This rank's episodes of `epoch` (episode_indices), decoded by the loader workers; pinned memory
+        when the model is on a GPU."""
+        cfg, d = self.cfg, self.d
+        sampler = EpisodeDataset(self.splits.train, self.pre, way=cfg.way, shot=cfg.shot, query=cfg.query,
+                                 episodes=cfg.epochs * d.world * cfg.episodes, seed=cfg.seed, train=True)
+        share = EpisodeSubset(sampler, episode_indices(epoch, d.rank, d.world, cfg.episodes,
+                                                       cfg.episodes_per_step))
+        return episode_loader(share, cfg.workers, pin_memory=self.device.type == "cuda")
+
+    def optimizer_step(self, loader: Any) -> tuple[float, float, int, bool]:
+        """One optimizer step over `episodes_per_step` episodes on every rank: (mean loss, mean accuracy
+        over the step's episodes and ranks, clips skipped as unreadable, whether the step was taken).
+
+        Each episode's loss / K is back-propagated (DDP synchronises the accumulated gradients once, at the
+        step's last episode); a step whose gradient norm is not finite (an fp16 overflow while the loss
+        scale settles, or a NaN) is not taken, on every rank alike, since every rank sees the same averaged
+        gradients."""
+        cfg, d, k = self.cfg, self.d, self.cfg.episodes_per_step
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = acc_sum = 0.0
+        skipped = 0
+        for m in range(k):
+            ep = to_device(next(loader), self.device)
+            skipped += len(ep.skipped)
+            sync = m == k - 1 or not d.active
+            with contextlib.nullcontext() if sync else self.model.no_sync():
+                loss, acc = self._episode_loss(ep)
+                self.scaler.scale(loss / k).backward()
+            loss_sum += loss.item()
+            acc_sum += acc
+        self.scaler.unscale_(self.optimizer)  # a no-op unless fp16
+        norm = nn.utils.clip_grad_norm_(self.supernet.parameters(),
+                                        cfg.clip_grad if cfg.clip_grad > 0 else math.inf)
+        finite = bool(torch.isfinite(norm))
+        if finite:
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.skipped_steps = 0 if finite else self.skipped_steps + 1
+        if self.skipped_steps >= MAX_SKIPPED_STEPS:
+            raise SSTEdgeError(f"training diverged: {self.skipped_steps} steps in a row had non-finite "
+                               f"gradients (step {self.step}, {self.precision.name}); lower --lr, or train "
+                               "in bf16 or fp32", self.out)
+        loss_v, acc_v = d.mean(loss_sum / k, acc_sum / k)
+        return loss_v, acc_v, skipped, finite
+
+    def _episode_loss(self, ep: Any) -> tuple[torch.Tensor, float]:
+        """The few-shot loss of one episode and its query accuracy: the model in the run's precision, the
+        head and the loss in fp32."""
+        with self.precision.autocast(self.device):
+            features = self.model(torch.cat([ep.support, ep.query]))
+        with full_precision(self.device):
+            query, support = split_features(features.float(), self.cfg.way, self.cfg.shot)
+            logits = head_logits(query, support, self.cfg.head)
+            loss = F.cross_entropy(logits, ep.query_labels)
+        return loss, (logits.argmax(1) == ep.query_labels).double().mean().item()
+
+    def _time_step(self, seconds: float) -> None:
+        """Keep the first steps' times; after ESTIMATE_AFTER of them, say how long the whole run takes."""
+        if len(self.step_times) > ESTIMATE_AFTER:
+            return
+        self.step_times.append(seconds)
+        if len(self.step_times) == ESTIMATE_AFTER + 1:
+            self.estimate = self.estimate_from(self.step_times[1:])
+            if self.d.is_main:
+                for line in self.estimate.lines():
+                    tqdm.write(line, file=sys.stderr)
+
+    def estimate_from(self, times: list[float], val_seconds: float | None = None) -> Estimate:
+        cfg = self.cfg
+        return Estimate.from_times(
+            times, steps_left=cfg.total_steps - self.step, steps_total=cfg.total_steps,
+            episodes_per_step=cfg.episodes_per_step, world=self.d.world, device=str(self.device),
+            precision=self.precision.name, validation_episodes=cfg.val_episodes if self.val else 0,
+            epochs_left=cfg.epochs - self.epoch, seconds_per_validation_episode=val_seconds)
+
+    def dry_run(self, steps: int = ESTIMATE_AFTER) -> Estimate:
+        """Time `steps` optimizer steps (after one that warms up) and a few validation episodes, write
+        nothing, and estimate the whole run: `train --dry-run`."""
+        loader = iter(self._loader(1))
+        self.model.train()
+        times = []
+        for i in range(min(steps + 1, self.cfg.steps_per_epoch)):
+            t0 = time.perf_counter()
+            sample = subnet_for_step(self.space, self.cfg.seed, i, self.restriction.choices)
+            activate(self.supernet, self.space, sample, self.restriction.choices)
+            self.optimizer_step(loader)
+            times.append(time.perf_counter() - t0)
+        val_s = None
+        if self.val is not None:
+            n = min(3, len(self.val))
+            t0 = time.perf_counter()
+            sample = extreme_sample(self.space, self.restriction.choices, largest=True)
+            episode_accuracies(self.supernet, self.space, sample, EpisodeSubset(self.val, range(n)),
+                               [self.cfg.head], self.cfg.workers, self.d)
+            val_s = (time.perf_counter() - t0) / n
+        return self.estimate_from(times[1:] or times, val_s)
 
     def _log_metrics(self, logged: list[tuple[float, float, float]], epoch: int, lr: float) -> None:
         w = np.array(logged)
@@ -423,9 +560,12 @@ class _Trainer:
             "step": self.step, "space": self.space.name, "space_hash": self.space.hash, "seed": self.cfg.seed,
             "world_size": self.d.world, "config": self.cfg.to_dict(), "cost_unit": self.cost_unit,
             "sampler": {"next_step": self.step,
-                        "next_episode_start": episode_start(self.epoch + 1, 0, self.d.world,
-                                                            self.cfg.episodes),
+                        "next_episode": episode_indices(self.epoch + 1, 0, self.d.world, self.cfg.episodes,
+                                                        self.cfg.episodes_per_step)[0],
+                        "episode": "(epoch - 1) * world * episodes + (i * world + rank) * K + m",
                         "subnet_seed": f"sst-edge/subnet/{self.cfg.seed}/<step>"},
+            "device": device_record(self.device, self.d), "precision": self.precision.to_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "shrink": {"records": self.records.to_list(), "restriction": self.restriction.to_dict()},
             "versions": {k: v for k, v in versions().items() if k != "platform"},
         }
@@ -445,7 +585,10 @@ class _Trainer:
             self.checkpoint()
             if self.d.is_main:
                 val = f", val acc {rec['val_acc']:.3f}" if rec["val_acc"] is not None else ""
-                tqdm.write(f"epoch {self.epoch}: loss {rec['train_loss']:.4f}, acc {rec['train_acc']:.3f}"
+                n = rec["untaken_steps"]
+                untaken = f", {n} step{'s' if n > 1 else ''} not taken" if n else ""
+                tqdm.write(f"epoch {self.epoch}: loss {_num(rec['train_loss'])}, "
+                           f"acc {_num(rec['train_acc'], 3)}{untaken}"
                            f"{val} ({rec['seconds']:.0f} s)", file=sys.stderr)
             self.d.barrier()
         synced = in_sync(self.supernet, self.d)
@@ -461,8 +604,8 @@ class _Trainer:
             out=self.out,
             epochs=self.epoch,
             steps=self.step,
-            first_epoch_loss=epochs[0]["train_loss"] if epochs else float("nan"),
-            last_epoch_loss=epochs[-1]["train_loss"] if epochs else float("nan"),
+            first_epoch_loss=epochs[0]["train_loss"] if epochs else None,
+            last_epoch_loss=epochs[-1]["train_loss"] if epochs else None,
             val_acc=[r.get("val_acc") for r in epochs],
             restriction=self.restriction.choices,
             space_size=self.restriction_size(),
@@ -483,6 +626,15 @@ class _Trainer:
                 plot_scores(self.restriction.history, self.out / "scores.png")
             self._write_run_record(resumed=False, result=result.to_dict())
         return result
+
+
+def device_record(device: torch.device, d: Dist) -> dict[str, Any]:
+    """Where a run computed: the device, its GPU's name, the process group's backend."""
+    rec: dict[str, Any] = {"device": str(device), "backend": d.backend or None}
+    if device.type == "cuda":
+        rec["gpu"] = torch.cuda.get_device_name(device)
+        rec["cuda"] = torch.version.cuda
+    return rec
 
 
 def check_start(
@@ -524,7 +676,7 @@ def train_supernet(config: TrainConfig, out: str | Path, *, resume: bool = False
     table's `predict_ms` when `config.latency_table` is set). Under torchrun every rank calls this.
     With `config.subnet` and `config.init` it fine-tunes that one subnet instead (finetune.py).
     """
-    d = init_distributed()
+    d = init_distributed(config.device)
     try:
         found = check_start(config, Path(out), resume, d.world)
         tune = (load_finetune(config, load_space(config.space), with_init=found is None)
@@ -532,5 +684,28 @@ def train_supernet(config: TrainConfig, out: str | Path, *, resume: bool = False
         trainer = _Trainer(config, Path(out), d, cost_fn, cost_unit, progress, tune)
         trainer.start(found)
         return trainer.run()
+    finally:
+        shutdown(d)
+
+
+def estimate_run(config: TrainConfig, out: str | Path, *, resume: bool = False,
+                 steps: int = ESTIMATE_AFTER) -> Estimate:
+    """`train --dry-run`: check the options as `train` would, time a few steps, write nothing."""
+    d = init_distributed(config.device)
+    try:
+        found = check_start(config, Path(out), resume, d.world)
+        tune = (load_finetune(config, load_space(config.space), with_init=True)
+                if config.subnet is not None else None)
+        trainer = _Trainer(config, Path(out), d, None, None, False, tune)
+        trainer.log.enabled = False
+        if found is not None:  # a resumed run: time its own state, for the steps it has left
+            doc, tensors = found
+            trainer.supernet.load_state_dict(ckpt.model_state(tensors), strict=True)
+            trainer.epoch, trainer.step = doc["epoch"], doc["step"]
+            keep = doc["shrink"]["restriction"]["keep"]
+            trainer.restriction = Restriction(trainer.space.name, trainer.space.hash,
+                                              {k: list(v) for k, v in keep.items()})
+            trainer._resume_precision(doc)
+        return trainer.dry_run(steps)
     finally:
         shutdown(d)
