@@ -55,7 +55,8 @@ def test_tensorrt_provider_options_are_pinned(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cache = str((tmp_path / "cache" / hashlib.sha256(model.read_bytes()).hexdigest()[:16]).resolve())
     target = load_target("jetson-trt-fp16")
-    got = provider_list(target.execution_providers, target.provider_options, model, True, ["batch", 4, 3, 64, 64])
+    got = provider_list(target.execution_providers, target.provider_options, model, True,
+                        ["batch", 4, 3, 64, 64])
     assert got == [
         ("TensorrtExecutionProvider", {
             "device_id": 0, "trt_fp16_enable": True, "trt_layer_norm_fp32_fallback": True,

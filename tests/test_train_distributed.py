@@ -8,10 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
+
 from sst_edge.space.config import load_space
+from sst_edge.space.supernet import build_supernet
 from sst_edge.train.loop import episode_indices, subnet_for_step
 
 HERE = Path(__file__).parent
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def test_ranks_share_subnets_and_split_episodes() -> None:
@@ -32,13 +37,20 @@ def test_ranks_share_subnets_and_split_episodes() -> None:
 
 
 def test_torchrun_two_processes_on_gloo(synth_dataset: Path, tmp_path: Path) -> None:
-    out = tmp_path / "ddp"
+    """2 ranks x 1 episode per step, then the same run as one process taking 2 episodes per step: the
+    weights come out bit-identical (every step averages the gradients of the same two episodes through
+    the same subnet; halving a loss is exact in floating point, and a sum of two is commutative). What
+    differs, by design, is BatchNorm's running statistics, which only evaluation uses: DDP keeps rank
+    0's (broadcast before each forward), one process updates them with both episodes of a step."""
+    out, single = tmp_path / "ddp", tmp_path / "single"
     torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(HERE / "ddp_train.py"),
-           "train", "--space", "sst_tiny", "--data", str(synth_dataset), "--out", str(out),
-           "--way", "3", "--query", "1", "--episodes", "4", "--epochs", "2", "--val-episodes", "4",
-           "--warmup", "0", "--shrink-period", "1", "--drop-percent", "10", "--confidence", "0.9",
-           "--min-count", "1", "--workers", "0", "--threads", "1", "--log-every", "2", "--no-progress"]
+    common = ["train", "--space", "sst_tiny", "--data", str(synth_dataset),
+              "--way", "3", "--query", "1", "--epochs", "2", "--val-episodes", "4",
+              "--warmup", "0", "--shrink-period", "1", "--drop-percent", "10", "--confidence", "0.9",
+              "--min-count", "1", "--workers", "0", "--threads", "1", "--log-every", "2", "--no-progress",
+              "--device", "cpu", "--precision", "fp32"]
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(HERE / "ddp_train.py"), *common,
+           "--out", str(out), "--episodes", "4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -52,3 +64,19 @@ def test_torchrun_two_processes_on_gloo(synth_dataset: Path, tmp_path: Path) -> 
     assert len(history) == 2 and len(history[0]["candidates"]) == 45  # 4 steps: too few to drop
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in steps if r["kind"] == "step"] == [2, 4, 6, 8]  # written once, by rank 0
+
+    one = subprocess.run([sys.executable, "-m", "sst_edge.cli", *common, "--out", str(single),
+                          "--episodes", "8", "--episodes-per-step", "2"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = (load_file(str(d / "supernet.safetensors")) for d in (out, single))
+    differ = sorted(k for k in a if not torch.equal(a[k], b[k]))
+    assert differ and all(k.startswith("embed.convs.") and k.rsplit(".", 1)[1] in BN_BUFFERS for k in differ)
+    assert torch.equal(a["embed.convs.1.num_batches_tracked"] * 2, b["embed.convs.1.num_batches_tracked"])
+    params = dict(build_supernet(load_space("sst_tiny")).named_parameters())
+    assert all(torch.equal(a[k], b[k]) for k in params)  # every weight, bit for bit
+    losses = [[r["loss"] for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+               if r["kind"] == "step"] for d in (out, single)]
+    assert losses[0] == losses[1]  # the same losses, so the same shrink decisions
+    history = [json.loads((d / "restriction.json").read_text())["history"] for d in (out, single)]
+    assert [h["candidates"] for h in history[0]] == [h["candidates"] for h in history[1]]
