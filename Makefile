@@ -1,17 +1,23 @@
-# `make demo` and `make test` each build .venv on first use: torch 2.13.0 (CPU build) first, then the rest,
-# at the versions of constraints.txt. `make device-check` builds .venv-device, the device half alone.
+# `make demo` and `make test` each build .venv on first use: torch 2.13.0 first, then the rest, at the
+# versions of constraints.txt. `make device-check` builds .venv-device, the device half alone.
+# Which torch build: whatever `pip install torch==2.13.0` finds. On Linux x86-64 from PyPI that is a CUDA
+# build (what a GPU host wants); this machine kind's pip configuration finds a CPU build on disk. To choose,
+# name PyTorch's own index: `make venv TORCH_INDEX=https://download.pytorch.org/whl/cpu` (CPU build) or
+# `.../whl/cu128` (CUDA 12.8).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIP    := -m pip install -q -c constraints.txt
+TORCH_INDEX ?=
+TORCH_FROM  := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
 .PHONY: venv demo test lint device-check mutate clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) $(PIP) torch==2.13.0
+	$(PY) $(PIP) $(TORCH_FROM) torch==2.13.0
 	$(PY) $(PIP) -e '.[host,cpu,test]'
 	touch $(STAMP)
 
