@@ -91,7 +91,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--decoder",
         default="auto",
         choices=["auto", "decord", "pyav"],
-        help="decoder to test with (default auto: decord if installed, else PyAV)",
+        help="decoder to test with (default auto: PyAV)",
     )
     check.add_argument("--frames", type=int, default=8, help="frames decoded per clip (default 8)")
     check.add_argument("--full", action="store_true", help="also decode every frame of every clip (slow)")

@@ -89,7 +89,7 @@ def _runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--decoder",
         choices=["auto", "decord", "pyav"],
-        help="video decoder (default: the card's, auto = decord, else PyAV; same frames)",
+        help="video decoder (default: the card's; auto = PyAV; decord gives the same frames)",
     )
     p.add_argument(
         "--min-shots",

@@ -44,11 +44,16 @@ def decord_available() -> bool:
 
 
 def resolve_decoder_name(name: str) -> str:
-    """'auto' -> 'decord' if importable, else 'pyav'; other names are checked."""
+    """'auto' -> 'pyav'; other names are checked.
+
+    PyAV, because it is maintained and at least as fast: decord has had no release since 2022 and is
+    reported to leak memory in long runs, and PyAV's keyframe-seek-then-decode reads clips as fast or
+    faster (bench/decode.py: PyAV / decord 1.03 to 1.15; bench/train_step.py: the training loader). Both
+    give the same pixels; 'decord' stays available by name."""
     if name not in DECODERS:
         raise SSTEdgeError(f"unknown video decoder {name!r} (choose from {', '.join(DECODERS)})")
     if name == "auto":
-        return "decord" if decord_available() else "pyav"
+        return "pyav"
     if name == "decord" and not decord_available():
         raise SSTEdgeError("decoder 'decord' is not installed (it has no aarch64 wheel): use 'pyav' or "
                            "'auto'")
