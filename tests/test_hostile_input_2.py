@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hostless import hostless_code
+from model_edits import external_data, extra_input, flat_output, variant
 from PIL import Image
+from test_hostile_input import cli
 
 import sst_edge
-from sst_edge.cli import main
 from sst_edge.device.card import CARD_FILE, MODEL_FILE, file_record, load_card, verify_files
 from sst_edge.device.datasets import load_splits
 from sst_edge.runtime.gallery import INDEX_FILE
@@ -39,16 +40,6 @@ CHILD_ENV = {**os.environ, "PYTHONWARNINGS": "ignore",  # a child imports this v
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    """`sst-edge ARGS` in this process: (exit status, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def limited(args: Sequence[object], limit: int, hostless: bool = False,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """`sst-edge ARGS` in a child process whose address space is limited to `limit` bytes (and, with
@@ -306,20 +297,9 @@ def test_2_documents_are_bounded_before_they_are_read(exported_model: Path, clip
 
 
 # --------------------------------------------------------- 3: integrity covers external data
-def _with_external_data(exported_model: Path, dest: Path) -> Path:
-    import onnx
-
-    m = copy_model(exported_model, dest)
-    proto = onnx.load(str(m / MODEL_FILE))
-    onnx.save_model(proto, str(m / MODEL_FILE), save_as_external_data=True, location="weights.bin",
-                    size_threshold=0)
-    edit_card(m, lambda c: c["files"].__setitem__(MODEL_FILE, file_record(m / MODEL_FILE)))
-    return m
-
-
 def test_3_external_data_the_card_does_not_list_is_refused(exported_model: Path, clips, tmp_path: Path,
                                                            capsys) -> None:
-    m = _with_external_data(exported_model, tmp_path / "m")
+    m = variant(exported_model, tmp_path / "m", external_data(listed=False))
     clip = clips[next(iter(clips))][0]
     code, _, err = cli(capsys, "enroll", "--model", m, "--gallery", tmp_path / "g", "--label", "a", clip)
     named_error(code, err, "weights.bin", "not listed in the card", str(m / MODEL_FILE))
@@ -505,35 +485,6 @@ def test_6_enroll_and_classify_with_non_utf8_names(hostless: bool, odd_names: di
 
 
 # ---------------------------------------------------------- 7: the model is checked against its card
-def _onnx_variant(exported_model: Path, dest: Path, change) -> Path:
-    import onnx
-
-    m = copy_model(exported_model, dest)
-    proto = onnx.load(str(m / MODEL_FILE))
-    change(proto)
-    onnx.save(proto, str(m / MODEL_FILE))
-    edit_card(m, lambda c: c["files"].__setitem__(MODEL_FILE, file_record(m / MODEL_FILE)))
-    return m
-
-
-def _extra_input(proto) -> None:
-    from onnx import helper
-
-    proto.graph.input.append(helper.make_tensor_value_info("mask", 1, ["batch", 4]))
-
-
-def _two_d_output(proto) -> None:
-    from onnx import helper
-
-    y = proto.graph.output[0]
-    name, c = y.name, y.type.tensor_type.shape.dim[2].dim_value
-    for node in proto.graph.node:
-        node.output[:] = [f"{o}_frames" if o == name else o for o in node.output]
-    proto.graph.node.append(helper.make_node("ReduceMean", [f"{name}_frames"], [name], axes=[1], keepdims=0))
-    proto.graph.output.pop()
-    proto.graph.output.append(helper.make_tensor_value_info(name, 1, ["batch", c]))
-
-
 def _set(path: tuple, value):
     def edit(card: dict) -> None:
         d = card
@@ -555,8 +506,8 @@ MISMATCHES = {
               ["card says a float16 input, model.onnx's is float32"]),
     "name": (_set(("input", "name"), "clips"), None,
              ["card says input 'clips', model.onnx names it 'input'"]),
-    "extra input": (None, _extra_input, ["card says one input, model.onnx has 2 ('input', 'mask')"]),
-    "2-D output": (None, _two_d_output, ["card says output [batch, 4, 64] (3 dimensions)",
+    "extra input": (None, extra_input, ["card says one input, model.onnx has 2 ('input', 'mask')"]),
+    "2-D output": (None, flat_output, ["card says output [batch, 4, 64] (3 dimensions)",
                                          "[batch, 64] (2 dimensions)"]),
 }
 
@@ -572,7 +523,7 @@ def test_7_a_model_that_is_not_its_card_is_named_in_every_verb(case: str, export
         code, _, err = cli(capsys, "enroll", "--model", exported_model, "--gallery", g, "--label", lb,
                            "--no-progress", *clips[lb][:2])
         assert code == 0, err
-    m = (_onnx_variant(exported_model, tmp_path / "m", onnx_edit) if onnx_edit else
+    m = (variant(exported_model, tmp_path / "m", onnx_edit) if onnx_edit else
          copy_model(exported_model, tmp_path / "m"))
     if card_edit:
         edit_card(m, card_edit)
