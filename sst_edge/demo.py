@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from .cost.flops import extreme_sample
@@ -29,7 +28,7 @@ from .search.experiment import run_search
 from .search.settings import SearchSettings
 from .space.config import load_space
 from .space.restriction import FILE as RESTRICTION_FILE
-from .tables import rich_lines
+from .tables import cell, rich_lines
 from .train.artifacts import run_restriction
 from .train.config import ShrinkConfig, TrainConfig
 from .train.loop import train_supernet
@@ -85,7 +84,7 @@ class DemoResult:
         for s in self.stages:
             figs = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                              for k, v in s.figures.items())
-            table.add_row(escape(s.name), escape(s.output), f"{s.seconds:.1f}", escape(figs))
+            table.add_row(cell(s.name), cell(s.output), f"{s.seconds:.1f}", cell(figs))
         return (rich_lines(table, width=140) + [f"All files are under {self.out.resolve()}; plots:"]
                 + [f"  {png}" for png in sorted(self.out.rglob("*.png"))])
 

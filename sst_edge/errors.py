@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+PROBLEM_SEP = "\n  - "  # how an error lists its problems, one per line
+
 
 class SSTEdgeError(Exception):
     """A problem with something the user handed us (a file, a name, an option).
@@ -17,7 +19,7 @@ class SSTEdgeError(Exception):
         self.problems = list(problems or [])
         text = f"{path}: {message}" if path is not None else message
         if self.problems:
-            text += "".join(f"\n  - {p}" for p in self.problems)
+            text += "".join(f"{PROBLEM_SEP}{p}" for p in self.problems)
         super().__init__(text)
 
 

@@ -7,6 +7,15 @@ import io
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
+
+from .text import printable
+
+
+def cell(text: object) -> str:
+    """Text for a table cell or title: non-printable characters escaped (a newline in a class name
+    would otherwise split its row in two) and rich markup escaped."""
+    return escape(printable(text))
 
 
 def rich_lines(*items: Any, width: int = 120) -> list[str]:

@@ -208,7 +208,7 @@ def test_bad_inputs_named(trained_run: Path, tiny_subnet: Path, tmp_path: Path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    with pytest.raises(SSTEdgeError, match="not empty and holds no model card"):
+    with pytest.raises(SSTEdgeError, match="not a model sst-edge wrote"):
         export_model(tiny_subnet, trained_run, "cpu-fp32", other, overwrite=True, progress=False)
     assert (other / "notes.txt").read_text() == "mine"
 

@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -236,7 +237,7 @@ def test_reads_name_the_file_and_the_reason(tmp_path: Path) -> None:
     os.truncate(f, 12_345_678)  # sparse: checked by its size before anything is read
     with pytest.raises(SSTEdgeError, match="12,345,678 bytes, more than the 1,000"):
         stat_file(f, max_bytes=1000)
-    assert fileio.JSON_MAX_BYTES == 256 * 1024 * 1024
+    assert fileio.JSON_MAX_BYTES == 64 * 1024 * 1024
 
 
 def test_os_reasons_in_words() -> None:
@@ -288,12 +289,12 @@ def test_every_error_names_its_file_and_what_it_was(tmp_path: Path, monkeypatch:
     os.truncate(big, fileio.JSON_MAX_BYTES + 1)  # sparse; refused by its size before it is read
     with pytest.raises(SSTEdgeError) as e:
         read_json(big, "table")
-    assert e.value.path == big and e.value.message == "table: 268,435,457 bytes, more than the 268,435,456 " \
+    assert e.value.path == big and e.value.message == "table: 67,108,865 bytes, more than the 67,108,864 " \
         "such a file can have"
     for data, message in [(b"\xff", "not a valid JSON file: not UTF-8 text (invalid start byte at byte 0)"),
                           (b"{", "not a valid JSON file: Expecting property name enclosed in double quotes: "
                                  "line 1 column 2 (char 1)"),
-                          (b"[" * 100_000, "not a valid JSON file: nested too deeply"),
+                          (b"[" * 100_000, "not a valid JSON file: nested too deeply (more than 64 levels)"),
                           (b"[NaN]", "not a valid JSON file: it holds NaN or Infinity")]:
         with pytest.raises(SSTEdgeError) as e:
             parse_json(data, big)
@@ -305,10 +306,10 @@ def test_every_error_names_its_file_and_what_it_was(tmp_path: Path, monkeypatch:
     f = tmp_path / "f.bin"
     f.write_bytes(b"x")
 
-    def eio(self):
+    def eio(*_a, **_k):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(Path, "read_bytes", eio)
+    monkeypatch.setattr(fileio, "open", eio, raising=False)  # the module's open(), the builtin elsewhere
     with pytest.raises(SSTEdgeError) as e:
         read_bytes(f, "model")
     assert e.value.path == f
@@ -316,3 +317,138 @@ def test_every_error_names_its_file_and_what_it_was(tmp_path: Path, monkeypatch:
     with pytest.raises(SSTEdgeError) as e:
         read_bytes(f)
     assert e.value.message.startswith("file: input/output error")
+
+
+# --------------------------------------------------------------------- bounds, folders, locks (issue 25)
+def test_depth_is_bounded_without_recursion_even_for_alias_bombs_and_loops() -> None:
+    assert not fileio.too_deep({"a": [[1, 2], {"b": None}]}, 3)
+    assert fileio.too_deep({"a": [[1, 2], {"b": {}}]}, 3)  # {} is the fourth level
+    deep: list = []
+    node = deep
+    for _ in range(100_000):  # far past Python's recursion limit: walked without recursing
+        node.append([])
+        node = node[0]
+    assert fileio.too_deep(deep, 64) and not fileio.too_deep(deep, 100_001)
+    shared: list = [0] * 10  # a billion-laughs shape: 10 levels of 10 references to one list
+    for _ in range(9):
+        shared = [shared] * 10
+    start = time.monotonic()
+    assert not fileio.too_deep(shared, 10) and fileio.too_deep(shared, 9)
+    assert time.monotonic() - start < 1.0  # each shared node walked once per depth, not 10^9 times
+    loop: list = []
+    loop.append(loop)  # a YAML alias can refer to its own parent
+    assert fileio.too_deep(loop, 64)
+
+
+def test_yaml_is_read_bounded_and_named(tmp_path: Path) -> None:
+    p = tmp_path / "t.yaml"
+    p.write_text("a: [1, {b: 2}]\n")
+    assert fileio.read_yaml(p) == {"a": [1, {"b": 2}]}
+    nested = "not a valid space: nested too deeply (more than 64 levels)"
+    for text, message in [("a: " + "[" * 5000 + "]" * 5000, nested), ("a: " + "[" * 70 + "]" * 70, nested),
+                          ("a: [", "not valid YAML"), ("!!python/object/apply:os.system [echo hi]",
+                                                       "not valid YAML")]:
+        p.write_text(text)
+        with pytest.raises(SSTEdgeError) as e:
+            fileio.read_yaml(p, "space")
+        assert e.value.path == p and e.value.message.startswith(message), e.value.message
+    p.write_bytes(b"a: \xff")
+    with pytest.raises(SSTEdgeError, match="not UTF-8 text"):
+        fileio.read_yaml(p)
+    os.truncate(p, fileio.YAML_MAX_BYTES + 1)
+    with pytest.raises(SSTEdgeError, match="1,048,577 bytes, more than the 1,048,576"):
+        fileio.read_yaml(p)
+
+
+def test_a_bounded_read_never_reads_past_its_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(b"x" * 10)
+    real = os.stat
+
+    def shrunk(path, *a, **k):  # the file grows between the size check and the read
+        st = real(path, *a, **k)
+        return os.stat_result((*st[:6], 5, *st[7:])) if Path(path) == f else st
+
+    monkeypatch.setattr(fileio.Path, "stat", lambda self, **k: shrunk(self, **k))
+    with pytest.raises(SSTEdgeError, match="grew past 5 bytes while it was read"):
+        read_bytes(f, "f", max_bytes=5)
+
+
+def test_an_os_error_without_a_name_is_named_by_the_writer(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")  # fsync and write name no file
+
+    monkeypatch.setattr(fileio.os, "fsync", full)
+    with pytest.raises(OSError) as e:
+        atomic_write_bytes(tmp_path / "doc.bin", b"new")
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "doc.bin")
+    assert _names(tmp_path) == []
+    with pytest.raises(OSError) as e, fileio.naming("/x"):
+        raise OSError(errno.EROFS, "ro", "/already/named")
+    assert e.value.filename == "/already/named"
+
+
+def test_foreign_files_are_named_and_nothing_is_touched(tmp_path: Path) -> None:
+    ours = fileio.written_by_us({"run.json"}, {"trials"}, r"checkpoint-e\d{4}\.json")
+    folder = tmp_path / "run"
+    fileio.refuse_foreign(folder, ours, "run folder")  # absent: nothing to refuse
+    folder.mkdir()
+    (folder / "trials").mkdir()
+    for name in ("run.json", "checkpoint-e0001.json", ".run.json.abc123_x.tmp"):
+        (folder / name).write_text("ours")
+    fileio.refuse_foreign(folder, ours, "run folder")
+    for name, make in [("notes.txt", Path.write_text), ("checkpoint-e1.json", Path.write_text),
+                       ("run.json.bak", Path.write_text), (".hidden", Path.write_text),
+                       ("results", lambda p, _t: p.mkdir()), ("run.json/", None)]:
+        if make is None:  # the right name, the wrong kind: a folder named run.json
+            (folder / "run.json").unlink()
+            (folder / "run.json").mkdir()
+            name = "run.json"
+        else:
+            make(folder / name, "mine")
+        with pytest.raises(SSTEdgeError) as e:
+            fileio.refuse_foreign(folder, ours, "run folder")
+        assert e.value.path == folder and "holds files sst-edge did not write" in e.value.message
+        assert e.value.problems == [f"not written by sst-edge: {name}"], (name, e.value.problems)
+        target = folder / name
+        assert target.is_dir() or target.read_text() == "mine"  # named, never touched
+        target.rmdir() if target.is_dir() else target.unlink()
+    (tmp_path / "link").symlink_to(folder)
+    with pytest.raises(SSTEdgeError, match="must be a folder"):
+        fileio.refuse_foreign(tmp_path / "link", ours, "run folder")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "l").symlink_to(folder / "checkpoint-e0001.json")
+    with pytest.raises(SSTEdgeError, match="did not write"):
+        fileio.refuse_foreign(tmp_path / "other", lambda _n, _d: True, "run folder")  # a link is never ours
+
+
+def test_an_exclusive_lock_refuses_a_second_holder_at_once(tmp_path: Path) -> None:
+    lock = tmp_path / ".m.lock"
+    with fileio.exclusive_lock(lock, "busy"):
+        assert lock.is_file()
+        start = time.monotonic()
+        with pytest.raises(SSTEdgeError) as e, fileio.exclusive_lock(lock, "busy"):
+            pass
+        assert e.value.message == "busy" and e.value.path == lock and time.monotonic() - start < 1
+        child = subprocess.run([sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1]); "
+                                "fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)", str(lock)],
+                               capture_output=True, text=True, check=False)
+        assert child.returncode != 0 and "BlockingIOError" in child.stderr  # another process: refused too
+    assert not lock.exists()  # removed after
+    with fileio.exclusive_lock(lock, "busy"):  # and free again
+        pass
+
+
+def test_interrupts_held_lets_the_block_finish(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = signal.getsignal(signal.SIGINT)
+    done = []
+    with fileio.interrupts_held() as held:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        done.append(True)
+    assert done and held.came and signal.getsignal(signal.SIGINT) is before
+    with fileio.interrupts_held() as held:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the block chose to ignore it from now on: kept
+    assert not held.came and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    signal.signal(signal.SIGINT, before)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ def test_data_check_names_empty_folders_bad_images_and_gaps(tmp_path: Path, bfra
 def test_mixed_dataset_scan_and_split_entries(tmp_path: Path, bframe_video: Path) -> None:
     root = tmp_path / "data"
     (root / "walk").mkdir(parents=True)
-    os.symlink(bframe_video, root / "walk" / "v1.mp4")
+    shutil.copy(bframe_video, root / "walk" / "v1.mp4")
     _folder(root / "walk" / "v2", {"00000001.jpg": _gray(1), "00000002.jpg": _gray(2)})
     _folder(root / "run" / "r1", {"1.png": _gray(1)})
     _folder(root / "nested" / "level" / "clip", {"1.png": _gray(1)})  # a folder of folders: no clip
@@ -192,7 +193,7 @@ def frame_sets(synth_dataset: Path, tmp_path_factory: pytest.TempPathFactory) ->
             for c, p in chosen[s]:
                 write_frames(root / c / p.stem, decoded[p], ext)
         for c in full.val.classes:
-            os.symlink(synth_dataset / c, root / c)
+            shutil.copytree(synth_dataset / c, root / c)  # a symbolic link out of the root is refused
         (root / "splits").mkdir()
         for s in take:
             (root / "splits" / f"{s}.txt").write_text((split_dir / f"{s}.txt").read_text())

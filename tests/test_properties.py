@@ -12,7 +12,9 @@ import json
 import math
 import os
 import shutil
+import stat
 import tempfile
+import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from model_edits import external_data, extra_input, flat_output, renamed_input, variant
 
 from sst_edge.cli import main
 from sst_edge.device.card import CARD_FILE
@@ -298,6 +301,155 @@ def test_failing_disk(fail_at: int, code: int, verb: str, exported_model: Path, 
         else:
             assert calls["n"] < fail_at  # the fault never came: the write was done in fewer calls
     CASES["failing disk (enroll / remove / rename)"] += 1
+
+
+# --------------------------------------------------------------------------------------- zip archives
+def _png(level: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), (level, level, level)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+FRAME_NAMES = st.builds(lambda c, k, i: f"{c}/{k}/{i:08d}.png", st.sampled_from(["walk", "run"]),
+                        st.sampled_from(["c1", "c2"]), st.integers(1, 4))
+ODD_MEMBER_NAMES = st.sampled_from(["/abs/c1/00000001.png", "../up/c1/00000001.png",
+                                    "walk/../c1/00000001.png", "walk/c1/", "walk\\c1\\00000001.png",
+                                    "C:/walk/c1/00000001.png",
+                                    "walk/c1/.hidden.png", "walk/c1/notes.txt", "walk/c1/00000001.PNG",
+                                    "walk/c1/1.png", "walk\nc1/00000001.png", "walk/c\u202e1/00000001.png"])
+RANDOM_NAMES = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=24)
+MEMBER_BOUND = 1 << 16  # the frame-image bound of these examples, so that sizes cross it cheaply
+
+
+@st.composite
+def zip_members(draw: st.DrawFn) -> list[tuple[str, bytes, int, bool]]:
+    """Members (name, content, compression, is a symbolic link): frame images of small clips, odd names,
+    random names, contents from real PNGs to zeros that deflate a thousandfold, duplicates, symlinks."""
+    n = draw(st.integers(1, 8))
+    out = []
+    for _ in range(n):
+        name = draw(FRAME_NAMES | ODD_MEMBER_NAMES | RANDOM_NAMES)
+        kind = draw(st.sampled_from(["png", "png", "zeros", "random", "png header", "empty", "link"]))
+        size = draw(st.integers(0, 3 * MEMBER_BOUND))
+        content = {"png": _png(draw(st.integers(0, 255))), "zeros": bytes(size),
+                   "random": draw(st.binary(min_size=0, max_size=512)) * (size // 512 + 1),
+                   "png header": b"\x89PNG\r\n\x1a\n" + bytes(size), "empty": b"",
+                   "link": b"../../../../etc/passwd"}[kind]
+        method = draw(st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]))
+        out.append((name, content, method, kind == "link"))
+        if draw(st.booleans()) and draw(st.booleans()):  # a quarter of them given twice
+            out.append((name, draw(st.sampled_from([content, _png(7)])), method, False))
+    return out
+
+
+def write_zip(path: Path, members: list[tuple[str, bytes, int, bool]]) -> None:
+    import warnings
+
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as z:
+        warnings.simplefilter("ignore")  # "Duplicate name": the point of some examples
+        for name, content, method, link in members:
+            info = zipfile.ZipInfo(name)
+            info.compress_type = method
+            if link:
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            z.writestr(info, content)
+
+
+def unusable_names(members: list[tuple[str, bytes, int, bool]]) -> list[str]:
+    """The member names no folder tree can hold, worked out here: absolute ones (a leading slash or
+    backslash, a drive), those with a '..' part, symbolic links, and names given twice."""
+    out, seen = [], set()
+    for name, _, _, link in members:
+        parts = name.replace("\\", "/").split("/")
+        if (name[:1] in ("/", "\\") or (len(parts[0]) == 2 and parts[0][1] == ":") or ".." in parts or link
+                or name.rstrip("/") in seen):
+            out.append(name)
+        seen.add(name.rstrip("/"))
+    return out
+
+
+@settings(SETTINGS, max_examples=EXAMPLES // 2)
+@given(members=zip_members(), clip=st.sampled_from(["walk/c1", "run/c2", "walk", "abs/c1", "up/c1", ""]))
+def test_zip_archives(members: list[tuple[str, bytes, int, bool]], clip: str, exported_model: Path,
+                      monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A dataset zip of random members: enrolling a clip from it, and checking it, exits 0 (or 1: data
+    check's problems found, listed) or 2 with a named error; the archive is never changed."""
+    from sst_edge.device import frames
+
+    monkeypatch.setattr(frames, "IMAGE_MAX_BYTES", MEMBER_BOUND)
+    with scratch() as d:
+        write_zip(d / "data.zip", members)
+        before = snapshot(d)
+        code, err = run(capsys, "enroll", "--model", exported_model, "--gallery", d / "g", "--label", "x",
+                        "--no-progress", d / "data.zip" / clip)
+        holds(code, err)
+        assert code == 0 or not (d / "g").exists()
+        code, err = run(capsys, "data", "check", d / "data.zip")
+        assert code in (0, 1, 2) and "Traceback" not in err and "internal error" not in err, err
+        if unusable_names(members):  # an archive that cannot be read as a folder tree is refused whole
+            holds(code, err)
+            assert code == 2 and "refusing this zip archive" in err, err
+        assert {k: v for k, v in snapshot(d).items() if not k.startswith("g/")} == before
+    CASES["zip archive (enroll from it, data check)"] += 1
+
+
+# -------------------------------------------------------------------------------------- model folders
+VARIANTS = {"as exported": None, "extra input": extra_input, "renamed input": renamed_input,
+            "2-D output": flat_output, "external data, listed": external_data(True),
+            "external data, unlisted": external_data(False)}
+CARD_EDITS = st.sampled_from([
+    ("input", "shape", 0), ("input", "shape", 1), ("input", "shape", 3), ("input", "shape", 4),
+    ("output", "shape", 0), ("output", "shape", 1), ("output", "shape", 2), ("input", "dtype"),
+    ("output", "dtype"), ("input", "name"), ("output", "name"), ("preprocess", "frames"),
+    ("preprocess", "size"), ("preprocess", "resize")])
+CARD_VALUES = st.sampled_from([1, 2, 3, 4, 8, 32, 63, 64, 96, 200, "batch", "float16", "int64", "float32",
+                               "input", "output", "clips", 0, -1, None])
+
+
+@pytest.fixture(scope="module")
+def model_variants(exported_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("variants")
+    return {k: exported_model if f is None else variant(exported_model, tmp / k.replace(" ", "_"), f)
+            for k, f in VARIANTS.items()}
+
+
+@settings(SETTINGS, max_examples=EXAMPLES // 2)
+@given(variant=st.sampled_from(list(VARIANTS)), verb=st.sampled_from(["enroll", "classify", "eval"]),
+       edits=st.lists(st.tuples(CARD_EDITS, CARD_VALUES), max_size=3))
+def test_model_folders(variant: str, edits: list[tuple[tuple, Any]], verb: str,
+                       model_variants: dict[str, Path], small_gallery: Path, query_clip: Path,
+                       synth_dataset: Path, capsys) -> None:
+    """A model folder whose card and model disagree (an edited card, an extra or renamed input, a 2-D
+    output, external data listed or not): every runtime verb exits 0 or 2 with a named error, and
+    nothing outside its output folder changes (the model, the gallery it reads, the clip)."""
+    with scratch() as d:
+        m = d / "m"
+        shutil.copytree(model_variants[variant], m)
+        card = json.loads((m / CARD_FILE).read_text())
+        for (*where, key), value in edits:
+            target = card
+            for k in where:
+                target = target[k]
+            target[key] = value
+        (m / CARD_FILE).write_text(json.dumps(card))
+        before, gallery_before = snapshot(d), snapshot(small_gallery)
+        args = {"enroll": ["enroll", "--model", m, "--gallery", d / "g", "--label", "x", "--no-progress",
+                           query_clip],
+                "classify": ["classify", "--model", m, "--gallery", small_gallery, query_clip],
+                "eval": ["eval", "--model", m, "--data", synth_dataset, "--episodes", "2",
+                         "--no-progress"]}[verb]
+        code, err = run(capsys, *args)
+        holds(code, err)
+        if variant in ("extra input", "renamed input", "2-D output", "external data, unlisted"):
+            assert code == 2, f"{variant}: exit {code}"
+        assert {k: v for k, v in snapshot(d).items() if not k.startswith("g/")} == before
+        assert snapshot(small_gallery) == gallery_before
+        assert code == 0 or not (d / "g").exists()
+    CASES["model folder, card vs model (enroll / classify / eval --model)"] += 1
 
 
 def test_zz_report_cases() -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 from .. import __version__
-from ..errors import SSTEdgeError
+from ..errors import PROBLEM_SEP, SSTEdgeError
 from ..fileio import os_reason
 from ..text import brief, printable
 from . import data, demo, eval, export, profile, runtime, search, space, train
@@ -44,6 +46,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     as such and exiting 1 (with --debug, every failure shows its traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    with _sigint_restored(argv is not None):
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _sigint_restored(restore: bool) -> Iterator[None]:
+    """A verb may ignore Ctrl-C once its work is committed (export). As the program, that lasts until
+    the process ends; called in-process (`main([...])`, tests, scripts), the caller's handler returns."""
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        if restore and previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if not getattr(args, "json", False):
             return int(args.func(args) or 0)
@@ -64,8 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def describe_failure(e: BaseException) -> tuple[int, str]:
     """(exit status, message) of a failure; every character of the message is printable."""
-    if isinstance(e, SSTEdgeError):
-        return 2, "error: " + "\n".join(printable(line) for line in str(e).split("\n"))
+    if isinstance(e, SSTEdgeError):  # split only where SSTEdgeError lists its problems: a newline in a
+        parts = str(e).split(PROBLEM_SEP)  # path or a label is escaped, never a line of its own
+        return 2, "error: " + PROBLEM_SEP.join(printable(part) for part in parts)
     if isinstance(e, OSError):
         where = f"{printable(e.filename)}: " if e.filename is not None else ""
         return 2, f"error: {where}{os_reason(e)}"

@@ -6,8 +6,15 @@ The exporter (torch, onnx) is imported inside the verb: `--help` and the device 
 from __future__ import annotations
 
 import argparse
+import signal
 
 from ._common import add_device_option, add_json, add_run_head_options, emit
+
+
+def _model_complete() -> None:
+    """Once the new model is in place, Ctrl-C is ignored: only the report is left, and an interrupt
+    then (or in the interpreter's teardown) would turn a complete export into a failure."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -29,6 +36,7 @@ def _export(args: argparse.Namespace) -> int:
         tau=args.tau,
         window=args.window,
         device=args.device,
+        on_commit=_model_complete,
     )
     return emit(ExportReport(card), args)
 

@@ -51,7 +51,7 @@ from ..device.fingerprint import device_fingerprint, device_mismatches, fingerpr
 from ..device.targets import BACKENDS, Target, load_target
 from ..device.timing import Opener, Run, Timing, TimingPolicy
 from ..errors import SSTEdgeError
-from ..fileio import atomic_write_json, sha256_file, utc_now
+from ..fileio import atomic_write_json, refuse_foreign, sha256_file, utc_now, written_by_us
 from ..result import Report
 from ..space.config import SpaceConfig, load_space
 from ..space.model import SSTSpace
@@ -185,6 +185,12 @@ def _manifest(config: SpaceConfig, target: Target, seed: int, policy: TimingPoli
             "items": [it.to_dict() for it in items]}
 
 
+# what a bundle folder holds: its manifest, the device's timings and one ONNX file per part or subnet
+BUNDLE_FOLDER = written_by_us({MANIFEST, TIMINGS},
+                              pattern=r"(embed|head|downsample\d+|s\d+\.[a-z]+(\.h\d+)?|subnet\d{3,})"
+                                      r"(\.fp32)?\.onnx")
+
+
 def write_bundle(config: SpaceConfig, target: Target, directory: str | Path, parts: list[Part],
                  samples: list[Mapping[str, Any]], seed: int = 0, policy: TimingPolicy | None = None,
                  progress: bool = True, overwrite: bool = False) -> Path:
@@ -197,6 +203,7 @@ def write_bundle(config: SpaceConfig, target: Target, directory: str | Path, par
     policy = _resolved(policy, target)  # a clock the target cannot use fails now, not after the export
     directory = Path(directory)
     manifest = directory / MANIFEST
+    refuse_foreign(directory, BUNDLE_FOLDER, "profile bundle folder")
     if manifest.exists() and not overwrite:
         raise SSTEdgeError("a profile bundle is here already; pass --overwrite to replace it", directory)
     directory.mkdir(parents=True, exist_ok=True)

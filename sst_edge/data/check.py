@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 from tqdm import tqdm
 
@@ -20,7 +19,7 @@ from ..device.preprocess import sample_indices
 from ..device.probe import decode_all
 from ..errors import DatasetError, VideoError
 from ..fileio import os_reason
-from ..tables import rich_lines
+from ..tables import cell, rich_lines
 
 
 @dataclass
@@ -53,12 +52,12 @@ class CheckReport:
 
     def lines(self) -> list[str]:
         """A table per class, then every unreadable clip, split problem and warning, then the verdict."""
-        table = Table(title=escape(f"{self.root} ({self.decoder})"))
+        table = Table(title=cell(f"{self.root} ({self.decoder})"))
         table.add_column("class")
         table.add_column("clips", justify="right")
         table.add_column("unreadable", justify="right")
         for cls, n in self.clips.items():
-            table.add_row(escape(cls), str(n), str(len(self.unreadable.get(cls, []))))
+            table.add_row(cell(cls), str(n), str(len(self.unreadable.get(cls, []))))
         table.add_section()
         table.add_row(f"{len(self.clips)} classes", str(self.n_clips), str(self.n_unreadable))
         out = rich_lines(table)
@@ -87,25 +86,38 @@ def check_dataset(root: str | Path, decoder: str = "auto", frames: int = 8, full
     report = CheckReport(root=root, decoder=dec.name, clips={c: len(v) for c, v in classes.items()},
                          unreadable={})
     report.warnings += [(p, "empty folder: no videos or frame folders (not a class)") for p in _empty(root)]
-    jobs = [(c, p) for c, paths in classes.items() for p in paths]
-    for cls, path in tqdm(jobs, desc="checking clips", unit="clip", disable=not progress):
+    jobs = {p: c for c, paths in classes.items() for p in paths}
+    for c, p in _split_clips(root, report.split_problems):  # a split may name clips no class folder lists
+        if p not in jobs:
+            jobs[p] = c
+            report.clips[c] = report.clips.get(c, 0) + 1
+    for path, cls in tqdm(list(jobs.items()), desc="checking clips", unit="clip", disable=not progress):
         try:
             _check_clip(dec, path, frames, full, report.warnings)
         except VideoError as e:
             where = e.path or path
             report.unreadable.setdefault(cls, []).append((where, e.message))
+    return report
+
+
+def _split_clips(root: Path, problems: list[str]) -> list[tuple[str, Path]]:
+    """(class, clip) of every entry of the split files in ``root/splits``; what is wrong with them goes to
+    ``problems`` (missing clips, entries that leave the root, files that cannot be read)."""
     try:
         files = find_split_files(root / "splits")
     except DatasetError as e:
-        report.split_problems.append(str(e))
-        files = None
+        problems.append(str(e))
+        return []
+    out: list[tuple[str, Path]] = []
     for split in SPLITS if files else ():
         try:
             s = read_split_file(files[split], root, name=split, on_missing="skip")
-            report.split_problems += [f"{files[split]}: {m}" for m in s.missing]
         except DatasetError as e:
-            report.split_problems.append(str(e))
-    return report
+            problems.append(str(e))
+            continue
+        problems += [f"{files[split]}: {m}" for m in s.missing]
+        out += [(c, p) for p, c in s.items()]
+    return out
 
 
 def _check_clip(dec: VideoDecoder, path: Path, frames: int, full: bool,

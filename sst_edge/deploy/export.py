@@ -41,7 +41,7 @@ from ..cost.flops import subnet_cost
 from ..cost.latency import load_table
 from ..cost.onnx_export import agreement, convert_fp16, export_onnx
 from ..cost.profile import ort_opener, resolve_clock, timed
-from ..device.card import CARD_FILE, ENGINE_FILE, MODEL_FILE, ModelCard, file_record
+from ..device.card import CARD_FILE, ENGINE_FILE, MODEL_FILE, ModelCard, file_record, load_card
 from ..device.evaluation import head_notes
 from ..device.session import (
     INPUT_NAME,
@@ -55,10 +55,11 @@ from ..device.settings import HeadConfig
 from ..device.targets import Target, load_target
 from ..device.timing import TimingPolicy
 from ..errors import SSTEdgeError
-from ..fileio import sha256_file, utc_now
+from ..fileio import exclusive_lock, interrupts_held, naming, sha256_file, utc_now
 from ..space.config import SpaceConfig
 from ..space.subnet import load_subnet
 from ..space.supernet import freeze_subnet
+from ..text import printable
 from ..train.artifacts import choose_head, load_supernet
 from ..train.device import exact_fp32, resolve_device
 from .quantize import quantize_for_target
@@ -194,37 +195,87 @@ def shipped_check(ref: Any, final: Path, target: Target, clips: torch.Tensor,
 
 
 # ----------------------------------------------------------------------------------------- directories
-def _check_out(out: Path, overwrite: bool) -> None:
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise SSTEdgeError("the output exists and is not a directory", out)
-    if any(out.iterdir()):
-        if not (out / CARD_FILE).is_file():
-            raise SSTEdgeError("the output directory is not empty and holds no model card: refusing to "
-                               "replace it", out)
-        if not overwrite:
-            raise SSTEdgeError("a model already exists here (pass --overwrite to replace it)", out)
+def owned_model(out: Path) -> set[str] | None:
+    """The names of a model folder that sst-edge wrote (its card's `files` and the card, exactly the
+    folder's files), None when `out` does not exist or is empty; an SSTEdgeError naming what is not
+    ours otherwise, with nothing touched. Only such a folder may be replaced."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise SSTEdgeError("the output exists and is not a folder (a file or a symbolic link): refusing to "
+                           "replace it; choose another --out", out)
+    names = {e.name for e in os.scandir(out)} if out.exists() else set()
+    if not names:
+        return None
+    why: list[str] = []
+    ours: set[str] = set()
+    try:
+        card = load_card(out)
+        ours = {CARD_FILE, *card.files}
+    except SSTEdgeError as e:
+        why = [f"{CARD_FILE}: {printable(e.message)}"] if (out / CARD_FILE).exists() else []
+    foreign = sorted(n for n in names if n not in ours or not (out / n).is_file() or (out / n).is_symlink())
+    if foreign:
+        raise SSTEdgeError("the output folder is not a model sst-edge wrote (a valid card whose files are "
+                           "exactly the folder's): refusing to replace it, nothing was deleted; choose "
+                           "another --out, or move these away", out,
+                           why + [f"not written by sst-edge: {printable(n)}" for n in foreign[:10]])
+    return names
+
+
+def _check_out(out: Path, overwrite: bool) -> set[str] | None:
+    owned = owned_model(out)
+    if owned is not None and not overwrite:
+        raise SSTEdgeError("a model already exists here (pass --overwrite to replace it)", out)
+    return owned
 
 
 @contextlib.contextmanager
-def staging(out: Path) -> Iterator[Path]:
-    """A directory beside `out` that replaces it only when the block succeeds (old model kept until then)."""
+def staging(out: Path, overwrite: bool = True,
+            on_commit: Callable[[], None] | None = None) -> Iterator[Path]:
+    """A directory beside `out` that replaces it only when the block succeeds (old model kept until then).
+
+    One export at a time per `out`: a second one fails at once, cleanly, rather than replacing the first
+    one's model behind its back (the lock is a hidden file beside `out`, removed after). The commit
+    checks `out` again (it may have changed during the export), then renames with Ctrl-C held off, so it
+    is never left halfway; `on_commit` runs inside it, once the new model is in place. Of the old model
+    only the files it consists of are deleted; anything that appeared in it meanwhile is kept."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    busy = f"another sst-edge export is writing {out} now: wait for it, or choose another --out"
+    with exclusive_lock(out.parent / f".{out.name}.export.lock", busy):
+        yield from _staged(out, overwrite, on_commit)
+
+
+def _staged(out: Path, overwrite: bool, on_commit: Callable[[], None] | None) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o755)
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "model")
-        os.replace(tmp, out)
+        with naming(out), interrupts_held():
+            owned = _check_out(out, overwrite)
+            old = None
+            if owned is not None:
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+                os.replace(out, old / "model")
+            os.replace(tmp, out)
+            if on_commit is not None:
+                on_commit()
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_model(old, owned or set())
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_model(old: Path, names: set[str]) -> None:
+    """Delete the replaced model's own files and its folders; keep (and say so) anything else in it."""
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            (old / "model" / name).unlink()
+    try:
+        (old / "model").rmdir()
+        old.rmdir()
+    except OSError:
+        warnings.warn(f"the replaced model's folder held files that appeared during the export; kept them "
+                      f"in {old / 'model'}", stacklevel=2)
 
 
 # ---------------------------------------------------------------------------------------------- latency
@@ -260,7 +311,7 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
                  episodes: int = 100, latency_table: str | Path | None = None, measure: bool = True,
                  overwrite: bool = False, progress: bool = True, head_kind: str | None = None,
                  tau: float | None = None, window: int | None | str = "run",
-                 device: str = "auto") -> ModelCard:
+                 device: str = "auto", on_commit: Callable[[], None] | None = None) -> ModelCard:
     """The `export` verb. `data`: a dataset directory for static-quantization calibration clips and the
     int8 accuracy check on validation episodes; `quantization` overrides the target's mode;
     `latency_table` predicts the latency (default: the table named SPACE.TARGET).
@@ -269,11 +320,14 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
     `head_kind`, `tau`, `window` ("run": the run's) override it. The card's `head_source` records where
     it came from, what was given, and every difference from the run's head or from the head the subnet
     document was searched with. `device`: where PyTorch computes the reference features (train/device.py).
-    """
+
+    `out` is replaced only if it is a model sst-edge wrote (`owned_model`), and only by one export at a
+    time; `on_commit` runs once the new model is in place (the CLI then ignores Ctrl-C: the model is
+    complete, only its report is left)."""
     out = Path(out)
     dev = resolve_device(device)
     target = load_target(target)
-    _check_out(out, overwrite)
+    _check_out(out, overwrite)  # at once; again when the model is complete
     config, sample, module, meta = load_export_subnet(subnet, weights)
     choice = choose_head(weights, [head_kind] if head_kind else None, tau, window)
     head = choice.head
@@ -285,7 +339,7 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
 
     say = _sayer(progress)
     extra: dict[str, Any] = {"created": utc_now(), "sst_edge": __version__}
-    with staging(out) as tmp:
+    with staging(out, overwrite, on_commit) as tmp:
         fp32 = tmp / "model.fp32.onnx"
         say(f"export  {config.name} subnet -> ONNX opset {target.opset} ({target.name})")
         export_onnx(module, torch.zeros(config.input_shape(1)), fp32, target.opset, target.dynamic_batch,

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DatasetError, VideoError
-from ..fileio import os_reason
+from ..fileio import os_reason, too_large
+from ..text import printable
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class Archive:
         except (OSError, zipfile.BadZipFile) as e:
             why = os_reason(e) if isinstance(e, OSError) else f"not a readable zip archive ({e})"
             raise DatasetError(why, path) from None
+        problems = _member_problems(infos)
+        if problems:
+            raise DatasetError(f"refusing this zip archive: {len(problems)} member name(s) it cannot hold",
+                               path, problems[:10] + ([f"... and {len(problems) - 10} more"]
+                                                      if len(problems) > 10 else []))
         self.stamp = (st.st_size, st.st_mtime_ns)
         self.folders: dict[str, dict[str, tuple[bool, int]]] = {"": {}}  # folder -> name -> (is_dir, size)
         for info in infos:
@@ -57,16 +63,47 @@ class Archive:
                     self.folders.setdefault("/".join(parts[:k + 1]), {})
         self._local = threading.local()
 
-    def read(self, inner: str, shown: Path) -> bytes:
-        """A member's bytes; `VideoError` naming ``shown`` if it cannot be read."""
+    def read(self, inner: str, shown: Path, max_bytes: int) -> bytes:
+        """A member's bytes, refused unread when it declares more than `max_bytes` and refused when it
+        decompresses to more (at most `max_bytes` + 1 are ever decompressed); `VideoError` naming
+        ``shown`` if it cannot be read."""
         z = getattr(self._local, "zip", None)
         if z is None or getattr(self._local, "pid", None) != os.getpid():
             z = self._local.zip = zipfile.ZipFile(self.path)
             self._local.pid = os.getpid()
         try:
-            return z.read(inner)
-        except (KeyError, OSError, zipfile.BadZipFile, EOFError, RuntimeError) as e:
+            info = z.getinfo(inner)
+            if info.file_size > max_bytes:
+                raise VideoError(f"archive member declares {too_large(info.file_size, max_bytes)}", shown)
+            with z.open(info) as f:
+                data = f.read(max_bytes + 1)
+        except (KeyError, OSError, zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError,
+                ValueError) as e:
             raise VideoError(f"unreadable archive member ({e})", shown) from None
+        if len(data) > max_bytes:
+            raise VideoError(f"archive member decompresses to more than the {max_bytes:,} bytes such a file "
+                             "can have", shown)
+        return data
+
+
+def _member_problems(infos: list[zipfile.ZipInfo]) -> list[str]:
+    """What makes an archive's member names unusable as a folder tree: absolute names, '..' parts,
+    symbolic links (never followed) and names given twice (which member is meant?)."""
+    out, seen = [], set()
+    for info in infos:
+        name = info.filename
+        parts = name.replace("\\", "/").split("/")
+        shown = printable(name)
+        if name.startswith(("/", "\\")) or (len(parts[0]) == 2 and parts[0][1] == ":"):
+            out.append(f"member {shown!r} has an absolute name")
+        elif ".." in parts:
+            out.append(f"member {shown!r} leaves the archive ('..')")
+        elif stat.S_ISLNK(info.external_attr >> 16):
+            out.append(f"member {shown!r} is a symbolic link (not followed)")
+        elif name.rstrip("/") in seen:
+            out.append(f"member {shown!r} is given twice")
+        seen.add(name.rstrip("/"))
+    return out
 
 
 _archives: dict[str, Archive] = {}
@@ -127,13 +164,21 @@ def is_dir(path: str | Path) -> bool:
     return inner in arc.folders
 
 
-def read_bytes(path: Path) -> bytes:
-    """A file's bytes, from the disk or from an archive; OSError or `VideoError` naming it if unreadable."""
+def read_bytes(path: Path, max_bytes: int) -> bytes:
+    """A file's bytes, from the disk or from an archive, refused (`VideoError` naming it) when larger than
+    `max_bytes`, which is checked before reading and never exceeded while reading; OSError if unreadable."""
     hit = locate(path)
-    if hit is None:
-        return path.read_bytes()
-    arc, inner = hit
-    return arc.read(inner, path)
+    if hit is not None:
+        arc, inner = hit
+        return arc.read(inner, path, max_bytes)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise VideoError(too_large(size, max_bytes), path)
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise VideoError(f"it grew past {max_bytes:,} bytes while it was read", path)
+    return data
 
 
 def file_size(path: Path) -> int:

@@ -228,6 +228,61 @@ def load_card(model_dir: str | Path) -> ModelCard:
     return ModelCard.from_dict(read_json(path, "model card"), path)
 
 
+# ONNX Runtime's tensor types in the card's words
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(uint8)": "uint8",
+              "tensor(int8)": "int8", "tensor(bool)": "bool"}
+Port = tuple[str, list[Any], str]  # an input or output of a session: name, shape (int, str or None), type
+
+
+def _shape_text(shape: list[Any]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _dim_problems(what: str, card: list[Any], model: list[Any], names: tuple[str, ...]) -> list[str]:
+    """Each fixed dimension of `model` that the card gives otherwise, in words ("card says 64x64, ...")."""
+    if len(card) != len(model):
+        return [f"card says {what} {_shape_text(card)} ({len(card)} dimensions), {MODEL_FILE} has "
+                f"{_shape_text(model)} ({len(model)} dimensions)"]
+    fixed = [isinstance(m, int) for m in model]
+    out = []
+    if what == "input" and fixed[3] and fixed[4] and (card[3], card[4]) != (model[3], model[4]):
+        out.append(f"card says {card[3]}x{card[4]}, {MODEL_FILE} expects {model[3]}x{model[4]}")
+    skip = {3, 4} if what == "input" else set()
+    for i, (c, m, name) in enumerate(zip(card, model, names, strict=True)):
+        if i in skip or not fixed[i] or c == m:
+            continue
+        if i == 0:
+            out.append(f"card says a {'dynamic' if not isinstance(c, int) else c} batch, {MODEL_FILE}'s "
+                       f"{what} takes a batch of {m}")
+        else:
+            verb = "expects" if what == "input" else "gives"
+            out.append(f"card says {c} {name}, {MODEL_FILE} {verb} {m} (its {what} {_shape_text(model)})")
+    return out
+
+
+def _port_problems(what: str, card_io: dict[str, Any], ports: list[Port],
+                   names: tuple[str, ...]) -> list[str]:
+    if len(ports) != 1:
+        listed = ", ".join(repr(n) for n, _, _ in ports) or "none"
+        return [f"card says one {what}, {MODEL_FILE} has {len(ports)} ({listed})"]
+    name, shape, kind = ports[0]
+    out = []
+    if card_io.get("name") is not None and card_io["name"] != name:
+        out.append(f"card says {what} {card_io['name']!r}, {MODEL_FILE} names it {name!r}")
+    dtype = ORT_DTYPES.get(kind, kind)
+    if card_io.get("dtype") is not None and card_io["dtype"] != dtype:
+        out.append(f"card says a {card_io['dtype']} {what}, {MODEL_FILE}'s is {dtype}")
+    return out + _dim_problems(what, list(card_io["shape"]), list(shape), names)
+
+
+def session_problems(card: ModelCard, inputs: list[Port], outputs: list[Port]) -> list[str]:
+    """Every way the model a session opened differs from what its card says about it: the number,
+    names, types and fixed dimensions of its inputs and outputs, each named."""
+    return (_port_problems("input", card.input, inputs, ("batch", "frames", "channels", "rows", "columns"))
+            + _port_problems("output", card.output, outputs, ("batch", "frames", "features")))
+
+
 def verify_files(card: ModelCard, names: tuple[str, ...] | None = None) -> None:
     """Check each listed file's sha256 against the card; a mismatch means tampering or corruption."""
     folder = card.path.parent if card.path is not None else Path(".")

@@ -14,6 +14,7 @@ Two sources of the split:
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import DatasetError, SSTEdgeError
+from ..fileio import SPLIT_MAX_BYTES, SPLIT_MAX_LINES, read_bytes
 from . import archive
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
@@ -119,11 +121,27 @@ def scan_class_folders(root: str | Path) -> dict[str, tuple[Path, ...]]:
 
 
 class _ClassIndex:
-    """File names of each class folder, listed once, so resolving 100k split entries stays fast."""
+    """File names of each class folder, listed once, so resolving 100k split entries stays fast.
+
+    An entry must name a clip inside the root: absolute entries, '..' and symbolic links that lead
+    out of the root are refused (a split file is data, and must not make us read elsewhere)."""
 
     def __init__(self, root: Path):
         self.root = root
         self._dirs: dict[str, dict[str, list[archive.Entry]] | None] = {}
+        self._real: dict[str, str] = {}
+        self._in_archive = archive.locate(root) is not None
+        self._root_real = os.path.realpath(root)
+
+    def _outside(self, cls: str, clip: Path) -> str | None:
+        """Where `clip` (found in folder `cls`) really is, when that is outside the root; else None."""
+        if self._in_archive:  # archive members are refused at the archive when they leave it
+            return None
+        if cls not in self._real:
+            self._real[cls] = os.path.realpath(self.root / cls)
+        real = os.path.realpath(clip) if os.path.islink(clip) else os.path.join(self._real[cls], clip.name)
+        inside = real == self._root_real or real.startswith(self._root_real.rstrip(os.sep) + os.sep)
+        return None if inside else real
 
     def _listing(self, cls: str) -> dict[str, list[archive.Entry]] | None:
         """Name (and stem, for videos) -> entries of the class folder; None if there is no such folder."""
@@ -147,17 +165,29 @@ class _ClassIndex:
         cls, _, clip = entry.rpartition("/")
         if not cls or not clip:
             return "expected 'class/clip'"
+        if entry.startswith("/") or ".." in entry.split("/"):
+            return "refused: it leaves the dataset root (an absolute path or '..')"
         listing = self._listing(cls)
         if listing is None:
             return f"no class folder {self.root / cls}"
-        hits = listing.get(clip, [])
+        found = self._pick(listing.get(clip, []), clip)
+        if found is None:
+            return f"no clip {clip}[.ext] in {self.root / cls}"
+        real = self._outside(cls, found)
+        if real is not None:
+            return f"refused: it resolves outside the dataset root, to {real} (a symbolic link)"
+        return found
+
+    @staticmethod
+    def _pick(hits: list[archive.Entry], clip: str) -> Path | None:
+        """An exact name first, else the video whose extension comes first in VIDEO_EXTENSIONS."""
         exact = [e.path for e in hits if e.name == clip and (e.is_file or e.is_dir)]
         if exact:
             return exact[0]
         files = [e.path for e in hits if e.is_file]
         if files:
             return sorted(files, key=lambda p: VIDEO_EXTENSIONS.index(p.suffix.lower()))[0]
-        return f"no clip {clip}[.ext] in {self.root / cls}"
+        return None
 
 
 def read_split_file(path: str | Path, root: str | Path, name: str | None = None,
@@ -172,10 +202,7 @@ def read_split_file(path: str | Path, root: str | Path, name: str | None = None,
     if not path.is_file():
         raise DatasetError("split file not found", path)
     root = dataset_root(root)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"not a text split file ({e})", path) from None
+    lines = _split_lines(path)
     index = _ClassIndex(root)
     clips: dict[str, list[Path]] = {}
     seen: set[Path] = set()
@@ -208,6 +235,22 @@ def read_split_file(path: str | Path, root: str | Path, name: str | None = None,
         raise DatasetError(f"no clips listed (or none found under {root})", path)
     return ClipSet(name=name or path.stem, root=root,
                    clips={c: tuple(sorted(v)) for c, v in sorted(clips.items())}, missing=tuple(problems))
+
+
+def _split_lines(path: Path) -> list[str]:
+    """The lines of a split file, its size and line count bounded before any line is made."""
+    try:
+        data = read_bytes(path, "split file", SPLIT_MAX_BYTES)
+    except SSTEdgeError as e:
+        raise DatasetError(e.message, path) from None
+    n = data.count(b"\n")
+    if n > SPLIT_MAX_LINES:
+        raise DatasetError(f"split file: {n:,} lines, more than the {SPLIT_MAX_LINES:,} a split can have",
+                           path)
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"not a text split file ({e})", path) from None
 
 
 def find_split_files(folder: str | Path) -> dict[str, Path] | None:

@@ -252,7 +252,8 @@ class DecordDecoder(VideoDecoder):
     """decord decoder: ``VideoReader(width, height)`` decodes straight to the wanted size.
 
     Every clip is probed with PyAV first, so decord only opens files that PyAV could decode. Clips with
-    a rotation flag go to PyAV: decord 0.6.0 fails on them (its buffer and filter sizes disagree).
+    a rotation flag go to PyAV: decord 0.6.0 fails on them (its buffer and filter sizes disagree); so do
+    clips whose file names are not UTF-8 (decord's C API takes UTF-8 names only; PyAV takes any).
     """
 
     name = "decord"
@@ -266,7 +267,7 @@ class DecordDecoder(VideoDecoder):
         self._rotated = PyAVDecoder(threads, cache_size=0)
 
     def _read_unique(self, info: VideoInfo, positions: list[int], height: int, width: int) -> np.ndarray:
-        if info.rotation:
+        if info.rotation or not _utf8(str(info.path)):
             return self._rotated._read_unique(info, positions, height, width)
         decord = self._decord
         try:
@@ -283,6 +284,15 @@ class DecordDecoder(VideoDecoder):
         except (decord.DECORDError, RuntimeError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise VideoError(f"decord failed: {first}", info.path) from None
+
+
+def _utf8(name: str) -> bool:
+    """Whether a file name (as `os.fsdecode` made it) is valid UTF-8: not one with undecodable bytes."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def make_decoder(name: str = "auto", threads: int = 1) -> VideoDecoder:

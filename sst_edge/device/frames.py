@@ -27,12 +27,13 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from ..errors import VideoError
-from ..fileio import os_reason, sha256_file
+from ..fileio import IMAGE_MAX_BYTES, os_reason, sha256_file
 from . import archive
-from .probe import VideoInfo, av_reason
+from .probe import VideoInfo, av_reason, check_pixels
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _CODECS = ((b"\xff\xd8\xff", "mjpeg"), (b"\x89PNG\r\n\x1a\n", "png"))
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # JPEG frame headers
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")  # the last run of digits
 _SHOWN = 3
 
@@ -120,16 +121,15 @@ class ImageReader:
 
     def decode(self, path: Path) -> tuple[av.VideoFrame, str]:
         """One image as a PyAV frame and its codec ('mjpeg' or 'png', from its bytes, not its name);
-        `VideoError` naming the file if it cannot be read or decoded."""
-        try:
-            data = archive.read_bytes(path)
-        except OSError as e:
-            raise VideoError(f"unreadable image: {os_reason(e)}", path) from None
+        `VideoError` naming the file if it cannot be read or decoded. Its size in bytes and in pixels
+        is checked before it is decoded (`IMAGE_MAX_BYTES`, `FRAME_MAX_PIXELS`)."""
+        data = read_image(path)
         if not data:
             raise VideoError("unreadable image: empty file (0 bytes)", path)
         codec = next((c for magic, c in _CODECS if data.startswith(magic)), None)
         if codec is None:
             raise VideoError("unreadable image: not a JPEG or PNG file", path)
+        check_pixels(image_size(data, codec), path, "unreadable image")
         try:
             ctx = _context(codec)
             frames = ctx.decode(av.Packet(data)) or ctx.decode(None)
@@ -157,6 +157,43 @@ class ImageReader:
             out[k] = self._scaler.reformat(frame, width=width, height=height, format="rgb24",
                                            interpolation="BILINEAR").to_ndarray()
         return out
+
+
+def read_image(path: Path) -> bytes:
+    """An image's bytes, at most `IMAGE_MAX_BYTES` of them (on the disk or in a zip archive, declared and
+    decompressed); `VideoError` naming it otherwise."""
+    try:
+        return archive.read_bytes(path, IMAGE_MAX_BYTES)
+    except VideoError as e:
+        raise VideoError(f"unreadable image: {e.message}", path) from None
+    except OSError as e:
+        raise VideoError(f"unreadable image: {os_reason(e)}", path) from None
+
+
+def image_size(data: bytes, codec: str) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR or a JPEG's frame header (SOFn), read without decoding; None
+    when the header is not where the format puts it (the decoder then names what is wrong)."""
+    if codec == "png":
+        if data[12:16] != b"IHDR" or len(data) < 24:
+            return None
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    pos = 2  # after SOI
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
+            pos += 2
+            continue
+        if marker in _SOF and pos + 9 <= len(data):
+            return int.from_bytes(data[pos + 7:pos + 9], "big"), int.from_bytes(data[pos + 5:pos + 7], "big")
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return None
 
 
 def probe_frames(folder: str | Path, reader: ImageReader | None = None) -> FrameFolderInfo:
@@ -188,11 +225,7 @@ def frames_sha256(info: FrameFolderInfo) -> str:
     another padding is the same clip)."""
     h = hashlib.sha256(b"sst-edge frame folder v1\n")
     for i in range(info.num_frames):
-        path = info.file(i)
-        try:
-            h.update(hashlib.sha256(archive.read_bytes(path)).digest())
-        except OSError as e:
-            raise VideoError(f"unreadable image: {os_reason(e)}", path) from None
+        h.update(hashlib.sha256(read_image(info.file(i))).digest())
     return h.hexdigest()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import av
 
 from ..errors import VideoError
-from ..fileio import os_reason
+from ..fileio import FRAME_MAX_PIXELS, os_reason
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,18 @@ def av_reason(e: BaseException) -> str:
     return str(text).strip()
 
 
+def check_pixels(size: tuple[int, int] | None, path: Path, what: str = "video") -> None:
+    """Refuse, before decoding, a frame of more than `FRAME_MAX_PIXELS` (a small file can claim a huge
+    image) or of no pixels at all; `size` None: not known from the header."""
+    if size is None:
+        return
+    w, h = size
+    if w * h > FRAME_MAX_PIXELS:
+        raise VideoError(f"{what}: {w}x{h} pixels, more than the {FRAME_MAX_PIXELS:,} a frame may have", path)
+    if not w or not h:
+        raise VideoError(f"{what}: its header gives {w}x{h} pixels", path)
+
+
 def _open(path: Path) -> av.container.InputContainer:
     try:
         st = path.stat()
@@ -81,6 +93,7 @@ def probe_video(path: str | Path) -> VideoInfo:
             raise VideoError("zero frames: the file holds no video stream", path)
         ctx = stream.codec_context
         ctx.thread_count = 1
+        check_pixels((ctx.width, ctx.height) if ctx.width and ctx.height else None, path)
         pts: list[int | None] = []
         keys: list[int] = []
         first = None

@@ -12,9 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import SSTEdgeError
+from ..fileio import read_yaml
 from ..resources import resolve
 
 BACKENDS = ("onnxruntime", "torch")
@@ -233,8 +232,5 @@ def load_target(name_or_path: str | Path | Target) -> Target:
     if isinstance(name_or_path, Target):
         return name_or_path
     path = resolve("target", name_or_path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise SSTEdgeError(f"not valid YAML: {e}", path) from None
+    doc = read_yaml(path, "target YAML")
     return parse_target(doc, str(path))

@@ -1,7 +1,9 @@
 """The on-device model: an exported model directory behind ONNX Runtime, clips in, frame features out.
 
-Nothing runs before the model file's sha256 matches its card: a gallery is only meaningful for the exact
-model that made its features, and a silently modified file would make every later answer wrong. The hot
+Nothing runs before every file the model loads (model.onnx and any external data it names) matches the
+sha256 in its card, and the session's inputs and outputs are what the card says: a gallery is only
+meaningful for the exact model that made its features, and a silently modified file would make every
+later answer wrong. The hot
 path is numpy in, numpy out (no torch on the device); decoding and preprocessing are the training code's
 (`load_clip` with the card's `Preprocess`), so the device sees clips prepared exactly as in evaluation.
 """
@@ -14,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ..device.card import MODEL_FILE, ModelCard, load_card, verify_files
+from ..device.card import CARD_FILE, MODEL_FILE, ModelCard, load_card, session_problems, verify_files
 from ..device.decoders import VideoDecoder, get_decoder, resolve_decoder_name
+from ..device.onnx_files import unlisted_external_data
 from ..device.preprocess import load_clip
 from ..device.session import choose_providers, make_session_options, onnxruntime, provider_list
 from ..errors import SSTEdgeError
@@ -37,6 +40,11 @@ class FewShotRuntime:
         self.model_dir = self.card.path.parent
         self.model_path = self.model_dir / MODEL_FILE
         verify_files(self.card)  # every file the card lists, model.onnx first among them
+        unlisted = unlisted_external_data(self.model_path, set(self.card.files))
+        if unlisted:
+            raise SSTEdgeError(f"{MODEL_FILE} loads external data that {CARD_FILE} does not list, so its "
+                               "sha256 cannot be checked: refusing the model (re-export it)", self.model_path,
+                               unlisted)
         self.decoder_name = resolve_decoder_name(decoder or self.card.preprocess.decoder)
         target = self.card.target
         self.threads = int(threads if threads is not None else target.get("threads", 1) or 0)
@@ -52,11 +60,22 @@ class FewShotRuntime:
                                                 provider_options=[o for _, o in chosen])
         except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             raise SSTEdgeError(f"ONNX Runtime cannot load this model: {e}", self.model_path) from None
+        self._check_session()
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = inp.name, out.name
         shape = self.card.input["shape"]
         self.clip_shape = tuple(int(d) for d in shape[1:])  # (T, 3, H, W)
         self.batch = shape[0] if isinstance(shape[0], int) else None  # None: dynamic batch
+
+    def _check_session(self) -> None:
+        """The model must be what its card says (inputs, outputs, shapes, types) before any clip runs:
+        every clip is prepared, and every gallery checked, by the card."""
+        ports = [[(a.name, list(a.shape), a.type) for a in args]
+                 for args in (self.session.get_inputs(), self.session.get_outputs())]
+        problems = session_problems(self.card, *ports)
+        if problems:
+            raise SSTEdgeError(f"the model card does not describe {MODEL_FILE}: the card or the model was "
+                               "changed after export (re-export the model)", self.card.path, problems)
 
     @property
     def frames(self) -> int:
@@ -91,7 +110,12 @@ class FewShotRuntime:
         step = self.batch or len(x)
         parts = [self.session.run([self.output_name], {self.input_name: x[i:i + step]})[0]
                  for i in range(0, len(x), step)]
-        return np.concatenate(parts).astype(np.float32, copy=False)
+        out = np.concatenate(parts)
+        if out.shape != (len(x), *self.feature_shape):  # dimensions the model left symbolic
+            raise SSTEdgeError(f"{MODEL_FILE} gave features {list(out.shape)} for {len(x)} clips; its card "
+                               f"says [{len(x)}, {self.frames}, {self.feature_dim}] (re-export the model)",
+                               self.model_path)
+        return out.astype(np.float32, copy=False)
 
     # ------------------------------------------------------------------------------------------- load
     def decoder(self) -> VideoDecoder:

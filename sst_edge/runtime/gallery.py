@@ -45,6 +45,7 @@ from ..device.frames import clip_sha256, is_folder
 from ..device.settings import HEADS, HeadConfig
 from ..errors import SSTEdgeError
 from ..fileio import (
+    TEMP_NAME,
     atomic_write_bytes,
     atomic_write_json,
     os_error,
@@ -74,7 +75,7 @@ LOCK_FILE = ".lock"
 TENSOR = "features"
 _CLIP_ID = "[0-9a-f]{12}"
 OUR_FEATURE = re.compile(rf"^{_CLIP_ID}\.safetensors$")  # the only names we write (and delete) in features/
-OUR_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")  # fileio.atomic_write's temporary files
+OUR_TEMP = TEMP_NAME  # fileio.atomic_write's temporary files
 _HEADER_MAX = 1 << 16  # a feature file's safetensors header: one tensor and a little metadata
 CLIP_SCHEMA = {
     "type": "object", "additionalProperties": False,
@@ -97,9 +98,10 @@ CALIBRATION_SCHEMA = {  # what is read back and printed; the rest of a record is
                    "head": {"type": "object"}}}
 INDEX_SCHEMA = {
     "type": "object", "required": ["format", "version", "model", "space", "feature_shape", "head", "labels"],
+    "additionalProperties": False,  # an unknown key is a typo or another program's: never ignored
     "properties": {
         **header_schema(FORMAT, VERSION),
-        "model": {"type": "object", "required": ["name", "sha256"],
+        "model": {"type": "object", "required": ["name", "sha256"], "additionalProperties": False,
                   "properties": {"name": {**TEXT, "maxLength": 200}, "sha256": HEX64}},
         "space": {**TEXT, "maxLength": 200}, "space_hash": {**TEXT, "maxLength": 128},
         "feature_shape": {"type": "array", "items": POS_INT, "minItems": 2, "maxItems": 2},
@@ -510,6 +512,7 @@ class Gallery:
         for c in clips:
             p = Path(c).expanduser().absolute()
             try:
+                check_source(p)
                 if not is_folder(p):  # a folder is a clip of frames, probed and hashed image by image
                     stat_file(p, "video")
                 # probe: missing, empty, foreign, truncated -> VideoError naming the file (or image)
@@ -558,6 +561,19 @@ class Gallery:
         report.calibration = {k: _short(v) for k, v in self.doc.get("calibration", {}).items()}
         report.counts = {lb: len(recs) for lb, recs in self.labels.items()}
         return report
+
+
+def check_source(path: Path) -> None:
+    """Refuse, where clip paths come in (before anything is probed or embedded), a path the index cannot
+    record: it keeps each clip's path as printable text, so a newline, a control or bidi character (which
+    would forge lines or reorder a listing) or bytes that are not UTF-8 are named here, escaped."""
+    text, limit = str(path), CLIP_SCHEMA["properties"]["source"]["maxLength"]
+    if text.isprintable() and len(text) <= limit:
+        return
+    why = (f"longer than {limit} characters" if text.isprintable() else
+           "it holds a character that is not printable (a newline, a control or bidi character, or bytes "
+           "that are not UTF-8)")
+    raise SSTEdgeError(f"clip path: {why}, so the gallery cannot record it: rename or move the clip", path)
 
 
 def _foreign_files(path: Path, indexed: bool) -> list[str]:

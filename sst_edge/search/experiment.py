@@ -41,7 +41,7 @@ from ..data.episodes import EpisodeDataset, episode_loader
 from ..device.datasets import load_splits
 from ..device.evaluation import confidence_interval
 from ..errors import SSTEdgeError
-from ..fileio import atomic_write_json, sha256_file
+from ..fileio import atomic_write_json, refuse_foreign, sha256_file, written_by_us
 from ..space.config import Choices, SpaceConfig, load_space
 from ..space.restriction import load_restriction
 from ..space.subnet import make_subnet
@@ -278,6 +278,10 @@ def _table_record(table: Any, s: SearchSettings) -> dict[str, Any] | None:
             "space": table.space, "target": table.target.get("name")}
 
 
+SEARCH_FOLDER = written_by_us(  # what a search writes into its --out, and nothing else may be there
+    {"best.json", "trials.csv", "pareto.png", "search.json", CONTEXT_FILE, EPISODES_FILE}, {"trials", "nni"})
+
+
 def run_search(
     space: str | Path,
     weights: str | Path,
@@ -294,6 +298,7 @@ def run_search(
     config = load_space(space)
     budget = _budget(s)
     out = Path(out)
+    refuse_foreign(out, SEARCH_FOLDER, "search folder")
     out.mkdir(parents=True, exist_ok=True)
     if any((out / "trials").glob("*.json")):
         raise SSTEdgeError("already holds a search (trials/); choose a new --out", out)

@@ -13,11 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from ..device.preprocess import Preprocess
 from ..device.settings import default_resize
 from ..errors import SSTEdgeError
+from ..fileio import read_yaml
 from ..resources import resolve
 
 if TYPE_CHECKING:
@@ -164,11 +163,28 @@ def _layer_ops(value: Any, depth: int | None, where: str,
     return tuple(sorted(out))
 
 
+# The keys a space YAML may hold, per mapping: a typo (`mlp_ration`) is an error, never a silent default.
+_KEYS = {"space": {"name", "description", "input", "patch_embed", "head_dim", "mlp_ratio", "choices",
+                   "downsample", "stages"},
+         "input": {"frames", "size"}, "patch_embed": {"channels"}, "choices": {"ops", "heads"},
+         "downsample": {"heads"}, "stage": {"channels", "depth", "head_dim", "ops", "layer_ops"}}
+
+
+def _unknown_keys(d: Any, kind: str, where: str, problems: list[str]) -> None:
+    if isinstance(d, dict):
+        known = ", ".join(sorted(_KEYS[kind]))
+        problems += [f"{where + ': ' if where else ''}unknown key {k!r} (known: {known})"
+                     for k in sorted(map(str, set(d) - _KEYS[kind]))]
+
+
 def parse_space(doc: Any, source: str = "<memory>") -> SpaceConfig:
     """Validate a parsed YAML document and build a SpaceConfig, listing every problem at once."""
     problems: list[str] = []
     if not isinstance(doc, dict):
         raise SSTEdgeError("a space YAML must be a mapping", source)
+    _unknown_keys(doc, "space", "", problems)
+    for key in ("input", "patch_embed", "choices", "downsample"):
+        _unknown_keys(doc.get(key), key, key, problems)
     name = _need(doc, "name", str, "space", problems)
     inp = _need(doc, "input", dict, "space", problems) or {}
     frames = _need(inp, "frames", int, "input", problems) if inp else None
@@ -191,6 +207,7 @@ def parse_space(doc: Any, source: str = "<memory>") -> SpaceConfig:
         if not isinstance(st, dict):
             problems.append(f"stages[{i}]: expected a mapping")
             continue
+        _unknown_keys(st, "stage", f"stages[{i}]", problems)
         ch = _need(st, "channels", int, f"stages[{i}]", problems)
         depth = _need(st, "depth", int, f"stages[{i}]", problems)
         hd = st.get("head_dim", head_dim)
@@ -215,8 +232,5 @@ def parse_space(doc: Any, source: str = "<memory>") -> SpaceConfig:
 def load_space(name_or_path: str | Path) -> SpaceConfig:
     """Load a space by name (search_spaces/NAME.yaml) or by path."""
     path = resolve("space", name_or_path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise SSTEdgeError(f"not valid YAML: {e}", path) from None
+    doc = read_yaml(path, "space YAML")
     return parse_space(doc, str(path))

@@ -54,7 +54,7 @@ from ..device.datasets import load_splits
 from ..device.preprocess import Preprocess
 from ..errors import DatasetError, SSTEdgeError
 from ..fewshot import head_logits
-from ..fileio import atomic_write, atomic_write_json, read_json, utc_now
+from ..fileio import atomic_write, atomic_write_json, read_json, refuse_foreign, utc_now, written_by_us
 from ..space.config import SpaceConfig, load_space
 from ..space.restriction import FILE as RESTRICTION_FILE
 from ..space.restriction import Restriction, full_restriction
@@ -75,6 +75,9 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 ESTIMATE_AFTER = 6      # optimizer steps timed (after the first, which warms up) before the run's estimate
 MAX_SKIPPED_STEPS = 20  # consecutive steps with non-finite gradients before the run is called diverged
+RUN_FOLDER = written_by_us(  # what a run writes into its folder, and nothing else may be there
+    {RUN_FILE, METRICS_FILE, WEIGHTS_FILE, RESTRICTION_FILE, "shrunk.json", "loss.png", "scores.png"},
+    pattern=r"checkpoint-e\d{4,}\.(safetensors|json)")
 
 CostFn = Callable[[dict[str, Any]], float]
 
@@ -640,7 +643,9 @@ def device_record(device: torch.device, d: Dist) -> dict[str, Any]:
 def check_start(
     cfg: TrainConfig, out: Path, resume: bool, world: int
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
-    """Refuse to overwrite a run, to resume nothing, or to resume with other settings (before any work)."""
+    """Refuse to overwrite a run, to resume nothing, or to resume with other settings (before any work);
+    and to write into a folder holding anything a run does not write."""
+    refuse_foreign(out, RUN_FOLDER, "training run folder")
     found = ckpt.load_checkpoint(out)
     if not resume:
         if found is not None:
