@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import SSTEdgeError
-from ._common import count, emit, positive_float, unit_interval
+from ..runtime.live.events import MARGIN
+from ._common import count, emit, nonnegative_float, positive_float, unit_interval
 
 
 def _enroll(args: argparse.Namespace) -> int:
@@ -80,6 +81,12 @@ def _gallery(args: argparse.Namespace) -> int:
         result = verbs.gallery_rename(args.gallery, args.old, args.new, model=args.model)
     emit(result, args)
     return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from ..runtime.live import cli as live  # ONNX Runtime, PyAV: loaded when the verb runs
+
+    return live.watch(args)
 
 
 def _runtime_options(p: argparse.ArgumentParser) -> None:
@@ -187,3 +194,50 @@ def add(sub: argparse._SubParsersAction) -> None:
             v.add_argument("old", help="the current label")
             v.add_argument("new", help="the new label")
         v.set_defaults(func=_gallery)
+
+    w = sub.add_parser(
+        "watch",
+        help="watch cameras and streams live: action events out, in real time",
+        description="Decode each --source as frames arrive (RTSP/UDP/TCP/HTTP streams, /dev/videoN, or a "
+        "file), classify spans over their time with one shared model, and emit events (label, start, end, "
+        "peak and mean confidence) as JSON lines on stdout, to --events FILE and/or --mqtt. When the model "
+        "falls behind, spans are skipped and counted, never queued. Sources that drop are reconnected with "
+        "backoff. SIGINT/SIGTERM close the open events and exit 0. A gallery changed by enroll is picked "
+        "up at the next span. MQTT credentials, client id and TLS files come from the environment "
+        "(SST_EDGE_MQTT_*; README).",
+    )
+    _runtime_options(w)
+    w.add_argument("--source", action="append", required=True, metavar="SRC",
+                   help="rtsp(s)://, udp://, tcp://, http(s):// URL, /dev/videoN or a video file; repeat for "
+                   "several sources")
+    w.add_argument("--realtime", action="store_true",
+                   help="play files at their own frame rate (live sources always are); without it a file is "
+                   "read as fast as inference takes it, every span scored")
+    w.add_argument("--span", type=positive_float, default=2.0, help="seconds each classification sees")
+    w.add_argument("--stride", type=positive_float, default=1.0, help="seconds between spans")
+    w.add_argument("--smooth", type=count(1), default=1, help="average this many consecutive spans")
+    w.add_argument("--head", choices=["alignment", "prototype"], default="alignment", help="few-shot head")
+    w.add_argument("--threshold", type=unit_interval,
+                   help="confidence below which a span is 'unknown' (replaces the calibrated rule)")
+    w.add_argument("--margin", type=unit_interval, default=MARGIN,
+                   help="hysteresis: an open event goes on while its label's score stays above the "
+                   "calibrated threshold minus this fraction of it")
+    w.add_argument("--enter", type=unit_interval, default=0.0,
+                   help="a confidence a span also needs to open an event")
+    w.add_argument("--leave", type=unit_interval, default=0.0,
+                   help="a confidence below which an open event ends (<= --enter)")
+    w.add_argument("--min-duration", type=nonnegative_float, default=0.0,
+                   help="seconds an event must last to be emitted")
+    w.add_argument("--max-fps", type=positive_float, help="keep at most this many frames a second per source")
+    w.add_argument("--events", metavar="FILE", help="append events to FILE (fsync'd per event)")
+    w.add_argument("--mqtt", metavar="URL", help="publish events to mqtt(s)://host:port/topic with QoS 1 "
+                   "(needs the [mqtt] extra)")
+    w.add_argument("--no-stdout", action="store_true", help="do not print events on stdout")
+    w.add_argument("--status-every", type=positive_float, metavar="S",
+                   help="print a status line (JSON, stderr) every S seconds")
+    w.add_argument("--exit-on-error", action="store_true",
+                   help="end at the first problem of a source (exit 3) or of a sink (exit 4)")
+    w.add_argument("--max-reconnects", type=count(0), help="give a source up after this many reconnects")
+    w.add_argument("--duration", type=positive_float, help="stop after this many seconds")
+    w.add_argument("--summary", metavar="FILE", help="write the final summary (JSON) to FILE")
+    w.set_defaults(func=_watch)

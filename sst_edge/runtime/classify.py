@@ -34,6 +34,7 @@ BLANK_LEVELS = 2.0
 # over a natural-statistics (1/f) texture, 0.99 in tests' moving_frames; uniform noise (64x86, H.264,
 # resized and cropped like the model's input) 0.41-0.43.
 NOISE_CORRELATION = 0.5
+SCORE_RULE = "far from every label"  # the start of the calibrated score rule's `why` (watch's hysteresis)
 
 
 def content_problem(clip: np.ndarray, pre: Preprocess) -> str:
@@ -163,7 +164,7 @@ class Classifier:
     def why_unknown(self, confidence: float, score: float) -> str:
         """Why a top label of this confidence and logit is not the answer ("" when it is)."""
         if self.score_threshold is not None and score < self.score_threshold:
-            return f"far from every label: score {score:.3f} < {self.score_threshold:.3f}"
+            return f"{SCORE_RULE}: score {score:.3f} < {self.score_threshold:.3f}"
         if confidence < self.threshold:
             return f"confidence {confidence:.2f} < {self.threshold:.2f}"
         return ""

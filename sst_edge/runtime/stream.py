@@ -46,6 +46,9 @@ class StreamSpan:
     raw_confidence: float
     start_frame: int
     end_frame: int  # exclusive
+    top: str = ""  # the nearest label after smoothing, also when `label` is "unknown"
+    score: float = 0.0  # its smoothed logit (negative aligned distance), against the calibrated threshold
+    why: str = ""  # why the span is "unknown" ("" when it is not)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +92,44 @@ def _decode_spans(q: queue.Queue, stop: threading.Event, decoder: VideoDecoder, 
         _put(q, stop, e)
 
 
+class SpanScorer:
+    """One span's clip -> its StreamSpan: embedding, head, calibrated confidence, causal smoothing and the
+    open-set decision. `classify --stream` and `watch` both score spans here, so a live span is decided
+    exactly as the same span of the recorded file (for `watch`, one scorer per source)."""
+
+    def __init__(self, runtime: FewShotRuntime, classifier: Classifier, smooth: int = 1):
+        if smooth < 1:
+            raise SSTEdgeError(f"smooth must be >= 1, got {smooth}")
+        self.runtime, self.classifier = runtime, classifier
+        self.recent: deque[np.ndarray] = deque(maxlen=smooth)
+
+    def reset(self) -> None:
+        """Forget the smoothing history (a gap in the video: a reconnect, or a new gallery)."""
+        self.recent.clear()
+
+    def score(self, clip: np.ndarray, s: int, e: int, fps: float, what: str,
+              features: np.ndarray | None = None) -> StreamSpan:
+        """Frames [s, e) of a video at `fps`, preprocessed as `clip` ``[T, 3, H, W]``; `features` when the
+        caller embedded the clip already (several sources' spans in one batch)."""
+        classifier = self.classifier
+        feats = self.runtime.finite(self.runtime.embed(clip[None]) if features is None else features[None],
+                                    what)
+        logits = classifier.logits(feats)
+        probs = classifier.probabilities(logits)
+        raw = classifier.decide(logits, probs)[0]
+        blank = content_problem(clip, self.runtime.card.preprocess)  # nothing to see: unknown, unsmoothed
+        if blank:
+            raw.reject(blank)
+        self.recent.append(np.stack([probs[0], logits[0]]))  # the open-set score is smoothed with them
+        mean, mean_logits = np.mean(self.recent, axis=0)
+        top = int(np.argmax(mean))
+        conf = float(mean[top])
+        why = blank or classifier.why_unknown(conf, float(mean_logits[top]))
+        label = UNKNOWN if why else classifier.labels[top]
+        return StreamSpan(round(s / fps, 4), round(e / fps, 4), label, conf, raw.label, raw.confidence, s, e,
+                          classifier.labels[top], float(mean_logits[top]), why)
+
+
 def stream_video(runtime: FewShotRuntime, classifier: Classifier, path: str | Path, span: float = 2.0,
                  stride: float = 1.0, unit: str = "seconds", smooth: int = 1,
                  prefetch: int = 2) -> Iterator[StreamSpan]:
@@ -119,7 +160,7 @@ def stream_video(runtime: FewShotRuntime, classifier: Classifier, path: str | Pa
     worker = threading.Thread(target=_decode_spans, name="sst-edge-decode", daemon=True,
                               args=(q, stop, decoder, path, runtime, starts, w, info.num_frames, size))
     worker.start()
-    recent: deque[np.ndarray] = deque(maxlen=smooth)
+    scorer = SpanScorer(runtime, classifier, smooth)
     try:
         while True:
             item = q.get()
@@ -128,21 +169,7 @@ def stream_video(runtime: FewShotRuntime, classifier: Classifier, path: str | Pa
             if isinstance(item, BaseException):
                 raise item
             s, e, clip = item
-            feats = runtime.finite(runtime.embed(clip[None]), f"frames {s}-{e} of {path}")
-            logits = classifier.logits(feats)
-            probs = classifier.probabilities(logits)
-            raw = classifier.decide(logits, probs)[0]
-            blank = content_problem(clip, runtime.card.preprocess)  # nothing to see: unknown, unsmoothed
-            if blank:
-                raw.reject(blank)
-            recent.append(np.stack([probs[0], logits[0]]))  # the open-set score is smoothed with them
-            mean, mean_logits = np.mean(recent, axis=0)
-            top = int(np.argmax(mean))
-            conf = float(mean[top])
-            why = blank or classifier.why_unknown(conf, float(mean_logits[top]))
-            label = UNKNOWN if why else classifier.labels[top]
-            yield StreamSpan(round(s / fps, 4), round(e / fps, 4), label, conf, raw.label, raw.confidence,
-                               s, e)
+            yield scorer.score(clip, s, e, fps, f"frames {s}-{e} of {path}")
     finally:
         stop.set()
         worker.join(timeout=5)
