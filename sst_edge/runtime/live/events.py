@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ...errors import SSTEdgeError
+from ...schema import HEX64, NONNEG_INT, NONNEG_NUMBER, TEXT, header_schema
 from ..calibration import UNKNOWN
 from ..classify import SCORE_RULE
 
@@ -39,6 +40,32 @@ KINDS = ("start", "end")
 MARGIN = 0.1  # README "Events": the margin's measurement
 END_REASONS = ("label changed", "unknown", "low confidence", "source lost", "source ended",
                "gallery changed", "shutdown")
+
+_NUMBER = {"type": "number"}
+_TIME = {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"}
+_CONFIDENCE = {"type": "number", "minimum": 0, "maximum": 1}
+EVENT_SCHEMA: dict[str, Any] = {  # README "Event schema" documents each entry
+    "type": "object",
+    "required": ["format", "version", "kind", "id", "source", "label", "start_s", "end_s", "start_time",
+                 "end_time", "duration_s", "spans", "peak_confidence", "mean_confidence", "model"],
+    "additionalProperties": False,
+    "properties": {
+        **header_schema(EVENT_FORMAT, EVENT_VERSION),
+        "kind": {"enum": list(KINDS)},
+        "id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+        "source": TEXT, "label": TEXT,
+        "start_s": _NUMBER, "end_s": _NUMBER, "duration_s": NONNEG_NUMBER,
+        "start_time": _TIME, "end_time": _TIME, "emitted_at": _TIME,
+        "spans": {**NONNEG_INT, "minimum": 1},
+        "peak_confidence": _CONFIDENCE, "mean_confidence": _CONFIDENCE,
+        "reason": {"enum": list(END_REASONS)},
+        "model": HEX64,
+        "latency_s": NONNEG_NUMBER,
+    },
+    "if": {"properties": {"kind": {"const": "end"}}},
+    "then": {"required": ["reason"]},
+    "else": {"not": {"required": ["reason"]}},
+}
 
 
 def iso(t: float) -> str:
