@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,8 @@ def span(k: int, label: str, score: float = -0.5, conf: float = 0.9, top: str | 
     """Span k of a 2 s span, 1 s stride grid; an "unknown" span names its nearest label in `top`."""
     if label == "unknown" and not why:
         why = FAR.format(score)
-    return SpanDecision(float(k), float(k + 2), label, conf, 1_000_000.0 + k + 2, top or label, score, THR, why)
+    wall = 1_000_000.0 + k + 2
+    return SpanDecision(float(k), float(k + 2), label, conf, wall, top or label, score, THR, why)
 
 
 def summary(events: list[dict]) -> list[tuple]:
@@ -153,10 +155,11 @@ def test_file_sink_survives_sigkill(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])})
     try:
-        for _ in range(200):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
             if log.exists() and len(log.read_text().splitlines()) > 50:
                 break
-            proc.wait(timeout=0.05) if proc.poll() is not None else __import__("time").sleep(0.05)
+            time.sleep(0.05)
     finally:
         proc.kill()
         proc.wait()
