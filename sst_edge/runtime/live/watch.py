@@ -29,8 +29,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -40,7 +40,7 @@ from ...errors import SSTEdgeError
 from ..classify import Classifier
 from ..engine import FewShotRuntime
 from ..gallery import INDEX_FILE, Gallery
-from ..stream import SpanScorer
+from ..stream import SpanScorer, StreamSpan
 from .events import EventBuilder, EventPolicy, SpanDecision, iso
 from .sinks import Sink
 from .sources import LiveSource, SourceSpec
@@ -126,7 +126,8 @@ class Watch:
     messages (problems, status) go to `err`."""
 
     def __init__(self, runtime: FewShotRuntime, gallery: str | Path, sources: Sequence[SourceSpec],
-                 sinks: Sequence[Sink], settings: WatchSettings | None = None, err: TextIO | None = None):
+                 sinks: Sequence[Sink], settings: WatchSettings | None = None, err: TextIO | None = None,
+                 on_span: Callable[[str, StreamSpan], None] | None = None):
         if not sources:
             raise SSTEdgeError("watch needs at least one --source")
         names = [s.name for s in sources]
@@ -135,6 +136,7 @@ class Watch:
         self.rt, self.gallery_path = runtime, Path(gallery)
         self.settings = settings or WatchSettings()
         self.sinks, self.err = list(sinks), err or sys.stderr
+        self.on_span = on_span  # (source, span on the source's timeline): each span as scored
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -230,6 +232,9 @@ class Watch:
             self.scored[name] += 1
             what = f"{span.start_s:.2f}-{span.end_s:.2f} s of {name}"
             scored = self.scorers[name].score(span.clip, span.start_frame, span.end_frame, span.fps, what, f)
+            scored = replace(scored, start_s=span.start_s, end_s=span.end_s)
+            if self.on_span is not None:
+                self.on_span(name, scored)
             decision = SpanDecision(span.start_s, span.end_s, scored.label, scored.confidence, span.wall,
                                     scored.top, scored.score, self.classifier.score_threshold, scored.why)
             self._emit(self.builders[name].update(decision), span.ready)
