@@ -33,8 +33,12 @@ from sst_edge.runtime.engine import FewShotRuntime
 from sst_edge.runtime.gallery import Gallery
 
 
-def untrained_model(out: Path, space: str = "sst_tiny") -> Path:
-    """An exported model of the largest subnet of an untrained supernet (the real export path)."""
+def untrained_model(out: Path, space: str = "sst_tiny", target: str = "cpu-fp32",
+                    subnet: Path | None = None) -> Path:
+    """An exported model of an untrained supernet (the real export path): `subnet` (a subnet document),
+    or the space's largest subnet. Timings do not depend on the weights."""
+    import torch
+
     from sst_edge.cost.flops import extreme_sample
     from sst_edge.deploy.export import export_model
     from sst_edge.space.config import load_space
@@ -44,10 +48,14 @@ def untrained_model(out: Path, space: str = "sst_tiny") -> Path:
     from sst_edge.train.checkpoint import save_tensors
 
     config = load_space(space)
-    weights = save_tensors(out.parent / "supernet.safetensors", build_supernet(config).state_dict(),
+    torch.manual_seed(0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    weights = save_tensors(out.parent / f"{space}.supernet.safetensors", build_supernet(config).state_dict(),
                            {"format": SUPERNET_FORMAT, "space": config.name, "space_hash": config.hash})
-    subnet = make_subnet(config, extreme_sample(config, None, largest=True)).save(out.parent / "best.json")
-    export_model(subnet, weights, "cpu-fp32", out, measure=False, progress=False)
+    if subnet is None:
+        largest = extreme_sample(config, None, largest=True)
+        subnet = make_subnet(config, largest).save(out.parent / "best.json")
+    export_model(subnet, weights, target, out, measure=False, progress=False)
     return out
 
 

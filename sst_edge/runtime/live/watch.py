@@ -248,11 +248,12 @@ class Watch:
             s = src.stats
             per[src.name] = {"connected": s.connected, "finished": s.finished, "fps": round(s.rate(now), 2),
                              "stream_fps": round(s.fps, 3), "frames": s.frames,
-                             "spans": self.scored[src.name],
+                             "spans": self.scored[src.name], "cut": s.spans,
                              "skipped": s.skipped, "reconnects": s.reconnects,
                              "latency_s": percentiles(self.span_lat[src.name]),
                              "open_event": self.builders[src.name].open_label, "error": src.error}
-        return {"format": STATUS_FORMAT, "version": 1, "time": iso(time.time()), "sources": per,
+        return {"format": STATUS_FORMAT, "version": 1, "time": iso(time.time()), "rss_mb": rss_mb(),
+                "sources": per,
                 "sinks": [s.health() for s in self.sinks], "event_latency_s": percentiles(self.event_lat)}
 
     # ------------------------------------------------------------------------------------------ run
@@ -320,3 +321,12 @@ def peak_rss_mb() -> float:
     """This process's peak resident memory (Linux reports KiB, macOS bytes)."""
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory now (Linux /proc; None elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(pages * resource.getpagesize() / (1024 * 1024), 1)
