@@ -207,6 +207,12 @@ class LiveSource:
             return span
 
     @property
+    def waiting(self) -> int:
+        """1 while a span waits in the slot (at a stop: cut, neither scored nor skipped)."""
+        with self._lock:
+            return int(self._slot is not None)
+
+    @property
     def done(self) -> bool:
         """Finished and nothing left to take."""
         with self._lock:

@@ -249,6 +249,7 @@ class Watch:
             per[src.name] = {"connected": s.connected, "finished": s.finished, "fps": round(s.rate(now), 2),
                              "stream_fps": round(s.fps, 3), "frames": s.frames,
                              "spans": self.scored[src.name], "cut": s.spans,
+                             "waiting": src.waiting,
                              "skipped": s.skipped, "reconnects": s.reconnects,
                              "latency_s": percentiles(self.span_lat[src.name]),
                              "open_event": self.builders[src.name].open_label, "error": src.error}
