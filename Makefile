@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The Debian packages the live tests run (tests/live_servers.py): mosquitto (an MQTT broker, and
 # mosquitto_passwd), GStreamer's RTSP server for Debian's /usr/bin/python3 (gi is built for it, not for the
-# venv) with the plugins its pipeline uses (qtdemux, rtph264pay: good; h264parse: bad), and openssl (the TLS
-# test's certificates). Installed with apt-get as root (CI runs as root), `apt-get update` first, only when
-# one is missing; when all are there this costs one dpkg-query.
+# venv) with the plugins its pipeline uses (qtdemux, rtph264pay: good; h264parse: bad, which the server
+# library needs anyway; nothing decodes or encodes, so no -ugly or -libav), and openssl (the TLS test's
+# certificates). Installed with apt-get as root (CI runs as root), `apt-get update` first, only when one is
+# missing: 145 packages, 45 s here from none of them installed; when all are there, 0.2 s of dpkg-query.
 SYSTEM_PACKAGES := mosquitto python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
                    gstreamer1.0-plugins-good gstreamer1.0-plugins-bad openssl
 

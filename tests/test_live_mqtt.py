@@ -138,7 +138,8 @@ def test_a_broker_that_is_not_there(tmp_path: Path) -> None:
 
     def reported() -> bool:
         problems.extend(sink.problems())
-        return any(p.startswith(f"mqtt://127.0.0.1:{port}/ev: cannot connect to the broker") for p in problems)
+        return any(p.startswith(f"mqtt://127.0.0.1:{port}/ev: cannot connect to the broker")
+                   for p in problems)
 
     wait_until(reported, 5, "the failure reported")
     assert any("refused" in p.lower() for p in problems), problems
