@@ -391,12 +391,15 @@ class MqttSink:
 
     def _diagnose(self) -> str:
         """Why connecting fails, in the system's words (paho's thread swallows the exception); unlocked."""
-        context = tls_context(self.settings) if self.target.tls else None
+        try:
+            context = tls_context(self.settings) if self.target.tls else None
+        except SSTEdgeError as e:  # a TLS file changed since the start; raising would end paho's thread
+            return str(e)
         try:
             with socket.create_connection((self.target.host, self.target.port), timeout=2.0) as sock:
                 if context is None:
                     return "the port accepts TCP, but no MQTT connection was made"
                 with context.wrap_socket(sock, server_hostname=self.target.host):
                     return "TLS works, but no MQTT connection was made"
-        except OSError as e:
+        except (OSError, ValueError) as e:
             return str(e) or type(e).__name__
