@@ -12,7 +12,7 @@ PIP    := -m pip install -q -c constraints.txt
 TORCH_INDEX ?=
 TORCH_FROM  := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
-.PHONY: venv demo test lint device-check mutate clean
+.PHONY: venv demo test lint device-check mutate clean system-packages
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,28 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) $(PIP) $(TORCH_FROM) torch==2.13.0
 	$(PY) $(PIP) -e '.[host,cpu,test]'
 	touch $(STAMP)
+
+# The Debian packages the live tests run (tests/live_servers.py): mosquitto (an MQTT broker, and
+# mosquitto_passwd), GStreamer's RTSP server for Debian's /usr/bin/python3 (gi is built for it, not for the
+# venv) with the plugins its pipeline uses (qtdemux, rtph264pay: good; h264parse: bad, which the server
+# library needs anyway; nothing decodes or encodes, so no -ugly or -libav), and openssl (the TLS test's
+# certificates). Installed with apt-get as root (CI runs as root), `apt-get update` first, only when one is
+# missing: 145 packages, 45 s here from none of them installed; when all are there, 0.2 s of dpkg-query.
+SYSTEM_PACKAGES := mosquitto python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+                   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad openssl
+
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	echo "system packages missing:" $$missing; \
+	if ! command -v apt-get >/dev/null; then \
+	    echo "no apt-get here: install the equivalents of" $$missing "yourself (the live tests need them)"; exit 1; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	    echo "not root: run 'sudo make system-packages' (or: sudo apt-get install" $$missing")"; exit 1; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get -q -o DPkg::Lock::Timeout=300 update && \
+	apt-get -q -y -o DPkg::Lock::Timeout=300 install --no-install-recommends $$missing
 
 venv: $(STAMP)
 
@@ -32,7 +54,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check sst_edge tests bench
 	$(VENV)/bin/lint-imports
 
-test: $(STAMP) lint
+test: $(STAMP) lint system-packages
 	$(PY) -m pytest -q
 
 # The device half as a user installs it (`pip install '.[cpu]'`, no torch) runs the README's device verbs
