@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from live_scene import live_scene  # noqa: F401 - the live tests' model, gallery and video
 from live_servers import live_servers  # noqa: F401 - the fixture of real servers for the live tests
 
 from sst_edge.data.encode import write_video
