@@ -88,7 +88,10 @@ def lowest_pins(pyproject: str, extras: Sequence[str] = DEVICE_EXTRAS) -> list[s
     declared bottom of each range is what gets installed and tested. Extras of a dependency are dropped
     (pip constraints take none); markers are kept. A dependency without a lowest version (only `<`,
     `>`, `!=`, a wildcard) or whose bound is itself excluded is a `CheckFailed` naming it."""
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10 (requires-python's lowest): pip's copy of tomli
+        from pip._vendor import tomli as tomllib
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
     from packaging.version import Version
@@ -309,8 +312,9 @@ def host_half(work: Path, full: Path) -> dict[str, Any]:
     # has no VideoFrame.rotation: sst_edge/device/avcompat.py)
     write_video(work / "rotated.mp4", np.rot90(frames(test.clips[labels[0]][3]), k=-1, axes=(1, 2)).copy(),
                 rotation=90)
-    queries.append("rotated.mp4")  # a query of labels[0]
-    return {"labels": labels, "enroll": enroll, "queries": queries, "long": "long.mp4"}
+    queries.append("rotated.mp4")  # a query of labels[0], and enrolled alone in a gallery of its own
+    return {"labels": labels, "enroll": enroll, "queries": queries, "long": "long.mp4",
+            "rotated": "rotated.mp4"}
 
 
 # --------------------------------------------------------------------------------------- device verbs
@@ -339,7 +343,10 @@ def do_enroll(v: VerbRun) -> dict[str, Any]:
     for lb, clips in v.scene["enroll"].items():
         v.run("enroll", ["enroll", "--model", "models/tiny", "--gallery", v.gallery, "--label", lb, *clips,
                          "--no-progress"])
-    return {"gallery": str(v.work / v.gallery)}
+    rotated = f"{v.tag}/rotated"  # its features are compared: a clip read the wrong way up differs a lot
+    v.run("enroll", ["enroll", "--model", "models/tiny", "--gallery", rotated, "--label", "rotated",
+                     v.scene["rotated"], "--no-progress"])
+    return {"gallery": str(v.work / v.gallery), "rotated": str(v.work / rotated)}
 
 
 def do_classify(v: VerbRun) -> Any:
@@ -387,23 +394,23 @@ def same_features(work: Path, scene: dict[str, Any], dev: Any, ful: Any) -> str:
     from sst_edge.runtime.gallery import Gallery
 
     card = load_card(work / "models" / "tiny")
-    g_dev, g_full = Gallery.open(dev["gallery"], card), Gallery.open(ful["gallery"], card)
-    by_source = {r.source: g_full.features(r) for recs in g_full.labels.values() for r in recs}
+    g_dev = [Gallery.open(dev[k], card) for k in ("gallery", "rotated")]
+    g_full = [Gallery.open(ful[k], card) for k in ("gallery", "rotated")]
+    by_source = {r.source: g.features(r) for g in g_full for recs in g.labels.values() for r in recs}
     rt = FewShotRuntime(work / "models" / "tiny")
     dec = make_decoder(rt.decoder_name)
     install_diff = ref_diff = 0.0
     n = 0
-    for recs in g_dev.labels.values():
-        for r in recs:
-            f = g_dev.features(r)
-            if r.source not in by_source:
-                raise CheckFailed(f"enroll: the device enrolled {r.source}, the full install did not")
-            install_diff = max(install_diff, float(np.abs(f - by_source[r.source]).max()))
-            src = Path(r.source) if Path(r.source).is_absolute() else work / r.source
-            ref = rt.embed(reference_clip(src, card.preprocess.to_dict(), dec)[None])[0]
-            ref_diff = max(ref_diff, float(np.abs(f - ref).max()))
-            n += 1
-    if n != sum(len(v) for v in scene["enroll"].values()) or len(by_source) != n:
+    for gallery, r in [(g, r) for g in g_dev for recs in g.labels.values() for r in recs]:
+        f = gallery.features(r)
+        if r.source not in by_source:
+            raise CheckFailed(f"enroll: the device enrolled {r.source}, the full install did not")
+        install_diff = max(install_diff, float(np.abs(f - by_source[r.source]).max()))
+        src = Path(r.source) if Path(r.source).is_absolute() else work / r.source
+        ref = rt.embed(reference_clip(src, card.preprocess.to_dict(), dec)[None])[0]
+        ref_diff = max(ref_diff, float(np.abs(f - ref).max()))
+        n += 1
+    if n != sum(len(v) for v in scene["enroll"].values()) + 1 or len(by_source) != n:
         raise CheckFailed(f"enroll: {n} clips in the device gallery, {len(by_source)} in the full one")
     if install_diff > FEATURE_TOL:
         raise CheckFailed(f"enroll: the device's features differ from the full install's by "
@@ -411,7 +418,7 @@ def same_features(work: Path, scene: dict[str, Any], dev: Any, ful: Any) -> str:
     if ref_diff > FEATURE_TOL:
         raise CheckFailed(f"enroll: the device's features differ by {ref_diff:.3g} from those of the card's "
                           "preprocessing written out in reference_clip (a preprocessing bug both share?)")
-    return (f"features of {n} enrolled clips: device vs full install max abs diff "
+    return (f"features of {n} enrolled clips (one rotated): device vs full install max abs diff "
             f"{install_diff:.2e}; device vs the preprocessing written out here {ref_diff:.2e} "
             f"(limit {FEATURE_TOL:g})")
 
@@ -513,6 +520,7 @@ def bundle_steps(work: Path, full: Path, device: Path, tag: str) -> None:
 
 
 HOST_FILE = "host.json"  # in --host-work: the fingerprint, the scene and the full install's answers
+MADE_HERE = ".device-check"  # in --host-work from its start: the folder may be emptied
 
 
 def host_work(work: Path, full: Path, reuse: bool) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -528,8 +536,12 @@ def host_work(work: Path, full: Path, reuse: bool) -> tuple[dict[str, Any], dict
             return doc["scene"], doc["full"]
         say(f"\n(the host half in {work} is out of date: made again)")
     if reuse:
+        if work.is_dir() and any(work.iterdir()) and not (work / MADE_HERE).is_file():
+            raise CheckFailed(f"--host-work {work} holds files but no {MADE_HERE}: not a folder this check "
+                              "made, so it is not emptied (name a new or empty folder)")
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
+        (work / MADE_HERE).write_text("made by tests/device_check.py, which may empty it\n")
     stage("host half", "2. the host half (full install): data, a short training run, a subnet, the export, "
                        "the device verbs, the profiling bundle")
     scene = host_half(work, full)
