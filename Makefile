@@ -12,7 +12,7 @@ PIP    := -m pip install -q -c constraints.txt
 TORCH_INDEX ?=
 TORCH_FROM  := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
-.PHONY: venv demo test lint device-check mutate clean system-packages
+.PHONY: venv demo test lint device-check device-check-lowest mutate clean system-packages
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -58,9 +58,15 @@ test: $(STAMP) lint system-packages
 	$(PY) -m pytest -q
 
 # The device half as a user installs it (`pip install '.[cpu]'`, no torch) runs the README's device verbs
-# on a model exported by the full install.
+# on a model exported by the full install: at the versions of constraints.txt (.venv-device), and at the
+# lowest versions pyproject.toml allows (.venv-device-lowest). Both keep the host half (data, model, the
+# full install's answers) in $(DEVICE_WORK) and reuse it while nothing it depends on changed.
+DEVICE_WORK := .device-check-work
 device-check: $(STAMP)
-	$(PY) -m tests.device_check --python $(PYTHON)
+	$(PY) -m tests.device_check --python $(PYTHON) --host-work $(DEVICE_WORK)
+
+device-check-lowest: $(STAMP)
+	$(PY) -m tests.device_check --python $(PYTHON) --host-work $(DEVICE_WORK) --lowest
 
 # Mutation testing (mutmut) of the core modules, each against its own tests; not part of `make test` or CI.
 # `make mutate MODULE=sst_edge/fileio.py` for one module, CHILDREN=2 to test two mutants at once.
@@ -70,4 +76,4 @@ mutate: $(STAMP)
 	$(PY) -m tests.mutate --children $(CHILDREN) $(MODULE)
 
 clean:
-	rm -rf $(VENV) .venv-device demo_out .pytest_cache .mutmut
+	rm -rf $(VENV) .venv-device .venv-device-lowest $(DEVICE_WORK) demo_out .pytest_cache .mutmut

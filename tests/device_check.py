@@ -1,28 +1,36 @@
-"""`make device-check`: the device half installed as a user installs it, run end to end on a real model.
+"""`make device-check` and `make device-check-lowest`: the device half installed as a user installs it, run
+end to end on a real model and compared with the full install.
 
-    python -m tests.device_check --python python3      (from the repository root, with the full .venv)
+    python -m tests.device_check --python python3 [--lowest] [--host-work DIR]   (repository root, .venv)
 
-1. A fresh `.venv-device` made with `--python`'s interpreter gets `pip install -c constraints.txt '.[cpu]'`
-   (a built wheel, not editable; torch is never installed first). Its `pip list` is printed and none of
-   the host's libraries may be in it; the size on disk of .venv-device and .venv is printed with the ratio.
-2. The full install (this interpreter, .venv) plays the host: `sst-edge data synth`, a short
-   `sst-edge train`, `sst-edge space sample` and `sst-edge export --no-measure`.
-3. `.venv-device/bin/sst-edge` runs the device verbs as the README shows them (enroll, classify, classify
-   --json, classify --stream, gallery list / rename / remove, eval --model) and the device step of
-   profiling (`profile --run-bundle`, between the host's --bundle and --from-bundle); the full install
-   runs the same verbs on the same clips.
-4. The two installs must agree: every enrolled clip's features (max abs diff <= 1e-5), the classify labels
-   and confidences, the stream windows, the eval accuracies; and the device's features must equal those of
-   the evaluation preprocessing written out here independently (`reference_clip`), so a preprocessing bug
-   that both installs share is caught too.
+1. A fresh venv made with `--python`'s interpreter gets `pip install -c PINS '.[cpu]'` (a built wheel, not
+   editable; torch is never installed first). PINS is constraints.txt (`.venv-device`: the versions
+   verified together), or with --lowest the lowest versions pyproject.toml allows (`.venv-device-lowest`:
+   `lowest_pins` reads its `>=` bounds at run time; what they do not pin resolves as pip resolves it). Its
+   `pip list` is printed, with --lowest each pinned version is checked, and none of the host's libraries
+   may be in it; the size on disk of the venv and of .venv is printed with the ratio.
+2. The full install (this interpreter, .venv) plays the host: `sst-edge data synth` (and a query clip
+   written with a display-rotation flag, as phone videos have), a short `sst-edge train`, `sst-edge space
+   sample`, `sst-edge export --no-measure`, the device verbs (`VERBS`) and `profile --bundle`. With
+   --host-work all of this is kept in DIR and reused while nothing it depends on changed (`fingerprint`):
+   `make device-check` and `make device-check-lowest` share one, so the second runs only the device's part.
+3. The venv's `sst-edge` runs the device verbs as the README shows them (`VERBS`: enroll, classify,
+   classify --json, classify --stream, gallery list / rename / remove, eval --model) and the device step
+   of profiling (`profile --run-bundle`, between the host's --bundle and --from-bundle).
+4. The two installs must agree (each verb's `same`): every enrolled clip's features (max abs diff <=
+   1e-5), the classify labels and confidences, the stream windows, the calibrations, the eval accuracies;
+   and the device's features must equal those of the evaluation preprocessing written out here
+   independently (`reference_clip`), so a preprocessing bug that both installs share is caught too.
 
-Any failing command stops the check with a non-zero exit that names it. Work happens in a temporary
-folder (kept with --keep); .venv-device stays (gitignored) for inspection.
+Any failing command stops the check with a non-zero exit that names it (its verb and install). Work happens
+in --host-work or a temporary folder (kept with --keep); the venv stays (gitignored) for inspection.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -31,18 +39,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DEVICE_VENV = ROOT / ".venv-device"
 FULL_VENV = ROOT / ".venv"
 # Distributions the device half must not pull in (pip names).
 HOST_DISTRIBUTIONS = ("torch", "torchvision", "nni", "fvcore", "onnx", "onnxscript", "lightning",
                       "pytorch-lightning", "matplotlib", "scipy")
 FEATURE_TOL = 1e-5
 SIZE_GOAL = 0.2  # the device venv under a fifth of the full one
+DEVICE_EXTRAS = ("cpu",)  # the device half as the README installs it: '.[cpu]'
 
 TIMES: dict[str, float] = {}  # seconds per stage
 STAGE = ["setup"]
@@ -50,6 +59,105 @@ STAGE = ["setup"]
 
 class CheckFailed(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class Install:
+    """One way to install the device half: its venv, the tag of its outputs, and the pins pip gets."""
+
+    tag: str  # names its galleries and files, and its failures ("device-lowest enroll: ...")
+    venv: Path
+    lowest: bool  # True: the lowest versions pyproject.toml allows; False: constraints.txt
+
+    @property
+    def check(self) -> str:
+        return "device-check-lowest" if self.lowest else "device-check"
+
+
+PINNED = Install("device", ROOT / ".venv-device", lowest=False)
+LOWEST = Install("device-lowest", ROOT / ".venv-device-lowest", lowest=True)
+
+
+# -------------------------------------------------------------------------------------- lowest pins
+LOWER_BOUNDS = (">=", "~=", "==")  # operators whose version is the lowest one allowed
+
+
+def lowest_pins(pyproject: str, extras: Sequence[str] = DEVICE_EXTRAS) -> list[str]:
+    """`name==version[; marker]` for every dependency of the project and of `extras` (the project's own
+    extras named inside an extra are followed), at the lowest version its specifier allows: so the
+    declared bottom of each range is what gets installed and tested. Extras of a dependency are dropped
+    (pip constraints take none); markers are kept. A dependency without a lowest version (only `<`,
+    `>`, `!=`, a wildcard) or whose bound is itself excluded is a `CheckFailed` naming it."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10 (requires-python's lowest): pip's copy of tomli
+        from pip._vendor import tomli as tomllib
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    project = tomllib.loads(pyproject)["project"]
+    own = canonicalize_name(project["name"])
+    optional = project.get("optional-dependencies", {})
+    texts: list[str] = []
+    todo: list[str] = []  # extras to read: the project's own named in its dependencies, then `extras`
+    seen: set[str] = set()
+
+    def take(group: Sequence[str]) -> None:
+        for text in group:
+            req = Requirement(text)
+            if canonicalize_name(req.name) == own:
+                todo.extend(sorted(req.extras))
+            else:
+                texts.append(text)
+
+    take(project.get("dependencies", []))
+    todo.extend(extras)
+    while todo:
+        extra = todo.pop(0)
+        if extra in seen:
+            continue
+        if extra not in optional:
+            raise CheckFailed(f"pyproject.toml: no extra [{extra}] (it has {', '.join(optional) or 'none'})")
+        seen.add(extra)
+        take(optional[extra])
+    pins: list[str] = []
+    for text in texts:
+        req = Requirement(text)
+        lows = [s.version for s in req.specifier if s.operator in LOWER_BOUNDS]
+        if not lows or any("*" in v for v in lows):
+            raise CheckFailed(f"pyproject.toml: {text!r} states no lowest version (>=, ~= or ==), so its "
+                              "bottom cannot be installed and tested")
+        low = max(lows, key=Version)
+        if not req.specifier.contains(low, prereleases=True):
+            raise CheckFailed(f"pyproject.toml: {text!r}: its lowest bound {low} is itself excluded")
+        pin = f"{req.name}=={low}" + (f"; {req.marker}" if req.marker is not None else "")
+        if pin not in pins:
+            pins.append(pin)
+    return pins
+
+
+def check_lowest_installed(pins: Sequence[str], listing: Sequence[dict[str, str]]) -> str:
+    """Each pin's version is the one installed (or its marker is false here): a line for the log."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    have = {canonicalize_name(d["name"]): d["version"] for d in listing}
+    shown = []
+    for pin in pins:
+        req = Requirement(pin)
+        want = next(iter(req.specifier)).version
+        got = have.get(canonicalize_name(req.name))
+        if got is None:
+            if req.marker is None or req.marker.evaluate():
+                raise CheckFailed(f"{req.name} {want} (pyproject.toml's lowest) is not installed")
+            shown.append(f"{req.name} not here ({req.marker})")
+        elif Version(got) != Version(want):
+            raise CheckFailed(f"{req.name} {got} is installed, not {want}, the lowest pyproject.toml allows")
+        else:
+            shown.append(f"{req.name} {got}")
+    return ", ".join(shown)
 
 
 # ----------------------------------------------------------------------------------------- reference
@@ -73,6 +181,7 @@ def reference_clip(path: str | Path, preprocess: dict[str, Any], decoder: Any) -
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
 
 
+
 # ------------------------------------------------------------------------------------------ commands
 def say(text: str) -> None:
     print(text, flush=True)
@@ -90,7 +199,7 @@ def run(step: str, cmd: Sequence[str | Path], cwd: Path = ROOT, capture: bool = 
     shown = " ".join(argv).replace(str(ROOT) + "/", "")
     say(f"$ {shown}")
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    if argv[0].startswith(str(DEVICE_VENV)) or argv[1:3] == ["-m", "venv"]:  # nothing from outside it
+    if argv[0].startswith(str(ROOT / ".venv-device")) or argv[1:3] == ["-m", "venv"]:  # nothing from outside
         env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     t0 = time.perf_counter()
     try:
@@ -119,34 +228,61 @@ def mib(n: int) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
 
+def fingerprint(work: Path) -> str:
+    """What the host half depends on: the package's code and data, pyproject.toml, constraints.txt, this
+    file, the full install's interpreter and distributions, and where the work lies (galleries hold
+    absolute paths). A change to any of them makes --host-work build the host half again."""
+    h = hashlib.sha256()
+    files = [p for top in ("sst_edge", "search_spaces", "export", "latency_tables")
+             for p in sorted((ROOT / top).rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
+    for p in [*files, ROOT / "pyproject.toml", ROOT / "constraints.txt", Path(__file__).resolve()]:
+        h.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes() + b"\0")
+    dists = sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions())
+    h.update("\n".join([sys.prefix, sys.version, str(work.resolve()), *dists]).encode())
+    return h.hexdigest()[:16]
+
+
 # -------------------------------------------------------------------------------------------- stages
-def make_device_venv(python: str) -> dict[str, Any]:
-    stage("device install", f"1. the device half: {DEVICE_VENV.name} ({python}), "
-                            "pip install -c constraints.txt '.[cpu]'")
-    if DEVICE_VENV.exists():
-        shutil.rmtree(DEVICE_VENV)
-    run("device venv", [python, "-m", "venv", DEVICE_VENV])
-    py = DEVICE_VENV / "bin" / "python"
-    run("device install", [py, "-m", "pip", "install", "-q", "-c", ROOT / "constraints.txt", ".[cpu]"])
+def make_device_venv(python: str, install: Install) -> dict[str, Any]:
+    venv = install.venv
+    pins_file = ROOT / "constraints.txt"
+    pins: list[str] = []
+    if install.lowest:
+        pins = lowest_pins((ROOT / "pyproject.toml").read_text(), DEVICE_EXTRAS)
+        what = "the lowest versions pyproject.toml allows: " + ", ".join(p.split(";")[0] for p in pins)
+    else:
+        what = "pip install -c constraints.txt '.[cpu]'"
+    stage("device install", f"1. the device half: {venv.name} ({python}), {what}")
+    if venv.exists():
+        shutil.rmtree(venv)
+    run("device venv", [python, "-m", "venv", venv])
+    py = venv / "bin" / "python"
+    if install.lowest:
+        pins_file = venv / "lowest-constraints.txt"  # kept in the venv for inspection
+        pins_file.write_text("# the lowest versions pyproject.toml allows (tests/device_check.py)\n"
+                             + "\n".join(pins) + "\n")
+    run("device install", [py, "-m", "pip", "install", "-q", "-c", pins_file,
+                           f".[{','.join(DEVICE_EXTRAS)}]"])
     listing = json.loads(run("device pip list", [py, "-m", "pip", "list", "--format", "json"], capture=True))
     say("    " + ", ".join(f"{d['name']}=={d['version']}" for d in listing))
+    if install.lowest:
+        say("    at pyproject.toml's lowest: " + check_lowest_installed(pins, listing))
     names = {d["name"].lower().replace("_", "-") for d in listing}
     found = sorted(names & set(HOST_DISTRIBUTIONS))
     if found:
         raise CheckFailed(f"the device install pulled host-only libraries: {', '.join(found)}")
     where = run("device sst_edge", [py, "-c", "import sst_edge; print(sst_edge.__file__)"], cwd=Path("/"),
                 capture=True).strip()
-    if not where.startswith(str(DEVICE_VENV)):
+    if not where.startswith(str(venv)):
         raise CheckFailed(f"the device venv imports sst_edge from {where}, not from its own site-packages")
-    dev, full = du_bytes(DEVICE_VENV), du_bytes(FULL_VENV)
+    dev, full = du_bytes(venv), du_bytes(FULL_VENV)
     ratio = dev / full
-    say(f"    size on disk: {DEVICE_VENV.name} {mib(dev)}, {FULL_VENV.name} {mib(full)}, ratio {ratio:.3f} "
+    say(f"    size on disk: {venv.name} {mib(dev)}, {FULL_VENV.name} {mib(full)}, ratio {ratio:.3f} "
         f"(goal < {SIZE_GOAL}: {'met' if ratio < SIZE_GOAL else 'NOT met'})")
     return {"device_bytes": dev, "full_bytes": full, "ratio": ratio, "packages": len(listing)}
 
 
 def host_half(work: Path, full: Path) -> dict[str, Any]:
-    stage("host half", "2. the host half (full install): data, a short training run, a subnet, the export")
     run("data synth", [full, "data", "synth", "--out", "data", "--classes", "12", "--clips", "6"], cwd=work)
     run("train", [full, "train", "--space", "sst_tiny", "--data", "data", "--out", "runs/tiny", "--way", "3",
                   "--episodes", "12", "--epochs", "1", "--lr-warmup", "4", "--val-episodes", "0",
@@ -165,65 +301,91 @@ def host_half(work: Path, full: Path) -> dict[str, Any]:
     enroll = {lb: [str(p.relative_to(work)) for p in test.clips[lb][:3]] for lb in labels}
     queries = [str(test.clips[lb][-1].relative_to(work)) for lb in labels]
     dec = make_decoder("pyav")
-    frames = [dec.read(work / q, range(dec.info(work / q).num_frames)) for q in queries]
+
+    def frames(clip: str | Path) -> Any:
+        return dec.read(work / clip, range(dec.info(work / clip).num_frames))
+
     import numpy as np
 
-    write_video(work / "long.mp4", np.concatenate(frames))  # 3 actions back to back, 12 fps
-    return {"labels": labels, "enroll": enroll, "queries": queries, "long": "long.mp4"}
+    write_video(work / "long.mp4", np.concatenate([frames(q) for q in queries]))  # 3 actions back to back
+    # a clip stored sideways with a display-rotation flag, as phone videos are: read upright (PyAV < 14.1
+    # has no VideoFrame.rotation: sst_edge/device/avcompat.py)
+    write_video(work / "rotated.mp4", np.rot90(frames(test.clips[labels[0]][3]), k=-1, axes=(1, 2)).copy(),
+                rotation=90)
+    queries.append("rotated.mp4")  # a query of labels[0], and enrolled alone in a gallery of its own
+    return {"labels": labels, "enroll": enroll, "queries": queries, "long": "long.mp4",
+            "rotated": "rotated.mp4"}
 
 
-def device_verbs(tag: str, exe: Path, work: Path, scene: dict[str, Any], full_check: bool) -> dict[str, Any]:
-    """The README's device verbs with `exe` (.venv-device/bin/sst-edge or .venv/bin/sst-edge)."""
-    gallery = f"gallery-{tag}"
-    for lb, clips in scene["enroll"].items():
-        run(f"{tag} enroll", [exe, "enroll", "--model", "models/tiny", "--gallery", gallery, "--label", lb,
-                              *clips, "--no-progress"], cwd=work)
-    if full_check:
-        run(f"{tag} classify", [exe, "classify", "--model", "models/tiny", "--gallery", gallery,
-                                scene["queries"][0], "--no-progress"], cwd=work)
-    out = {"classify": json.loads(run(f"{tag} classify --json", [
-        exe, "classify", "--model", "models/tiny", "--gallery", gallery, *scene["queries"], "--json",
-        "--no-progress"], cwd=work, capture=True))}
-    stream = [exe, "classify", "--model", "models/tiny", "--gallery", gallery, "--stream", scene["long"],
-              "--span", "2", "--stride", "1", "--smooth", "3"]
-    if full_check:
-        run(f"{tag} stream", stream, cwd=work)
-    out["stream"] = json.loads(run(f"{tag} stream --json", [*stream, "--json"], cwd=work, capture=True))
-    if full_check:
-        run(f"{tag} gallery list", [exe, "gallery", "list", gallery], cwd=work)
-    out["gallery"] = json.loads(run(f"{tag} gallery list --json", [exe, "gallery", "list", gallery, "--model",
-                                                                    "models/tiny", "--json"],
-                                    cwd=work, capture=True))
-    if full_check:
-        edit = f"{gallery}-edit"
-        shutil.copytree(work / gallery, work / edit)
-        first, second = scene["labels"][:2]
-        run(f"{tag} gallery rename", [exe, "gallery", "rename", edit, first, "renamed"], cwd=work)
-        run(f"{tag} gallery remove", [exe, "gallery", "remove", edit, "--label", second], cwd=work)
-        left = json.loads(run(f"{tag} gallery list", [exe, "gallery", "list", edit, "--json"], cwd=work,
-                              capture=True))
-        if sorted(left["labels"]) != sorted(["renamed", scene["labels"][2]]):
-            raise CheckFailed(f"{tag}: after rename and remove the gallery holds {sorted(left['labels'])}")
-    run(f"{tag} eval --model", [exe, "eval", "--model", "models/tiny", "--data", "data", "--way", "3",
-                                "--episodes", "20", "--head", "both", "--out", f"eval-{tag}.json",
-                                "--no-progress"], cwd=work)
-    out["eval"] = json.loads((work / f"eval-{tag}.json").read_text())
-    out["gallery_dir"] = work / gallery
-    return out
+# --------------------------------------------------------------------------------------- device verbs
+@dataclass(frozen=True)
+class VerbRun:
+    """One install's run of the verbs: `exe` is its sst-edge; its outputs go to `work/tag/`."""
+
+    tag: str
+    exe: Path
+    work: Path
+    scene: dict[str, Any]
+    full_check: bool  # also the human-readable forms and the gallery edits (the device install only)
+
+    @property
+    def gallery(self) -> str:
+        return f"{self.tag}/gallery"
+
+    def run(self, verb: str, args: Sequence[str | Path], capture: bool = False) -> str:
+        return run(f"{self.tag} {verb}", [self.exe, *args], cwd=self.work, capture=capture)
+
+    def json(self, verb: str, args: Sequence[str | Path]) -> Any:
+        return json.loads(self.run(verb, args, capture=True))
 
 
-def bundle_steps(work: Path, full: Path, device: Path) -> None:
-    """Profiling without torch: the host writes a bundle, the device times it, the host builds the table."""
-    run("host profile --bundle", [full, "profile", "--space", "sst_tiny", "--target", "cpu-fp32", "--bundle",
-                                  "bundle", "--validate", "2", "--quick", "--no-progress"], cwd=work)
-    run("device profile --run-bundle", [device, "profile", "--run-bundle", "bundle", "--quick",
-                                        "--no-progress"], cwd=work)
-    run("host profile --from-bundle", [full, "profile", "--from-bundle", "bundle", "--out",
-                                       "sst_tiny.cpu-fp32.json", "--no-progress"], cwd=work)
-    run("host profile --table", [full, "profile", "--table", "sst_tiny.cpu-fp32.json"], cwd=work)
+def do_enroll(v: VerbRun) -> dict[str, Any]:
+    for lb, clips in v.scene["enroll"].items():
+        v.run("enroll", ["enroll", "--model", "models/tiny", "--gallery", v.gallery, "--label", lb, *clips,
+                         "--no-progress"])
+    rotated = f"{v.tag}/rotated"  # its features are compared: a clip read the wrong way up differs a lot
+    v.run("enroll", ["enroll", "--model", "models/tiny", "--gallery", rotated, "--label", "rotated",
+                     v.scene["rotated"], "--no-progress"])
+    return {"gallery": str(v.work / v.gallery), "rotated": str(v.work / rotated)}
 
 
-def compare(work: Path, scene: dict[str, Any], dev: dict[str, Any], ful: dict[str, Any]) -> dict[str, float]:
+def do_classify(v: VerbRun) -> Any:
+    args = ["classify", "--model", "models/tiny", "--gallery", v.gallery]
+    if v.full_check:
+        v.run("classify", [*args, v.scene["queries"][0], "--no-progress"])
+    return v.json("classify --json", [*args, *v.scene["queries"], "--json", "--no-progress"])
+
+
+def do_stream(v: VerbRun) -> Any:
+    args = ["classify", "--model", "models/tiny", "--gallery", v.gallery, "--stream", v.scene["long"],
+            "--span", "2", "--stride", "1", "--smooth", "3"]
+    if v.full_check:
+        v.run("classify --stream", args)
+    return v.json("classify --stream --json", [*args, "--json"])
+
+
+def do_gallery(v: VerbRun) -> Any:
+    if v.full_check:
+        v.run("gallery list", ["gallery", "list", v.gallery])
+        edit = f"{v.gallery}-edit"
+        shutil.copytree(v.work / v.gallery, v.work / edit)
+        first, second = v.scene["labels"][:2]
+        v.run("gallery rename", ["gallery", "rename", edit, first, "renamed"])
+        v.run("gallery remove", ["gallery", "remove", edit, "--label", second])
+        left = v.json("gallery list", ["gallery", "list", edit, "--json"])
+        if sorted(left["labels"]) != sorted(["renamed", v.scene["labels"][2]]):
+            raise CheckFailed(f"{v.tag}: after rename and remove the gallery holds {sorted(left['labels'])}")
+    return v.json("gallery list --json", ["gallery", "list", v.gallery, "--model", "models/tiny", "--json"])
+
+
+def do_eval(v: VerbRun) -> Any:
+    out = f"{v.tag}/eval.json"
+    v.run("eval --model", ["eval", "--model", "models/tiny", "--data", "data", "--way", "3", "--episodes",
+                           "20", "--head", "both", "--out", out, "--no-progress"])
+    return json.loads((v.work / out).read_text())
+
+
+def same_features(work: Path, scene: dict[str, Any], dev: Any, ful: Any) -> str:
     import numpy as np
 
     from sst_edge.device.card import load_card
@@ -231,97 +393,210 @@ def compare(work: Path, scene: dict[str, Any], dev: dict[str, Any], ful: dict[st
     from sst_edge.runtime.engine import FewShotRuntime
     from sst_edge.runtime.gallery import Gallery
 
-    stage("compare", "4. the device half against the full install")
     card = load_card(work / "models" / "tiny")
-    g_dev, g_full = Gallery.open(dev["gallery_dir"], card), Gallery.open(ful["gallery_dir"], card)
-    by_source = {r.source: g_full.features(r) for recs in g_full.labels.values() for r in recs}
+    g_dev = [Gallery.open(dev[k], card) for k in ("gallery", "rotated")]
+    g_full = [Gallery.open(ful[k], card) for k in ("gallery", "rotated")]
+    by_source = {r.source: g.features(r) for g in g_full for recs in g.labels.values() for r in recs}
     rt = FewShotRuntime(work / "models" / "tiny")
     dec = make_decoder(rt.decoder_name)
     install_diff = ref_diff = 0.0
     n = 0
-    for recs in g_dev.labels.values():
-        for r in recs:
-            f = g_dev.features(r)
-            install_diff = max(install_diff, float(np.abs(f - by_source[r.source]).max()))
-            src = Path(r.source) if Path(r.source).is_absolute() else work / r.source
-            ref = rt.embed(reference_clip(src, card.preprocess.to_dict(), dec)[None])[0]
-            ref_diff = max(ref_diff, float(np.abs(f - ref).max()))
-            n += 1
-    say(f"    features of {n} enrolled clips: device vs full install max abs diff {install_diff:.2e}; "
-        f"device vs the preprocessing written out here {ref_diff:.2e} (limit {FEATURE_TOL:g})")
-    if n != sum(len(v) for v in scene["enroll"].values()) or len(by_source) != n:
-        raise CheckFailed(f"{n} clips in the device gallery, {len(by_source)} in the full one")
+    for gallery, r in [(g, r) for g in g_dev for recs in g.labels.values() for r in recs]:
+        f = gallery.features(r)
+        if r.source not in by_source:
+            raise CheckFailed(f"enroll: the device enrolled {r.source}, the full install did not")
+        install_diff = max(install_diff, float(np.abs(f - by_source[r.source]).max()))
+        src = Path(r.source) if Path(r.source).is_absolute() else work / r.source
+        ref = rt.embed(reference_clip(src, card.preprocess.to_dict(), dec)[None])[0]
+        ref_diff = max(ref_diff, float(np.abs(f - ref).max()))
+        n += 1
+    if n != sum(len(v) for v in scene["enroll"].values()) + 1 or len(by_source) != n:
+        raise CheckFailed(f"enroll: {n} clips in the device gallery, {len(by_source)} in the full one")
     if install_diff > FEATURE_TOL:
-        raise CheckFailed(f"the device's features differ from the full install's by {install_diff:.3g}")
+        raise CheckFailed(f"enroll: the device's features differ from the full install's by "
+                          f"{install_diff:.3g}")
     if ref_diff > FEATURE_TOL:
-        raise CheckFailed(f"the device's features differ by {ref_diff:.3g} from those of the card's "
+        raise CheckFailed(f"enroll: the device's features differ by {ref_diff:.3g} from those of the card's "
                           "preprocessing written out in reference_clip (a preprocessing bug both share?)")
+    return (f"features of {n} enrolled clips (one rotated): device vs full install max abs diff "
+            f"{install_diff:.2e}; device vs the preprocessing written out here {ref_diff:.2e} "
+            f"(limit {FEATURE_TOL:g})")
 
+
+def same_classify(work: Path, scene: dict[str, Any], dev: Any, ful: Any) -> str:
     conf_diff = 0.0
-    for a, b in zip(dev["classify"]["results"], ful["classify"]["results"], strict=True):
+    for a, b in zip(dev["results"], ful["results"], strict=True):
         if (a["clip"], a["label"], [x["label"] for x in a["ranking"]]) != \
                 (b["clip"], b["label"], [x["label"] for x in b["ranking"]]):
             raise CheckFailed(f"classify: device says {a['label']} for {a['clip']}, full install "
                               f"{b['label']}")
         conf_diff = max([conf_diff, *(abs(x["confidence"] - y["confidence"])
                                       for x, y in zip(a["ranking"], b["ranking"], strict=True))])
-    labels = [r["label"] for r in dev["classify"]["results"]]
-    say(f"    classify: same labels {labels} (queries of {scene['labels']}), confidences within "
-        f"{conf_diff:.1e}")
-    sw = [(w["start_frame"], w["end_frame"], w["label"]) for w in dev["stream"]["spans"]]
-    if sw != [(w["start_frame"], w["end_frame"], w["label"]) for w in ful["stream"]["spans"]]:
-        raise CheckFailed(f"stream windows differ: device {sw}, full {ful['stream']['windows']}")
-    say(f"    stream: same {len(sw)} windows {[w[2] for w in sw]}")
-    if dev["eval"]["accuracy"] != ful["eval"]["accuracy"]:
-        raise CheckFailed(f"eval --model: device {dev['eval']['accuracy']}, full {ful['eval']['accuracy']}")
-    say(f"    eval --model: same accuracies {dev['eval']['accuracy']}")
-    cal = {k: (v["temperature"], v["threshold"]) for k, v in dev["gallery"]["calibration"].items()}
-    if cal != {k: (v["temperature"], v["threshold"]) for k, v in ful["gallery"]["calibration"].items()}:
-        raise CheckFailed("the galleries' calibrations differ")
     if conf_diff > FEATURE_TOL:
-        raise CheckFailed(f"classify confidences differ by {conf_diff:.2e}")
-    return {"install_diff": install_diff, "reference_diff": ref_diff, "confidence_diff": conf_diff}
+        raise CheckFailed(f"classify: confidences differ by {conf_diff:.2e}")
+    labels = [r["label"] for r in dev["results"]]
+    return (f"classify: same labels {labels} (queries of {scene['labels']}, then a rotated one of the "
+            f"first), confidences within {conf_diff:.1e}")
+
+
+def same_stream(work: Path, scene: dict[str, Any], dev: Any, ful: Any) -> str:
+    def windows(doc: Any) -> list[tuple[int, int, str]]:
+        return [(w["start_frame"], w["end_frame"], w["label"]) for w in doc["spans"]]
+
+    if windows(dev) != windows(ful):
+        raise CheckFailed(f"classify --stream: windows differ: device {windows(dev)}, full {windows(ful)}")
+    return f"stream: same {len(windows(dev))} windows {[w[2] for w in windows(dev)]}"
+
+
+CALIBRATION = ("temperature", "threshold", "score_threshold", "loo_accuracy")  # compared, within FEATURE_TOL
+
+
+def same_gallery(work: Path, scene: dict[str, Any], dev: Any, ful: Any) -> str:
+    def cal(doc: Any) -> dict[str, tuple[float, ...]]:
+        return {k: tuple(float(v[f]) for f in CALIBRATION) for k, v in sorted(doc["calibration"].items())}
+
+    a, b = cal(dev), cal(ful)
+    if a.keys() != b.keys() or any(abs(x - y) > FEATURE_TOL for k in a
+                                   for x, y in zip(a[k], b[k], strict=True)):
+        raise CheckFailed(f"gallery list: the galleries' calibrations ({', '.join(CALIBRATION)}) differ: "
+                          f"device {a}, full {b}")
+    return f"gallery: same calibrations ({', '.join(CALIBRATION)}) {a}"
+
+
+def same_eval(work: Path, scene: dict[str, Any], dev: Any, ful: Any) -> str:
+    if dev["accuracy"] != ful["accuracy"]:
+        raise CheckFailed(f"eval --model: device {dev['accuracy']}, full {ful['accuracy']}")
+    return f"eval --model: same accuracies {dev['accuracy']}"
+
+
+@dataclass(frozen=True)
+class Verb:
+    """A device verb of the README: `run` it with one install (its result must be JSON: the full
+    install's is kept with the host half), then `same` checks the device's against the full install's
+    (raises `CheckFailed`, returns a line for the log)."""
+
+    name: str
+    run: Callable[[VerbRun], Any]
+    same: Callable[[Path, dict[str, Any], Any, Any], str]
+
+
+# In order: enroll makes the gallery the others read. One entry per verb.
+VERBS: tuple[Verb, ...] = (
+    Verb("enroll", do_enroll, same_features),
+    Verb("classify", do_classify, same_classify),
+    Verb("classify --stream", do_stream, same_stream),
+    Verb("gallery", do_gallery, same_gallery),
+    Verb("eval --model", do_eval, same_eval),
+    # watch: added with the watch verb
+)
+
+
+def run_verbs(v: VerbRun) -> dict[str, Any]:
+    shutil.rmtree(v.work / v.tag, ignore_errors=True)  # a reused work folder: this install's last outputs
+    (v.work / v.tag).mkdir()
+    return {verb.name: verb.run(v) for verb in VERBS}
+
+
+def compare(work: Path, scene: dict[str, Any], dev: dict[str, Any], ful: dict[str, Any]) -> None:
+    stage("compare", "4. the device half against the full install")
+    for verb in VERBS:
+        say("    " + verb.same(work, scene, dev[verb.name], ful[verb.name]))
+
+
+def host_bundle(work: Path, full: Path) -> None:
+    run("host profile --bundle", [full, "profile", "--space", "sst_tiny", "--target", "cpu-fp32", "--bundle",
+                                  "bundle", "--validate", "2", "--quick", "--no-progress"], cwd=work)
+
+
+def bundle_steps(work: Path, full: Path, device: Path, tag: str) -> None:
+    """Profiling without torch: the host wrote a bundle (`host_bundle`), the device times a copy of it,
+    the host builds the table."""
+    shutil.copytree(work / "bundle", work / tag / "bundle")
+    run(f"{tag} profile --run-bundle", [device, "profile", "--run-bundle", f"{tag}/bundle", "--quick",
+                                        "--no-progress"], cwd=work)
+    run("host profile --from-bundle", [full, "profile", "--from-bundle", f"{tag}/bundle", "--out",
+                                       f"{tag}/sst_tiny.cpu-fp32.json", "--no-progress"], cwd=work)
+    run("host profile --table", [full, "profile", "--table", f"{tag}/sst_tiny.cpu-fp32.json"], cwd=work)
+
+
+HOST_FILE = "host.json"  # in --host-work: the fingerprint, the scene and the full install's answers
+MADE_HERE = ".device-check"  # in --host-work from its start: the folder may be emptied
+
+
+def host_work(work: Path, full: Path, reuse: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The host half and the full install's verbs in `work`: reused from an earlier run when `reuse` and
+    its fingerprint still matches, else made anew (and recorded for the next run)."""
+    stamp = work / HOST_FILE
+    mark = fingerprint(work) if reuse else ""
+    if reuse and stamp.is_file():
+        doc = json.loads(stamp.read_text())
+        if doc.get("fingerprint") == mark:
+            stage("host half", f"2. the host half (full install): reused from {work} (fingerprint {mark}: "
+                               "code, data and the full install as when it was made)")
+            return doc["scene"], doc["full"]
+        say(f"\n(the host half in {work} is out of date: made again)")
+    if reuse:
+        if work.is_dir() and any(work.iterdir()) and not (work / MADE_HERE).is_file():
+            raise CheckFailed(f"--host-work {work} holds files but no {MADE_HERE}: not a folder this check "
+                              "made, so it is not emptied (name a new or empty folder)")
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        (work / MADE_HERE).write_text("made by tests/device_check.py, which may empty it\n")
+    stage("host half", "2. the host half (full install): data, a short training run, a subnet, the export, "
+                       "the device verbs, the profiling bundle")
+    scene = host_half(work, full)
+    results = run_verbs(VerbRun("full", full, work, scene, full_check=False))
+    host_bundle(work, full)
+    if reuse:
+        tmp = stamp.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"fingerprint": mark, "scene": scene, "full": results}, indent=1))
+        tmp.replace(stamp)
+    return scene, results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--python", default="python3", help="interpreter for .venv-device (default python3)")
-    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--python", default="python3", help="interpreter for the device venv (default python3)")
+    ap.add_argument("--lowest", action="store_true",
+                    help="install the lowest versions pyproject.toml allows (.venv-device-lowest), not those "
+                         "of constraints.txt (.venv-device)")
+    ap.add_argument("--host-work", type=Path, default=None,
+                    help="work here and keep the host half for the next run, which reuses it while its "
+                         "fingerprint matches (default: a temporary folder)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     args = ap.parse_args(argv)
+    install = LOWEST if args.lowest else PINNED
     if Path(sys.prefix).resolve() != FULL_VENV.resolve():
         say(f"note: running under {sys.prefix}, not {FULL_VENV} (make device-check uses .venv/bin/python)")
     full = Path(sys.prefix) / "bin" / "sst-edge"
-    device = DEVICE_VENV / "bin" / "sst-edge"
+    device = install.venv / "bin" / "sst-edge"
     t0 = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="sst-edge-device-check-"))
+    reuse = args.host_work is not None
+    work = args.host_work.resolve() if reuse else Path(tempfile.mkdtemp(prefix="sst-edge-device-check-"))
     try:
-        sizes = make_device_venv(args.python)
-        scene = host_half(work, full)
-        stage("device verbs", "3. the device verbs with .venv-device/bin/sst-edge, then the same with the "
-                              "full install")
-        run("device --help", [device, "--help"], cwd=work, capture=True)
-        dev = device_verbs("device", device, work, scene, full_check=True)
+        sizes = make_device_venv(args.python, install)
+        scene, ful = host_work(work, full, reuse)
+        stage("device verbs", f"3. the device verbs with {install.venv.name}/bin/sst-edge")
+        run(f"{install.tag} --help", [device, "--help"], cwd=work, capture=True)
+        dev = run_verbs(VerbRun(install.tag, device, work, scene, full_check=True))
         STAGE[0] = "profiling bundle"
-        bundle_steps(work, full, device)
-        STAGE[0] = "full-install verbs"
-        ful = device_verbs("full", full, work, scene, full_check=False)
-        diffs = compare(work, scene, dev, ful)
+        bundle_steps(work, full, device, install.tag)
+        compare(work, scene, dev, ful)
     except CheckFailed as e:
-        say(f"\ndevice-check FAILED: {e}" + (f"\n(work folder kept: {work})" if args.keep else ""))
+        kept = f"\n(work folder kept: {work})" if args.keep or reuse else ""
+        say(f"\n{install.check} FAILED: {e}{kept}")
         return 1
     finally:
-        if not args.keep:
+        if not args.keep and not reuse:
             shutil.rmtree(work, ignore_errors=True)
     total = time.perf_counter() - t0
     say("\n== summary")
     say("  " + ", ".join(f"{k} {v:.0f} s" for k, v in TIMES.items()) + f"; total {total:.0f} s")
-    say(f"  .venv-device {mib(sizes['device_bytes'])} ({sizes['packages']} packages), .venv "
+    say(f"  {install.venv.name} {mib(sizes['device_bytes'])} ({sizes['packages']} packages), .venv "
         f"{mib(sizes['full_bytes'])}: ratio {sizes['ratio']:.3f}")
-    say(f"  features: device vs full max abs diff {diffs['install_diff']:.2e}, vs reference preprocessing "
-        f"{diffs['reference_diff']:.2e}")
-    if args.keep:
+    if args.keep or reuse:
         say(f"  work folder kept: {work}")
-    say("device-check passed")
+    say(f"{install.check} passed")
     return 0
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import SSTEdgeError, VideoError
 from . import archive
+from .avcompat import best_video_stream
 from .frames import FrameFolderInfo, ImageReader, probe_frames
 from .probe import VideoInfo, av_reason, probe_video
 
@@ -157,7 +158,7 @@ class PyAVDecoder(VideoDecoder):
     def _read_unique(self, info: VideoInfo, positions: list[int], height: int, width: int) -> np.ndarray:
         try:
             with av.open(str(info.path), metadata_errors="ignore") as container:
-                stream = container.streams.best("video")
+                stream = best_video_stream(container)
                 stream.codec_context.thread_count = self.threads
                 graph = _Converter(stream, info.rotation, height, width)
                 if info.index is None:

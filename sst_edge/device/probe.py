@@ -18,6 +18,7 @@ import av
 
 from ..errors import VideoError
 from ..fileio import FRAME_MAX_PIXELS, os_reason
+from .avcompat import best_video_stream, frame_rotation
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     path = Path(path)
     container = _open(path)
     with container:
-        stream = container.streams.best("video")
+        stream = best_video_stream(container)
         if stream is None:
             raise VideoError("zero frames: the file holds no video stream", path)
         ctx = stream.codec_context
@@ -121,7 +122,7 @@ def probe_video(path: str | Path) -> VideoInfo:
                              "the file", path)
         if first is None:
             raise VideoError(f"damaged video: none of its {len(pts)} packets decodes to a frame", path)
-        rotation = int(round(float(first.rotation or 0) / 90.0)) * 90 % 360
+        rotation = int(round(frame_rotation(first) / 90.0)) * 90 % 360
         width, height = first.width, first.height
         if rotation in (90, 270):
             width, height = height, width
@@ -139,7 +140,7 @@ def decode_all(path: str | Path) -> int:
     info = probe_video(path)
     n = 0
     with _open(path) as container:
-        stream = container.streams.best("video")
+        stream = best_video_stream(container)
         stream.codec_context.thread_count = 1
         try:
             for _ in container.decode(stream):
