@@ -385,6 +385,21 @@ def do_eval(v: VerbRun) -> Any:
     return json.loads((v.work / out).read_text())
 
 
+def do_watch(v: VerbRun) -> Any:
+    """watch on the long video as a file source (read as fast as inference takes it: every span scored),
+    events on stdout and in an events file."""
+    events = f"{v.tag}/events.jsonl"
+    out = v.run("watch", ["watch", "--model", "models/tiny", "--gallery", v.gallery, "--source",
+                          v.scene["long"], "--span", "2", "--stride", "1", "--smooth", "3", "--events",
+                          events], capture=True)
+    printed = [json.loads(line) for line in out.splitlines() if line.strip()]
+    kept = [json.loads(line) for line in (v.work / events).read_text().splitlines() if line.strip()]
+    if printed != kept:
+        raise CheckFailed(f"{v.tag} watch: the events file differs from stdout")
+    return [{k: e[k] for k in ("kind", "label", "start_s", "end_s", "spans", "peak_confidence",
+                               "mean_confidence") if k in e} | {"reason": e.get("reason")} for e in printed]
+
+
 def same_features(work: Path, scene: dict[str, Any], dev: Any, ful: Any) -> str:
     import numpy as np
 
@@ -463,6 +478,21 @@ def same_gallery(work: Path, scene: dict[str, Any], dev: Any, ful: Any) -> str:
     return f"gallery: same calibrations ({', '.join(CALIBRATION)}) {a}"
 
 
+def same_watch(work: Path, scene: dict[str, Any], dev: Any, ful: Any) -> str:
+    def key(e: dict[str, Any]) -> tuple:
+        return (e["kind"], e["label"], e["start_s"], e["end_s"], e["spans"], e["reason"])
+
+    if [key(e) for e in dev] != [key(e) for e in ful]:
+        raise CheckFailed(f"watch: events differ: device {[key(e) for e in dev]}, "
+                          f"full {[key(e) for e in ful]}")
+    diff = max([0.0, *(abs(a[k] - b[k]) for a, b in zip(dev, ful, strict=True)
+                       for k in ("peak_confidence", "mean_confidence"))])
+    if diff > FEATURE_TOL:
+        raise CheckFailed(f"watch: event confidences differ by {diff:.2e}")
+    kinds = [(e["kind"], e["label"]) for e in dev]
+    return f"watch: same {len(dev)} events {kinds}, confidences within {diff:.1e}"
+
+
 def same_eval(work: Path, scene: dict[str, Any], dev: Any, ful: Any) -> str:
     if dev["accuracy"] != ful["accuracy"]:
         raise CheckFailed(f"eval --model: device {dev['accuracy']}, full {ful['accuracy']}")
@@ -487,7 +517,7 @@ VERBS: tuple[Verb, ...] = (
     Verb("classify --stream", do_stream, same_stream),
     Verb("gallery", do_gallery, same_gallery),
     Verb("eval --model", do_eval, same_eval),
-    # watch: added with the watch verb
+    Verb("watch", do_watch, same_watch),
 )
 
 
