@@ -38,8 +38,8 @@ def test_every_verb_takes_json() -> None:
     parser = build_parser()
     top = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     verbs = every_verb()
-    assert len(verbs) == 16, sorted(verbs)  # space x3, data x2, train, eval, profile, search, export,
-    for verb in verbs:                      # enroll, classify, gallery x3, demo
+    assert len(verbs) == 17, sorted(verbs)  # space x3, data x2, train, eval, profile, search, export,
+    for verb in verbs:                      # enroll, classify, gallery x3, watch, demo
         name, *rest = verb.split()
         p = top[name]
         if rest:

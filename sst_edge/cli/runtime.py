@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..device.settings import EVENT_MARGIN
 from ..errors import SSTEdgeError
-from ..runtime.live.events import MARGIN
 from ._common import count, emit, nonnegative_float, positive_float, unit_interval
 
 
@@ -206,7 +206,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "up at the next span. MQTT credentials, client id and TLS files come from the environment "
         "(SST_EDGE_MQTT_*; README).",
     )
-    _runtime_options(w)
+    _runtime_options(w)  # --json: the final summary on stderr as JSON (stdout holds the events)
     w.add_argument("--source", action="append", required=True, metavar="SRC",
                    help="rtsp(s)://, udp://, tcp://, http(s):// URL, /dev/videoN or a video file; repeat for "
                    "several sources")
@@ -219,7 +219,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--head", choices=["alignment", "prototype"], default="alignment", help="few-shot head")
     w.add_argument("--threshold", type=unit_interval,
                    help="confidence below which a span is 'unknown' (replaces the calibrated rule)")
-    w.add_argument("--margin", type=unit_interval, default=MARGIN,
+    w.add_argument("--margin", type=unit_interval, default=EVENT_MARGIN,
                    help="hysteresis: an open event goes on while its label's score stays above the "
                    "calibrated threshold minus this fraction of it")
     w.add_argument("--enter", type=unit_interval, default=0.0,

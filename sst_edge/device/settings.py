@@ -50,3 +50,7 @@ class HeadConfig:
 def default_resize(size: int) -> int:
     """The shorter side before a size x size crop: 8/7 of it (256 for 224), the usual evaluation ratio."""
     return int(round(size * 8 / 7))
+
+# watch's hysteresis: an open event goes on while its label's score stays above the calibrated score
+# threshold minus this fraction of it (runtime/live/events.py; here so that `--help` needs no numpy)
+EVENT_MARGIN = 0.1

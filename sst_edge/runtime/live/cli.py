@@ -39,8 +39,9 @@ def watch(args: argparse.Namespace) -> int:
     rt = FewShotRuntime(args.model, threads=args.threads, decoder=args.decoder)
     sinks = sinks_from(args)
     report = Watch(rt, args.gallery, specs, sinks, settings, err=sys.stderr).run()
-    for line in report.lines():
+    summary = json.dumps(report.to_dict(), indent=2, sort_keys=True)
+    for line in [summary] if args.json else report.lines():  # stdout holds the events alone
         print(line, file=sys.stderr)
     if args.summary:
-        atomic_write_text(Path(args.summary), json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+        atomic_write_text(Path(args.summary), summary + "\n")
     return report.exit_code

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from ...device.settings import EVENT_MARGIN as MARGIN
 from ...errors import SSTEdgeError
 from ...schema import HEX64, NONNEG_INT, NONNEG_NUMBER, TEXT, header_schema
 from ..calibration import UNKNOWN
@@ -37,7 +38,6 @@ from ..classify import SCORE_RULE
 EVENT_FORMAT = "sst-edge.event"
 EVENT_VERSION = 1
 KINDS = ("start", "end")
-MARGIN = 0.1  # README "Events": the margin's measurement
 END_REASONS = ("label changed", "unknown", "low confidence", "source lost", "source ended",
                "gallery changed", "shutdown")
 
