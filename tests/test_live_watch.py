@@ -96,6 +96,18 @@ def test_a_span_that_waits_is_replaced_and_counted(live_scene) -> None:
     assert all(a.start_s < b.start_s for a, b in zip(taken, taken[1:], strict=False))
 
 
+def test_max_fps_keeps_fewer_frames(live_scene) -> None:
+    """--max-fps 6 on a 12 fps video: every other frame kept (hand count: 96 frames -> 48), the spans on
+    the same grid, each sampled from the frames it kept."""
+    rt, gallery, video, _, _ = live_scene
+    spans, _ = recorded(rt, gallery, video)
+    got, _, report = watched(rt, gallery, [video], max_fps=6.0)
+    s = report.sources[str(video)]
+    assert (s["frames"], s["kept"]) == (96, 48)
+    assert [(x.start_frame, x.end_frame) for x in got[str(video)]] == \
+        [(x.start_frame, x.end_frame) for x in spans]
+
+
 def test_sigterm_closes_the_open_events(live_scene, tmp_path: Path) -> None:
     rt, gallery, video, _, _ = live_scene
     events_file = tmp_path / "events.jsonl"

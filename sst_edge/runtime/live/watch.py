@@ -247,7 +247,7 @@ class Watch:
         for src in self.sources:
             s = src.stats
             per[src.name] = {"connected": s.connected, "finished": s.finished, "fps": round(s.rate(now), 2),
-                             "stream_fps": round(s.fps, 3), "frames": s.frames,
+                             "stream_fps": round(s.fps, 3), "frames": s.frames, "kept": s.kept,
                              "spans": self.scored[src.name], "cut": s.spans,
                              "waiting": src.waiting,
                              "skipped": s.skipped, "reconnects": s.reconnects,
@@ -319,7 +319,15 @@ class Watch:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory (Linux reports KiB, macOS bytes)."""
+    """This process's peak resident memory: VmHWM on Linux (getrusage's ru_maxrss would also count the
+    parent's pages of a process forked from a large one, e.g. a bench that imported torch), else
+    ru_maxrss (macOS reports bytes)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
 
