@@ -2,10 +2,11 @@
 
 A model directory (../shared/DESIGN.md) holds `model.onnx`, `card.json`, the training features of the
 out-of-distribution check (`train_features.safetensors`, device/ood.py, when export had the training data)
-and, for TensorRT targets built where TensorRT exists, `model.engine`. The card names the subnet and its space (with the YAML's hash),
-the preprocessing, the input and output shapes, the head, FLOPs and params, predicted and measured latency,
-and the sha256 of every file: the runtime refuses a model whose file no longer matches (tampered or
-corrupted), and a gallery remembers the model's sha256 so features of two models never mix.
+and, for TensorRT targets built where TensorRT exists, `model.engine`. The card names the subnet and its
+space (with the YAML's hash), the preprocessing, the input and output shapes, the head, FLOPs and params,
+predicted and measured latency, and the sha256 of every file: the runtime refuses a model whose file no
+longer matches (tampered or corrupted), and a gallery remembers the model's sha256 so features of two
+models never mix.
 """
 
 from __future__ import annotations
