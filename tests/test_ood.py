@@ -142,7 +142,7 @@ def test_classifier_says_unlike_the_training_data_first_and_only_beyond_the_thre
     thr = cls.ood_threshold
     assert cls.why_unknown(0.9, 0.0, thr * 0.99) == "" and cls.why_unknown(0.9, 0.0, None) == ""
     why = cls.why_unknown(0.9, -2e9, thr * 1.01)  # beyond both rules: the check speaks
-    assert why.startswith("unlike the training data: Mahalanobis distance") and f"> {thr:.1f}" in why
+    assert why.startswith("unlike the training data: squared Mahalanobis distance") and f"> {thr:.1f}" in why
     assert cls.why_unknown(0.9, -2e9, thr * 0.5).startswith("far from every label")
     q = rng.normal(size=(1, 4, dist.dim)).astype(np.float32)
     d = float(ood_scores(q, white_means(sup, dist), dist)[0])
@@ -151,7 +151,7 @@ def test_classifier_says_unlike_the_training_data_first_and_only_beyond_the_thre
         p = c.predict(q)[0]
         assert p.ood_score == pytest.approx(d) and p.unknown is unknown and p.ood_threshold == thr_
         assert p.why.startswith("unlike the training data") is unknown
-    assert "unlike the training data: Mahalanobis distance >" in cls.open_set()
+    assert "unlike the training data: squared Mahalanobis distance >" in cls.open_set()
     far = q
     plain = Classifier(["a", "b"], sup, HEAD, cal["temperature"], 0.0, cal, {}, -1e9, None, None, "why not")
     assert plain.ood_score(far) is None and plain.predict(far)[0].ood_score is None

@@ -211,8 +211,8 @@ class Classifier:
         """Why a top label of this confidence and logit, from a clip of this `ood_score`, is not the answer
         ("" when it is). Unlike the training data comes first: then no label's distance means much."""
         if ood is not None and self.ood_threshold is not None and ood > self.ood_threshold:
-            return (f"unlike the training data: Mahalanobis distance {ood:.1f} > {self.ood_threshold:.1f} "
-                    "from every label")
+            return (f"unlike the training data: squared Mahalanobis distance {ood:.1f} > "
+                    f"{self.ood_threshold:.1f} from every label")
         if self.score_threshold is not None and score < self.score_threshold:
             return f"far from every label: score {score:.3f} < {self.score_threshold:.3f}"
         if confidence < self.threshold:
@@ -263,8 +263,8 @@ class Classifier:
         rec = self.calibration.get("ood") or {}
         on = f" on {rec['queries']} clips" if isinstance(rec.get("queries"), int) else ""
         clips = f"; training features of {self.ood.clips} clips" if self.ood is not None else ""
-        return (f"unknown when unlike the training data: Mahalanobis distance > {self.ood_threshold:.1f} "
-                f"from every label (95% bound, leave-one-out{on}{clips})")
+        return (f"unknown when unlike the training data: squared Mahalanobis distance > "
+                f"{self.ood_threshold:.1f} from every label (95% bound, leave-one-out{on}{clips})")
 
     def describe(self) -> dict[str, Any]:
         return {"head": self.head.to_dict(), "labels": list(self.labels), "temperature": self.temperature,
