@@ -62,7 +62,7 @@ def main() -> None:
         work = Path(tmp)
         for c in test.classes:
             verbs.enroll(rt, work / "g", c, test.clips[c][:5], progress=False)
-        cls = Classifier.from_gallery(Gallery.open(work / "g", rt.card))
+        cls = Classifier.from_gallery(Gallery.open(work / "g", rt.card), ood=rt.ood, ood_why=rt.ood_why)
         for v in range(args.videos):
             chosen = rng.choice(test.classes, 4, replace=False)
             frames, segments, t = [], [], 0.0

@@ -18,10 +18,15 @@ classes, so no interval covers classes outside it):
 - the same for the rule before this one (max calibrated softmax, balanced fit on leave-one-label-out,
   >= 3 labels), and the unknown shares of the two compared on the same clips (McNemar);
 - out of domain: a grey clip, a black clip, a 1-frame grey clip, uniform noise, and, standing in for real
-  camera footage (there is none offline), camera pans over textures with natural-image statistics (1/f
-  amplitude spectrum) and a moving object, and the gradient-and-disc video of the tests, each answered
-  as `sst-edge classify` would (the content check included). Also: how many enrolled-class clips the
-  content check (blank / noise) flagged (it must be none).
+  camera footage (there is none offline, sst_edge/data/scenes.py), moving 1/f textures, camera pans over
+  textures with natural-image statistics (1/f amplitude spectrum) and a moving object, and the
+  gradient-and-disc video of the tests, each answered as `sst-edge classify` would (the content check
+  included). Also: how many enrolled-class clips the content check (blank / noise) flagged (none, ideally);
+- the check of clips unlike the training data (where the model card has training features): "this rule"
+  is the distance rule and the check, as classify applies them, beside the distance rule alone; per kind
+  the AUROC of the best logit, the energy (logsumexp of the logits), the max softmax, the check's score
+  (Mahalanobis to the nearest label in the training within-action covariance) and the Mahalanobis
+  distance to the training distribution itself; the check's cost per span against the head's.
 
 Run: .venv/bin/python bench/open_set.py --model DEMO/models/sst_tiny --data DATA [--train-data DEMO/data]
      [--pool heldout|fresh] [--labels 6 --shots 5 --draws 20 --seed 0]
@@ -33,16 +38,20 @@ import argparse
 import json
 import math
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 from sst_edge.data.encode import write_video
+from sst_edge.data.scenes import gradient_frames, pan_frames, texture_frames
 from sst_edge.device.datasets import load_splits, scan_class_folders
+from sst_edge.device.ood import fit_distribution, pool
 from sst_edge.device.settings import HeadConfig
 from sst_edge.runtime.calibration import (
     UNKNOWN,
     calibrate,
+    calibrate_ood,
     fit_temperature,
     fit_threshold,
     leave_one_out,
@@ -56,46 +65,6 @@ GOAL_UNKNOWN = 0.80
 
 
 # ------------------------------------------------------------------------------------ out of domain
-def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """RGB texture with a 1/f amplitude spectrum (the statistics of natural images), 0..255."""
-    f = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :])
-    f[0, 0] = 1.0
-    out = np.stack([np.real(np.fft.ifft2((rng.normal(size=(h, w)) + 1j * rng.normal(size=(h, w))) / f))
-                    for _ in range(3)], -1)
-    return np.clip(128 + 45 * (out - out.mean()) / out.std() + rng.uniform(-30, 30, 3), 0, 255)
-
-
-def pan_frames(seed: int, n: int = 16, h: int = 120, w: int = 160) -> np.ndarray:
-    """A camera pan over a natural-statistics texture with a soft object crossing it."""
-    rng = np.random.default_rng(seed)
-    big = _texture(rng, 2 * h, 2 * w)
-    dy, dx = rng.uniform(-1, 1, 2) * rng.uniform(1, 4)
-    yy, xx = np.mgrid[0:h, 0:w]
-    cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
-    (vy, vx), r = rng.normal(0, 2, 2), rng.uniform(8, 20)
-    colour = rng.uniform(0, 255, 3)
-    out = np.empty((n, h, w, 3), np.uint8)
-    for t in range(n):
-        oy, ox = int(h / 2 + dy * t), int(w / 2 + dx * t)
-        m = 0.8 * np.exp(-((yy - cy - vy * t) ** 2 + (xx - cx - vx * t) ** 2) / (2 * r * r))[..., None]
-        img = big[oy:oy + h, ox:ox + w] * (1 - m) + m * colour
-        out[t] = np.clip(img + rng.normal(0, 3, img.shape), 0, 255)
-    return out
-
-
-def gradient_frames(seed: int, n: int = 50, h: int = 120, w: int = 160) -> np.ndarray:
-    """The tests' moving_frames: a colour gradient, a frame-numbered level, a moving disc and noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = np.zeros((n, h, w, 3), np.uint8)
-    for i in range(n):
-        f = out[i]
-        f[..., 0], f[..., 1], f[..., 2] = xx * 255 // w, (i * 37) % 256, yy * 255 // h
-        f[(xx - 10 - (i * 3) % (w - 20)) ** 2 + (yy - h // 2) ** 2 < 150] = 255
-        out[i] = np.clip(f.astype(int) + rng.integers(-6, 7, f.shape), 0, 255)
-    return out
-
-
 def ood_videos(folder: Path, seed: int) -> dict[str, list[Path]]:
     rng = np.random.default_rng([seed, 99])
     grey = np.full((16, 64, 86, 3), 128, np.uint8)
@@ -108,6 +77,7 @@ def ood_videos(folder: Path, seed: int) -> dict[str, list[Path]]:
         "grey, 1 frame": [write_video(folder / "grey1.mp4", grey[:1])],
         "black": [write_video(folder / "black.mp4", np.zeros_like(grey))],
         "uniform noise": many("noise", lambda i: rng.integers(0, 256, grey.shape, dtype=np.uint8), 10),
+        "moving 1/f texture": many("tex", lambda i: texture_frames(seed * 1000 + i), 20),
         "pan over 1/f texture": many("pan", lambda i: pan_frames(seed * 1000 + i), 20),
         "gradient + disc": many("grad", lambda i: gradient_frames(seed * 1000 + i), 10),
     }
@@ -178,6 +148,56 @@ def pool_classes(args: argparse.Namespace) -> dict[str, list[Path]]:
     return {c: list(folders[c]) for c in names}
 
 
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of k successes in n."""
+    if n == 0:
+        return 0.0, 1.0
+    z, p = 1.959963984540054, k / n
+    mid, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (mid - half) / (1 + z * z / n), (mid + half) / (1 + z * z / n)
+
+
+def energy(logits: np.ndarray) -> np.ndarray:
+    """The energy score's negative, logsumexp of the logits (higher: more like a known clip)."""
+    m = logits.max(1, keepdims=True)
+    return (m + np.log(np.exp(logits - m).sum(1, keepdims=True)))[:, 0]
+
+
+def separation(cls: Classifier, known: tuple[np.ndarray, np.ndarray | None, np.ndarray], logits: np.ndarray,
+               feats: np.ndarray) -> dict[str, float]:
+    """AUROC of each score between correctly classified known clips (their logits, OOD scores and
+    features) and other clips (`logits`, `feats`)."""
+    kl, ko, kf = known
+    pairs = {"best logit": (kl.max(1), logits.max(1)), "energy": (energy(kl), energy(logits)),
+             "max softmax": (cls.probabilities(kl).max(1), cls.probabilities(logits).max(1))}
+    if cls.ood is not None and ko is not None:
+        pairs["OOD (label Mahalanobis)"] = (-ko, -cls.ood_score(feats))
+        pairs["training Mahalanobis"] = (-cls.ood.training_distance(pool(kf)),
+                                         -cls.ood.training_distance(pool(feats)))
+    return {name: auroc(a, b) for name, (a, b) in pairs.items()}
+
+
+def per_call_us(fn, x: np.ndarray, reps: int = 300) -> float:
+    """Median microseconds of fn(x) over `reps` calls (one span each), after a warm-up."""
+    for _ in range(20):
+        fn(x)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e6)
+
+
+def cost_per_span(cls: Classifier, span: np.ndarray) -> str:
+    """The check's cost per span against the head's (both numpy, one span [1, T, C])."""
+    head = per_call_us(cls.logits, span)
+    check = per_call_us(cls.ood_score, span)
+    return (f"head {head:.0f} us, the check {check:.0f} us ({100 * check / head:.0f}% of the head) per span "
+            f"[1, {span.shape[1]}, {span.shape[2]}], {len(cls.labels)} labels x "
+            f"{len(cls.supports[0])} clips")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True)
@@ -198,6 +218,9 @@ def main() -> None:
     classes = pool_classes(args)
     if len(classes) < args.labels + args.unknown:
         raise SystemExit(f"the pool has {len(classes)} classes, fewer than --labels + --unknown")
+    dist = rt.ood
+    if dist is None:
+        print(f"note: no out-of-distribution check ({rt.ood_why})")
 
     def load(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
         clips = [rt.load(p) for p in paths]
@@ -223,13 +246,17 @@ def main() -> None:
             twin[a], twin[b] = b, a
 
     names = list(classes)
-    rows: dict[str, list[list[int]]] = {k: [] for k in
-                                        ("n_known", "closed", "open", "old_open", "n_unk", "unk", "old_unk",
-                                         "b", "c", "ub", "uc", "ob")}
+    # "open"/"unk": the rule classify applies (distance + the check of clips unlike the training data);
+    # "dist_*": the distance rule alone (the rule before the check); "old_*": max softmax (before that)
+    rows: dict[str, list[int]] = {k: [] for k in
+                                  ("n_known", "closed", "open", "dist_open", "old_open", "n_unk", "unk",
+                                   "dist_unk", "old_unk", "b", "c", "ub", "uc", "ob", "db", "ob2")}
     ood_hits: dict[str, list[int]] = {k: [] for k in ood}
+    ood_dist_hits: dict[str, list[int]] = {k: [] for k in ood}
     by_twin = {True: [0, 0], False: [0, 0]}  # twin enrolled -> [unknown, clips]
-    sep: dict[str, list[float]] = {"best logit": [], "max softmax": []}  # AUROC per draw
-    thresholds = []
+    scores = ("best logit", "energy", "max softmax", "OOD (label Mahalanobis)", "training Mahalanobis")
+    sep: dict[str, dict[str, list[float]]] = {k: {s: [] for s in scores} for k in ["never-enrolled", *ood]}
+    thresholds, ood_thresholds = [], []
     for d in range(args.draws):
         rng = np.random.default_rng([args.seed, d])
         perm = rng.permutation(len(names))
@@ -245,17 +272,26 @@ def main() -> None:
         uq = np.concatenate([feats[n] for n in never])
         cal = calibrate(sup, head)
         thresholds.append(cal["score_threshold"])
-        cls = Classifier(enrolled, sup, head, cal["temperature"], cal["threshold"], cal, {},
-                         cal["score_threshold"])
+        dist_cls = Classifier(enrolled, sup, head, cal["temperature"], cal["threshold"], cal, {},
+                              cal["score_threshold"])
+        ocal = calibrate_ood(sup, dist) if dist is not None else {"threshold": None}
+        ood_thresholds.append(ocal["threshold"])
+        cls = Classifier(enrolled, sup, head, cal["temperature"], cal["threshold"], {**cal, "ood": ocal}, {},
+                         cal["score_threshold"], dist, ocal["threshold"])
         t_old, thr_old = old_rule(sup, head)
         kl, ul = cls.logits(kq_all), cls.logits(uq)
+        ko, uo = cls.ood_score(kq_all), cls.ood_score(uq)
         truth = np.asarray(enrolled)[ky_arr]
         closed = kl.argmax(1) == ky_arr
-        opened = np.array([p.label for p in cls.decide(kl)]) == truth
+        opened = np.array([p.label for p in cls.decide(kl, ood=ko)]) == truth
+        dist_open = np.array([p.label for p in dist_cls.decide(kl)]) == truth
         old_open = closed & (softmax(kl, t_old).max(1) >= thr_old)
-        unk = np.array([p.label == UNKNOWN for p in cls.decide(ul)])
-        sep["best logit"].append(auroc(kl.max(1)[closed], ul.max(1)))
-        sep["max softmax"].append(auroc(cls.probabilities(kl).max(1)[closed], cls.probabilities(ul).max(1)))
+        unk = np.array([p.label == UNKNOWN for p in cls.decide(ul, ood=uo)])
+        dist_unk = np.array([p.label == UNKNOWN for p in dist_cls.decide(ul)])
+
+        known = (kl[closed], ko[closed] if ko is not None else None, kq_all[closed])
+        for name, v in separation(cls, known, ul, uq).items():
+            sep["never-enrolled"][name].append(v)
         start = 0
         for name in never:
             k, start = len(feats[name]), start + len(feats[name])
@@ -263,15 +299,21 @@ def main() -> None:
             tally[0], tally[1] = tally[0] + int(unk[start - k:start].sum()), tally[1] + k
         old_unk = softmax(ul, t_old).max(1) < thr_old
         for k, v in (("n_known", len(ky)), ("closed", closed.sum()), ("open", opened.sum()),
-                     ("old_open", old_open.sum()), ("n_unk", len(uq)), ("unk", unk.sum()),
-                     ("old_unk", old_unk.sum()), ("b", (closed & ~opened).sum()),
-                     ("c", (~closed & opened).sum()),
+                     ("dist_open", dist_open.sum()), ("old_open", old_open.sum()), ("n_unk", len(uq)),
+                     ("unk", unk.sum()), ("dist_unk", dist_unk.sum()), ("old_unk", old_unk.sum()),
+                     ("b", (closed & ~opened).sum()), ("c", (~closed & opened).sum()),
                      ("ob", (closed & ~old_open).sum()), ("ub", (unk & ~old_unk).sum()),
-                     ("uc", (~unk & old_unk).sum())):
+                     ("uc", (~unk & old_unk).sum()), ("db", (dist_open & ~opened).sum()),
+                     ("ob2", (dist_unk & ~unk).sum())):
             rows[k].append(int(v))
         for k, (f, probs) in ood.items():
             preds = [p.reject(w) if w else p for p, w in zip(cls.predict(f), probs, strict=True)]
             ood_hits[k].append(sum(p.label == UNKNOWN for p in preds))
+            preds = [p.reject(w) if w else p for p, w in zip(dist_cls.predict(f), probs, strict=True)]
+            ood_dist_hits[k].append(sum(p.label == UNKNOWN for p in preds))
+            if not any(probs):  # the content check's clips (blank, noise) are not the scores' business
+                for name, v in separation(cls, known, cls.logits(f), f).items():
+                    sep[k][name].append(v)
     r = {k: np.asarray(v) for k, v in rows.items()}
     brng = np.random.default_rng(args.seed)
 
@@ -286,40 +328,66 @@ def main() -> None:
 
     print(f"score threshold per draw: median {np.median(thresholds):.3f}, range {min(thresholds):.3f} .. "
           f"{max(thresholds):.3f}")
+    if dist is not None:
+        ot = [t for t in ood_thresholds if t is not None]
+        print(f"OOD threshold per draw (squared Mahalanobis, {dist.dim} dimensions, training features of "
+              f"{dist.clips} clips): median {np.median(ot):.1f}, range {min(ot):.1f} .. {max(ot):.1f}")
     print(f"\nknown queries: {r['n_known'].sum()} (clip x draw), never-enrolled queries: {r['n_unk'].sum()}")
     print(f"  closed-set accuracy                    {share('closed', 'n_known')}")
     print(f"  open-set known accuracy (this rule)    {share('open', 'n_known')}")
+    print(f"  open-set known accuracy (distance only){share('dist_open', 'n_known')}")
     print(f"  never-enrolled answered unknown        {share('unk', 'n_unk')}")
+    print(f"  never-enrolled unknown (distance only) {share('dist_unk', 'n_unk')}")
     print(f"  open-set known accuracy (old rule)     {share('old_open', 'n_known')}")
     print(f"  never-enrolled unknown (old rule)      {share('old_unk', 'n_unk')}")
     for has, (u, n) in by_twin.items():
         if n and twin:
             print(f"    this rule, never-enrolled classes whose time-reversed twin is {'' if has else 'not '}"
                   f"enrolled: {u}/{n} = {u / n:.3f}")
-    print("  how well a score separates correctly classified known clips from never-enrolled ones (AUROC, "
-          "mean over draws): " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in sep.items()))
+    print("\nhow well a score separates correctly classified known clips from each kind (AUROC, mean over "
+          "draws; higher: better)")
+    for kind, per in sep.items():
+        print(f"  {kind:<24} " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in per.items() if v))
     print("\ncomparisons (95% CIs: bootstrap over draws; McNemar: exact, pooled clips x draws)")
-    for name, a in (("this rule", "open"), ("old rule", "old_open")):
+    for name, a in (("this rule", "open"), ("distance only", "dist_open"), ("old rule", "old_open")):
         dv, lo, hi = drop("closed", a)
-        b = int(r["b" if a == "open" else "ob"].sum())
+        b = int(r["b" if a == "open" else "ob"].sum()) if a != "dist_open" else int(
+            (r["closed"] - r["dist_open"]).sum())
         within = "below" if hi < GOAL_DROP else ("above" if lo > GOAL_DROP else "not separable from")
         print(f"  known-accuracy drop, {name}: {100 * dv:.1f} points [{100 * lo:.1f}, {100 * hi:.1f}]; "
               f"McNemar {b} vs 0 discordant, {sig(mcnemar(b, 0))}; CI {within} the "
               f"{100 * GOAL_DROP:.0f}-point goal")
+    dv, lo, hi = drop("dist_open", "open")
+    db = int(r["db"].sum())
+    print(f"  known accuracy the check costs (distance only - this rule): {100 * dv:.2f} points "
+          f"[{100 * lo:.2f}, {100 * hi:.2f}], McNemar {db} vs 0, {sig(mcnemar(db, 0))}")
     lo, hi = boot_ci(r["unk"], r["n_unk"], brng)
     verdict = "above" if lo > GOAL_UNKNOWN else ("below" if hi < GOAL_UNKNOWN else "not separable from")
     print(f"  never-enrolled unknown share: CI {verdict} the {100 * GOAL_UNKNOWN:.0f}% goal")
     ub, uc = int(r["ub"].sum()), int(r["uc"].sum())
     print(f"  unknown share, this rule vs old rule: +{(ub - uc) / r['n_unk'].sum():.3f} ({ub} vs {uc} "
           f"discordant), {sig(mcnemar(ub, uc))}")
-    print("\nout of domain (answered unknown, this rule and the content check; CI: bootstrap over draws)")
+    print("\nout of domain (answered unknown, this rule and the content check; CI: bootstrap over draws; "
+          "then the distance rule alone)")
     for k, hits in ood_hits.items():
-        h = np.asarray(hits)
+        h, h0 = np.asarray(hits), np.asarray(ood_dist_hits[k])
         per = np.full(len(h), len(ood[k][1]))
         lo, hi = boot_ci(h, per, brng)
         note = f"; content check: {ood[k][1][0]}" if ood[k][1][0] else ""
-        print(f"  {k:<22} {h.sum()}/{per.sum()} = {h.sum() / per.sum():.3f} [{lo:.3f}, {hi:.3f}]{note}")
-    print("  (real camera footage: none offline; 'pan over 1/f texture' and 'gradient + disc' stand in)")
+        print(f"  {k:<22} {h.sum()}/{per.sum()} = {h.sum() / per.sum():.3f} [{lo:.3f}, {hi:.3f}]; distance "
+              f"only {h0.sum() / per.sum():.3f}{note}")
+    print("  (real camera footage: none offline; the textures, the pan and 'gradient + disc' stand in)")
+    if dist is not None:
+        print("\ncost per span (median of 300 calls, this CPU; decoding and the model not included)")
+        print(f"  this model: {cost_per_span(cls, kq_all[:1])}")
+        big = np.random.default_rng(0)  # sst_paper's output: T = 8 frames of C3 = 160 features
+        x = big.normal(size=(600, 160))
+        paper = fit_distribution(x, np.repeat(np.arange(60), 10).astype(str))
+        sup_p = [big.normal(size=(args.shots, 8, 160)).astype(np.float32) for _ in range(args.labels)]
+        cal_p = calibrate(sup_p, head)
+        cls_p = Classifier([f"L{i}" for i in range(args.labels)], sup_p, head, 1.0, 0.0, cal_p, {},
+                           cal_p["score_threshold"], paper, 1.0)
+        print(f"  sst_paper's features (random): {cost_per_span(cls_p, sup_p[0][:1])}")
 
 
 if __name__ == "__main__":

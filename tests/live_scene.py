@@ -42,7 +42,7 @@ def live_scene(exported_model: Path, synth_dataset: Path, tmp_path_factory: pyte
 def recorded(rt: FewShotRuntime, gallery: Path, video: Path) -> tuple[list, list[dict]]:
     """The recorded file's spans (classify --stream's generator) and the events an EventBuilder makes
     of them."""
-    cls = Classifier.from_gallery(Gallery.open(gallery, rt.card))
+    cls = Classifier.from_gallery(Gallery.open(gallery, rt.card), ood=rt.ood, ood_why=rt.ood_why)
     spans = list(stream_video(rt, cls, video, SPAN, STRIDE))
     b = EventBuilder("f", model=rt.card.sha256)
     events = [e for s in spans for e in b.update(SpanDecision(s.start_s, s.end_s, s.label, s.confidence, 0.0,

@@ -18,6 +18,7 @@ from sst_edge.deploy import export as export_mod
 from sst_edge.deploy.export import export_model, load_export_subnet
 from sst_edge.deploy.quantize import calibration_clips
 from sst_edge.device.card import CARD_FILE, MODEL_FILE, load_card, verify_files
+from sst_edge.device.ood import OOD_FILE
 from sst_edge.device.session import make_session, ort_features
 from sst_edge.device.targets import load_target
 from sst_edge.errors import SSTEdgeError
@@ -179,7 +180,8 @@ def test_tensorrt_target_without_tensorrt(trained_run: Path, tiny_subnet: Path, 
     card = export_model(tiny_subnet, trained_run, "jetson-trt-fp16", tmp_path / "trt", progress=False)
     t = card.tensorrt
     assert t["ok"] and t["engine"] is None and "first session on the device" in t["why"]
-    assert sorted(card.files) == ["model.onnx"]  # no engine file: the runtime's engine is ONNX Runtime's
+    # no engine file: the runtime's engine is ONNX Runtime's (the other file: the training features)
+    assert sorted(card.files) == ["model.onnx", OOD_FILE]
     shipped = card.parity["shipped"]
     assert shipped["graph"] == "fp16 TensorRT engine" and shipped["checked"] is False
     assert "--onnx=model.onnx" in t["trtexec"] and "--fp16" in t["trtexec"]

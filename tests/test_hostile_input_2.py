@@ -30,6 +30,7 @@ from test_hostile_input import cli
 import sst_edge
 from sst_edge.device.card import CARD_FILE, MODEL_FILE, file_record, load_card, verify_files
 from sst_edge.device.datasets import load_splits
+from sst_edge.device.ood import OOD_FILE
 from sst_edge.runtime.gallery import INDEX_FILE
 
 ROOT = Path(sst_edge.__file__).resolve().parent.parent
@@ -180,7 +181,7 @@ def test_1_overwrite_replaces_a_model_sst_edge_wrote(
     assert (out / CARD_FILE).read_bytes() == old
     code, _, err = cli(capsys, *export_args(tiny_subnet, trained_run, out, "--overwrite"))
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == [CARD_FILE, MODEL_FILE]
+    assert sorted(p.name for p in out.iterdir()) == [CARD_FILE, MODEL_FILE, OOD_FILE]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no old copy, staging or lock left
     verify_files(load_card(out))
 

@@ -37,6 +37,7 @@ def _export(args: argparse.Namespace) -> int:
         window=args.window,
         device=args.device,
         on_commit=_model_complete,
+        ood_clips=args.ood_clips,
     )
     return emit(ExportReport(card), args)
 
@@ -92,6 +93,14 @@ def add(sub: argparse._SubParsersAction) -> None:
         "run.json beside the weights; a different one is reported and recorded in the card)",
     )
     add_run_head_options(p, "the run's, from run.json beside the weights")
+    p.add_argument(
+        "--ood-clips",
+        type=int,
+        default=256,
+        help="training clips (of the run's dataset, from run.json, else --data's training split) whose "
+        "feature distribution is stored with the model for the device's check of clips unlike the "
+        "training data (default 256; 0: none)",
+    )
     add_device_option(p, "PyTorch computes the reference features of the parity check")
     p.add_argument("--no-measure", action="store_true", help="skip the latency measurement")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")

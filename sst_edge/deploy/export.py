@@ -62,6 +62,7 @@ from ..space.supernet import freeze_subnet
 from ..text import printable
 from ..train.artifacts import choose_head, load_supernet
 from ..train.device import exact_fp32, resolve_device
+from .features import DEFAULT_CLIPS, training_features
 from .quantize import quantize_for_target
 from .tensorrt import check_graph, trtexec_command
 
@@ -311,10 +312,15 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
                  episodes: int = 100, latency_table: str | Path | None = None, measure: bool = True,
                  overwrite: bool = False, progress: bool = True, head_kind: str | None = None,
                  tau: float | None = None, window: int | None | str = "run",
-                 device: str = "auto", on_commit: Callable[[], None] | None = None) -> ModelCard:
+                 device: str = "auto", on_commit: Callable[[], None] | None = None,
+                 ood_clips: int = DEFAULT_CLIPS) -> ModelCard:
     """The `export` verb. `data`: a dataset directory for static-quantization calibration clips and the
     int8 accuracy check on validation episodes; `quantization` overrides the target's mode;
     `latency_table` predicts the latency (default: the table named SPACE.TARGET).
+
+    `ood_clips` training clips (the run's dataset, from run.json, else `data`'s training split; 0: none)
+    are embedded by the shipped graph and their distribution stored as train_features.safetensors, for
+    the device's check of clips unlike the training data (deploy/features.py, device/ood.py).
 
     The card's head (what the runtime uses) is the run's: run.json beside the weights (`choose_head`);
     `head_kind`, `tau`, `window` ("run": the run's) override it. The card's `head_source` records where
@@ -396,6 +402,8 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
                     "fp32_ms": m["fp32"]["median_ms"], "int8_ms": m["model"]["median_ms"],
                     "speedup": round(m["fp32"]["median_ms"] / m["model"]["median_ms"], 3)}
         fp32.unlink(missing_ok=True)
+        extra["ood"] = training_features(final, target, config, weights, data, tmp, ood_clips,
+                                         progress=progress, say=say)
         extra["weights"] = {"path": str(meta["path"]), "sha256": sha256_file(meta["path"])}
         if meta.get("metrics"):
             extra["subnet_metrics"] = meta["metrics"]
@@ -486,6 +494,11 @@ def card_summary(card: ModelCard) -> list[str]:
             else f"n/a ({meas['why']})"
         )
         lines += [f"latency   predicted {pred_s}", f"latency   measured {meas_s} per clip"]
+    o = card.ood
+    if o is not None:
+        lines.append(f"ood       training features of {o['clips']} clips, {o.get('classes', '?')} actions "
+                     f"({o.get('data')}): the check of clips unlike the training data" if "file" in o
+                     else f"ood       no training features ({o.get('why')}): no check of clips unlike them")
     h, hs = card.head, card.head_source or {}
     lines.append(f"head      {h.kind}, tau {h.tau}, window {h.window}"
                  + (f"  (from {hs['source']})" if hs.get("source") else ""))

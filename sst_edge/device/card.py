@@ -1,10 +1,12 @@
 """The model card: what a model directory holds and how to run it, read by the runtime before anything else.
 
-A model directory (../shared/DESIGN.md) holds `model.onnx`, `card.json` and, for TensorRT targets built
-where TensorRT exists, `model.engine`. The card names the subnet and its space (with the YAML's hash),
-the preprocessing, the input and output shapes, the head, FLOPs and params, predicted and measured latency,
-and the sha256 of every file: the runtime refuses a model whose file no longer matches (tampered or
-corrupted), and a gallery remembers the model's sha256 so features of two models never mix.
+A model directory (../shared/DESIGN.md) holds `model.onnx`, `card.json`, the training features of the
+out-of-distribution check (`train_features.safetensors`, device/ood.py, when export had the training data)
+and, for TensorRT targets built where TensorRT exists, `model.engine`. The card names the subnet and its
+space (with the YAML's hash), the preprocessing, the input and output shapes, the head, FLOPs and params,
+predicted and measured latency, and the sha256 of every file: the runtime refuses a model whose file no
+longer matches (tampered or corrupted), and a gallery remembers the model's sha256 so features of two
+models never mix.
 """
 
 from __future__ import annotations
@@ -72,6 +74,15 @@ SECTION_SCHEMAS: dict[str, dict[str, Any]] = {
     "subnet_metrics": {"type": "object"},
     "head_source": {"type": "object",
                     "properties": {"source": TEXT, "notes": {"type": "array", "items": TEXT}}},
+    # the out-of-distribution check's training features (device/ood.py), or why export stored none
+    "ood": {"type": "object",
+            "properties": {"version": POS_INT, "file": {"type": "string", "pattern": _FILE_NAME},
+                           "score": TEXT, "pooling": TEXT, "clips": POS_INT, "classes": POS_INT,
+                           "dim": POS_INT,
+                           "shrinkage": {"type": "object", "additionalProperties": {"type": "number"}},
+                           "data": TEXT, "split": TEXT, "source": TEXT, "skipped": NONNEG_INT, "why": TEXT},
+            "oneOf": [{"required": ["version", "file", "pooling", "clips", "dim"]},
+                      {"required": ["why"], "not": {"required": ["file"]}}]},
 }
 
 SECTIONS = tuple(SECTION_SCHEMAS)
@@ -100,6 +111,22 @@ class TensorRTRecord(TypedDict, total=False):
     unsupported: list[str]
     engine: str | None  # None: not built here (`why` says so)
     why: str
+
+
+class OODRecord(TypedDict, total=False):
+    version: int  # of the training-feature file (device/ood.py)
+    file: str  # in the model directory, listed in `files` (its sha256 checked before it is read)
+    score: str
+    pooling: str
+    clips: int  # training clips embedded
+    classes: int
+    dim: int
+    shrinkage: dict[str, float]
+    data: str  # the dataset, its split, and where export learnt it from (run.json, --data)
+    split: str
+    source: str
+    skipped: int  # training clips that could not be read
+    why: str  # instead of the rest: why export stored none
 
 
 def _io_schema(dims: list[dict[str, Any]]) -> dict[str, Any]:
@@ -151,6 +178,7 @@ class ModelCard:
     weights: dict[str, Any] | None = None
     subnet_metrics: dict[str, Any] | None = None  # what search measured for the subnet
     head_source: dict[str, Any] | None = None
+    ood: OODRecord | None = None  # None: a card from before the check (no training features)
     path: Path | None = None
 
     @property

@@ -19,6 +19,7 @@ import numpy as np
 from ..device.card import CARD_FILE, MODEL_FILE, ModelCard, load_card, session_problems, verify_files
 from ..device.decoders import VideoDecoder, get_decoder, resolve_decoder_name
 from ..device.onnx_files import unlisted_external_data
+from ..device.ood import FeatureDistribution, load_distribution
 from ..device.preprocess import load_clip
 from ..device.session import choose_providers, make_session_options, onnxruntime, provider_list
 from ..errors import SSTEdgeError
@@ -66,6 +67,10 @@ class FewShotRuntime:
         shape = self.card.input["shape"]
         self.clip_shape = tuple(int(d) for d in shape[1:])  # (T, 3, H, W)
         self.batch = shape[0] if isinstance(shape[0], int) else None  # None: dynamic batch
+        # the training features of the check of clips unlike them (None: the card has none, and why);
+        # read once the session is what the card says, so that a card that lies about the model says so
+        self.ood: FeatureDistribution | None
+        self.ood, self.ood_why = load_distribution(self.card)
 
     def _check_session(self) -> None:
         """The model must be what its card says (inputs, outputs, shapes, types) before any clip runs:

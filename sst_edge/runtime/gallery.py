@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from ..device.card import ModelCard
 from ..device.frames import clip_sha256, is_folder
+from ..device.ood import FeatureDistribution
 from ..device.settings import HEADS, HeadConfig
 from ..errors import SSTEdgeError
 from ..fileio import (
@@ -57,7 +58,7 @@ from ..fileio import (
 )
 from ..schema import HEX64, POS_INT, TEXT, check, check_header, header_schema
 from ..text import LABEL_MAX, brief, is_label_text, printable
-from .calibration import UNKNOWN, calibrate, calibration_key, group_ids
+from .calibration import UNKNOWN, calibrate, calibrate_ood, calibration_key, group_ids, ood_key
 
 if TYPE_CHECKING:
     from .engine import FewShotRuntime
@@ -95,7 +96,12 @@ CALIBRATION_SCHEMA = {  # what is read back and printed; the rest of a record is
                    "floor": {"type": ["number", "null"]}, "fit": {"type": ["number", "null"]},
                    "score_threshold": {"type": ["number", "null"]}, "version": {"type": "integer"},
                    "queries": {"type": "integer", "minimum": 0}, "labels": {"type": "integer", "minimum": 0},
-                   "head": {"type": "object"}}}
+                   "head": {"type": "object"},
+                   "ood": {"type": "object", "required": ["method", "key", "threshold"],  # the check's
+                           "properties": {"method": {**TEXT, "maxLength": 64},
+                                          "key": {**TEXT, "maxLength": 64},
+                                          "threshold": {"type": ["number", "null"]},
+                                          "version": {"type": "integer"}, "why": TEXT}}}}
 INDEX_SCHEMA = {
     "type": "object", "required": ["format", "version", "model", "space", "feature_shape", "head", "labels"],
     "additionalProperties": False,  # an unknown key is a typo or another program's: never ignored
@@ -180,6 +186,9 @@ class Gallery:
         self.doc = doc
         self.exists = exists  # False until the first write creates the directory and the index
         self._cache: dict[str, np.ndarray] = {}
+        # the model's training features (set by `enroll` from its runtime): each commit then stores the
+        # threshold of the check of clips unlike them with the calibration
+        self.ood: FeatureDistribution | None = None
 
     # ------------------------------------------------------------------------------------ open/create
     @property
@@ -308,23 +317,40 @@ class Gallery:
         return {lb: np.stack([self.features(r) for r in recs[lb]]) for lb in names if recs[lb]}
 
     def calibration(self, head: HeadConfig, labels: Sequence[str],
-                    supports: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
-        """The stored calibration of `head` over `labels` if it is current, else computed now (not stored)."""
-        key = calibration_key(group_ids(self.labels, labels), head)
+                    supports: Sequence[np.ndarray] | None = None,
+                    ood: FeatureDistribution | None = None) -> dict[str, Any]:
+        """The stored calibration of `head` over `labels` if it is current, else computed now (not stored);
+        with `ood`, its "ood" record is the check's threshold for that distribution, likewise (a gallery
+        made before the check, or changed without the model, has none stored: it is computed now)."""
+        groups = group_ids(self.labels, labels)
+        key = calibration_key(groups, head)
         stored = self.doc.get("calibration", {}).get(head.kind)
-        if isinstance(stored, dict) and stored.get("key") == key:
-            return stored
-        if supports is None:
+
+        def clips() -> Sequence[np.ndarray]:
+            if supports is not None:
+                return supports
             s = self.supports(labels)
-            supports = [s[lb] for lb in labels]
-        return {**calibrate(supports, head, key), "stored": False}
+            return [s[lb] for lb in labels]
+
+        cal = stored if isinstance(stored, dict) and stored.get("key") == key else \
+            {**calibrate(clips(), head, key), "stored": False}
+        if ood is not None:
+            okey = ood_key(groups, ood.digest)
+            rec = cal.get("ood")
+            if not (isinstance(rec, dict) and rec.get("key") == okey):
+                cal = {**cal, "ood": {**calibrate_ood(clips(), ood, okey), "stored": False}}
+        return cal
 
     def calibration_current(self) -> bool:
-        """Whether the stored calibrations were computed on the clips the index lists now."""
+        """Whether the stored calibrations were computed on the clips the index lists now (and, when the
+        gallery knows the model's training features, hold the check's threshold for them)."""
         keep = [lb for lb, recs in self.labels.items() if recs]
         stored = self.doc.get("calibration", {})
+        groups = group_ids(self.labels, keep)
+        okey = ood_key(groups, self.ood.digest) if self.ood is not None else None
         return all(isinstance(stored.get(k), dict) and stored[k].get("key") == calibration_key(
-            group_ids(self.labels, keep), HeadConfig(k, self.head.tau, self.head.window)) for k in HEADS)
+            groups, HeadConfig(k, self.head.tau, self.head.window))
+            and (okey is None or (stored[k].get("ood") or {}).get("key") == okey) for k in HEADS)
 
     def summary(self) -> dict[str, Any]:
         return {"gallery": str(self.path), "model": self.model, "space": self.doc["space"],
@@ -379,9 +405,14 @@ class Gallery:
         keep = [lb for lb, recs in labels.items() if recs]
         supports = [np.stack([self.features(r) for r in labels[lb]]) for lb in keep]
         out = {}
+        groups = group_ids(labels, keep)
+        ood = calibrate_ood(supports, self.ood, ood_key(groups, self.ood.digest)) \
+            if self.ood is not None and supports else None
         for kind in HEADS:
             head = HeadConfig(kind, self.head.tau, self.head.window)
-            out[kind] = calibrate(supports, head, calibration_key(group_ids(labels, keep), head))
+            out[kind] = calibrate(supports, head, calibration_key(groups, head))
+            if ood is not None:
+                out[kind]["ood"] = dict(ood)
         return out
 
     def _clean(self) -> int:
@@ -501,6 +532,7 @@ class Gallery:
         """
 
         self.check_model(runtime.card)
+        self.ood = runtime.ood
         label = check_label(label)
         if not clips:
             raise SSTEdgeError("no clips given to enroll")
@@ -623,7 +655,10 @@ def _names(doc: dict[str, Any]) -> str:
 
 def _short(cal: dict[str, Any]) -> dict[str, Any]:
     keys = ("method", "temperature", "threshold", "score_threshold", "why", "loo_accuracy")
-    return {k: cal[k] for k in keys if k in cal}
+    out = {k: cal[k] for k in keys if k in cal}
+    if isinstance(cal.get("ood"), dict):
+        out["ood_threshold"] = cal["ood"].get("threshold")
+    return out
 
 
 def _validate(doc: Any, path: Path) -> dict[str, Any]:

@@ -6,7 +6,8 @@ of the span, exactly as `load_clip` samples a whole clip, so a span that covers 
 enrolled-style clip sees what enrollment saw. A final span is aligned to the end of the video so its tail
 is covered. Smoothing averages the calibrated class probabilities of the last `smooth` spans (causal:
 it needs no future span, so results still stream), which steadies the label between actions at the cost
-of reacting `smooth - 1` spans late.
+of reacting `smooth - 1` spans late; the open-set scores (the logits, and the distance from the training
+data where the model has its training features) are averaged over the same spans.
 
 Decoding overlaps inference: a background thread decodes and preprocesses the next spans into a bounded
 queue while the current one is embedded and matched (both the decoders and ONNX Runtime release the GIL).
@@ -102,10 +103,12 @@ class SpanScorer:
             raise SSTEdgeError(f"smooth must be >= 1, got {smooth}")
         self.runtime, self.classifier = runtime, classifier
         self.recent: deque[np.ndarray] = deque(maxlen=smooth)
+        self.recent_ood: deque[float] = deque(maxlen=smooth)
 
     def reset(self) -> None:
         """Forget the smoothing history (a gap in the video: a reconnect, or a new gallery)."""
         self.recent.clear()
+        self.recent_ood.clear()
 
     def score(self, clip: np.ndarray, s: int, e: int, fps: float, what: str,
               features: np.ndarray | None = None) -> StreamSpan:
@@ -116,15 +119,19 @@ class SpanScorer:
                                     what)
         logits = classifier.logits(feats)
         probs = classifier.probabilities(logits)
-        raw = classifier.decide(logits, probs)[0]
+        ood = classifier.ood_score(feats)  # None: the model has no training features
+        raw = classifier.decide(logits, probs, ood)[0]
         blank = content_problem(clip, self.runtime.card.preprocess)  # nothing to see: unknown, unsmoothed
         if blank:
             raw.reject(blank)
-        self.recent.append(np.stack([probs[0], logits[0]]))  # the open-set score is smoothed with them
+        self.recent.append(np.stack([probs[0], logits[0]]))  # the open-set scores are smoothed with them
+        if ood is not None:
+            self.recent_ood.append(float(ood[0]))
         mean, mean_logits = np.mean(self.recent, axis=0)
         top = int(np.argmax(mean))
         conf = float(mean[top])
-        why = blank or classifier.why_unknown(conf, float(mean_logits[top]))
+        mean_ood = float(np.mean(self.recent_ood)) if self.recent_ood else None
+        why = blank or classifier.why_unknown(conf, float(mean_logits[top]), mean_ood)
         label = UNKNOWN if why else classifier.labels[top]
         return StreamSpan(round(s / fps, 4), round(e / fps, 4), label, conf, raw.label, raw.confidence, s, e,
                           classifier.labels[top], float(mean_logits[top]), why)

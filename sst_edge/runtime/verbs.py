@@ -79,7 +79,7 @@ def classify(model: str | Path | FewShotRuntime, gallery: str | Path, clips: Seq
     threshold). An unreadable clip stops with an error naming it before any clip is classified."""
     rt = _runtime(model, threads, decoder)
     g = Gallery.open(gallery, rt.card)
-    cls = Classifier.from_gallery(g, head, min_shots, threshold)
+    cls = Classifier.from_gallery(g, head, min_shots, threshold, ood=rt.ood, ood_why=rt.ood_why)
     dec = rt.decoder()
     frames = [dec.info(c).num_frames for c in clips]  # probe all first: a bad clip is reported before work
     report = ClassifyReport(str(g.path), rt.card.name, cls.describe(), top=top)
@@ -111,7 +111,8 @@ def stream(model: str | Path | FewShotRuntime, gallery: str | Path, video: str |
     """Sliding-window classification of a long video (see stream.py); `stream_video` yields the same
     spans one at a time for live output."""
     rt = _runtime(model, threads, decoder)
-    cls = Classifier.from_gallery(Gallery.open(gallery, rt.card), head, min_shots, threshold)
+    cls = Classifier.from_gallery(Gallery.open(gallery, rt.card), head, min_shots, threshold, ood=rt.ood,
+                                  ood_why=rt.ood_why)
     report = StreamReport(str(video), cls.describe())
     report.spans = list(stream_video(rt, cls, video, span, stride, unit, smooth))
     return report
@@ -138,6 +139,11 @@ class GalleryResult:
             extra = f", leave-one-out accuracy {cal['loo_accuracy']:.2f}" if "loo_accuracy" in cal else ""
             thr, why = cal.get("score_threshold"), cal.get("why", "older rule: recomputed when classifying")
             rule = f"score threshold {thr:.3f}" if thr is not None else f"no score threshold ({why})"
+            ood = cal.get("ood")
+            if isinstance(ood, dict):
+                extra += (f", out-of-distribution threshold {ood['threshold']:.1f}" if isinstance(
+                    ood.get("threshold"), int | float) else f", no out-of-distribution threshold "
+                    f"({ood.get('why', 'not calibrated')})")
             out.append(f"  calibration {kind}: {cal.get('method')}, temperature "
                        f"{cal.get('temperature'):.3g}, {rule}{extra}")
         return out

@@ -190,7 +190,7 @@ class Watch:
     def _classifier(self) -> Classifier:
         st = self.settings
         return Classifier.from_gallery(Gallery.open(self.gallery_path, self.rt.card), st.head, st.min_shots,
-                                       st.threshold)
+                                       st.threshold, ood=self.rt.ood, ood_why=self.rt.ood_why)
 
     def _maybe_reload(self) -> None:
         stamp = _index_stamp(self.gallery_path)
