@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from live_scene import wilson
 from scipy import stats
 from sklearn.covariance import LedoitWolf
 
@@ -51,13 +52,6 @@ def random_distribution(rng: np.random.Generator, d: int = 12, n: int = 60, clas
     y = np.repeat(np.arange(classes), n // classes)
     x = centres[y] + rng.normal(size=(len(y), d)) * rng.uniform(0.2, 2.0, d)  # anisotropic spread
     return fit_distribution(x, y.astype(str)), x, y
-
-
-def wilson(k: int, n: int) -> tuple[float, float]:
-    z = 1.959963984540054
-    p = k / n
-    mid, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (mid - half) / (1 + z * z / n), (mid + half) / (1 + z * z / n)
 
 
 # ------------------------------------------------------------------------------------------ the maths
