@@ -148,15 +148,6 @@ def pool_classes(args: argparse.Namespace) -> dict[str, list[Path]]:
     return {c: list(folders[c]) for c in names}
 
 
-def wilson(k: int, n: int) -> tuple[float, float]:
-    """95% Wilson score interval of k successes in n."""
-    if n == 0:
-        return 0.0, 1.0
-    z, p = 1.959963984540054, k / n
-    mid, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (mid - half) / (1 + z * z / n), (mid + half) / (1 + z * z / n)
-
-
 def energy(logits: np.ndarray) -> np.ndarray:
     """The energy score's negative, logsumexp of the logits (higher: more like a known clip)."""
     m = logits.max(1, keepdims=True)

@@ -41,3 +41,17 @@ def duration(seconds: float) -> str:
     if h:
         return f"{h} h {m} min"
     return f"{m} min {sec} s"
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its user info hidden (rtsp://admin:secret@cam -> rtsp://admin:***@cam):
+    what is printed or stored of a camera's or a broker's address. The authority ends at the first '/';
+    its user info at its last '@' (a password may hold an '@')."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{head}{sep}{userinfo.partition(':')[0]}:***@{host}{slash}{path}"

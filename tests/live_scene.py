@@ -4,7 +4,6 @@ a live source is compared with. The fixture is registered in conftest.py."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +49,3 @@ def recorded(rt: FewShotRuntime, gallery: Path, video: Path) -> tuple[list, list
                                                               s.top, s.score, cls.score_threshold, s.why))]
     return spans, events + b.close("source ended")
 
-
-def wilson(k: int, n: int) -> tuple[float, float]:
-    """The 95% Wilson score interval of k successes in n."""
-    z = 1.959963984540054
-    p = k / n
-    mid, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (mid - half) / (1 + z * z / n), (mid + half) / (1 + z * z / n)

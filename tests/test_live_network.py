@@ -128,12 +128,11 @@ def test_a_minute_of_camera_footage_is_mostly_unknown(live_servers, live_scene, 
     the enrolled actions still found. Reached for textures and pans; not for never-enrolled synthetic
     classes (as like the training data as the enrolled ones: tests/test_ood.py, bench/open_set.py), for
     which a regression floor is asserted and the rate printed with its interval."""
-    from live_scene import wilson
-
     from sst_edge.data.encode import write_video
     from sst_edge.data.scenes import pan_frames, texture_frames
     from sst_edge.data.synth import render_clip, synth_classes
     from sst_edge.device.datasets import load_splits
+    from sst_edge.device.evaluation import wilson
     from sst_edge.runtime.calibration import UNKNOWN
     from sst_edge.runtime.live.sources import parse_source
     from sst_edge.runtime.live.watch import Watch, WatchSettings

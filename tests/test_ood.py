@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from live_scene import wilson
 from scipy import stats
 from sklearn.covariance import LedoitWolf
 
@@ -23,6 +22,7 @@ from sst_edge.data.scenes import pan_frames, texture_frames
 from sst_edge.data.synth import render_clip, synth_classes
 from sst_edge.device.card import CARD_FILE, MODEL_FILE, ModelCard, load_card, verify_files
 from sst_edge.device.datasets import load_splits
+from sst_edge.device.evaluation import wilson
 from sst_edge.device.ood import (
     NO_CARD_RECORD,
     OOD_FILE,

@@ -53,6 +53,15 @@ def confidence_interval(accuracies: np.ndarray) -> float:
     return float(1.96 * np.std(accuracies) / math.sqrt(n)) if n else float("nan")
 
 
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of k successes in n (a rate of few trials: unknown spans, recall)."""
+    if n == 0:
+        return 0.0, 1.0
+    z, p = 1.959963984540054, k / n
+    mid, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (mid - half) / (1 + z * z / n), (mid + half) / (1 + z * z / n)
+
+
 def paired_change(before: np.ndarray, after: np.ndarray, margin_points: float = 1.0) -> dict[str, Any]:
     """The accuracy change from `before` to `after`, scored on the same episodes (paired), in points:
     mean, 95% interval (normal approximation of the per-episode differences), whether it excludes 0

@@ -75,10 +75,10 @@ def compare_embeddings(embeds: Sequence[Callable[[torch.Tensor], torch.Tensor]],
     d = d or Dist()
     n = len(dataset)
     devices = [module_device(e) if isinstance(e, nn.Module) else torch.device("cpu") for e in embeds]
-    batch = batch or (EVAL_BATCH_GPU if any(dev.type == "cuda" for dev in devices) else 1)
+    on_gpu = any(dev.type == "cuda" for dev in devices)  # batched, from pinned memory
+    batch = batch or (EVAL_BATCH_GPU if on_gpu else 1)
     acc = np.zeros((len(embeds), len(heads), n), dtype=np.float64)
     share = range(d.rank, n, d.world)
-    pin = any(dev.type == "cuda" for dev in devices)
     bar = tqdm(total=len(share), desc=desc, unit="ep", leave=False, disable=not (progress and d.is_main))
     pending: list[tuple[int, Any]] = []
 
@@ -97,7 +97,7 @@ def compare_embeddings(embeds: Sequence[Callable[[torch.Tensor], torch.Tensor]],
         pending.clear()
 
     with torch.no_grad():
-        for j, ep in zip(share, episode_loader(EpisodeSubset(dataset, share), workers, pin_memory=pin),
+        for j, ep in zip(share, episode_loader(EpisodeSubset(dataset, share), workers, pin_memory=on_gpu),
                          strict=True):
             pending.append((j, ep))
             if len(pending) == batch:

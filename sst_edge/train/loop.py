@@ -295,15 +295,9 @@ class _Trainer:
                     self._announce_finetune()
             return
         doc, tensors = found
-        self.supernet.load_state_dict(ckpt.model_state(tensors), strict=True)  # copied onto our device
+        self.load_position(doc, tensors)
         ckpt.restore_optimizer(self.optimizer, tensors, doc["optimizer"]["param_groups"])
         ckpt.restore_rng(doc, tensors)
-        self._resume_precision(doc)
-        self.epoch, self.step = doc["epoch"], doc["step"]
-        self.restriction = Restriction(self.space.name, self.space.hash,
-                                       {k: list(v) for k, v in doc["shrink"]["restriction"]["keep"].items()},
-                                       list(doc["shrink"]["restriction"]["history"]))
-        self.records = ShrinkRecords.from_list(doc["shrink"]["records"])
         if self.d.is_main:
             for tmp in self.out.glob(".*.tmp"):  # left by a kill during an atomic write
                 tmp.unlink(missing_ok=True)
@@ -313,6 +307,18 @@ class _Trainer:
                        f"{self.restriction_size():,} architectures left)", file=sys.stderr)
             if self.tune is not None:
                 self._announce_finetune()
+
+    def load_position(self, doc: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        """Where a checkpoint left the run: its weights (copied onto our device), epoch and step, the
+        restriction and shrink records, its precision. The optimizer and the RNGs are `start`'s alone: a
+        dry run needs neither."""
+        self.supernet.load_state_dict(ckpt.model_state(tensors), strict=True)
+        self._resume_precision(doc)
+        self.epoch, self.step = doc["epoch"], doc["step"]
+        self.restriction = Restriction(self.space.name, self.space.hash,
+                                       {k: list(v) for k, v in doc["shrink"]["restriction"]["keep"].items()},
+                                       list(doc["shrink"]["restriction"]["history"]))
+        self.records = ShrinkRecords.from_list(doc["shrink"]["records"])
 
     def _resume_precision(self, doc: dict[str, Any]) -> None:
         """`precision: auto` keeps the precision the run used (another device may resolve auto otherwise);
@@ -704,13 +710,7 @@ def estimate_run(config: TrainConfig, out: str | Path, *, resume: bool = False,
         trainer = _Trainer(config, Path(out), d, None, None, False, tune)
         trainer.log.enabled = False
         if found is not None:  # a resumed run: time its own state, for the steps it has left
-            doc, tensors = found
-            trainer.supernet.load_state_dict(ckpt.model_state(tensors), strict=True)
-            trainer.epoch, trainer.step = doc["epoch"], doc["step"]
-            keep = doc["shrink"]["restriction"]["keep"]
-            trainer.restriction = Restriction(trainer.space.name, trainer.space.hash,
-                                              {k: list(v) for k, v in keep.items()})
-            trainer._resume_precision(doc)
+            trainer.load_position(*found)
         return trainer.dry_run(steps)
     finally:
         shutdown(d)

@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ...errors import SSTEdgeError
+from ...text import redact_url
 
 ENV_CLIENT_ID = "SST_EDGE_MQTT_CLIENT_ID"
 ENV_USERNAME = "SST_EDGE_MQTT_USERNAME"
@@ -71,20 +72,9 @@ class MqttTarget:
         return f"{self.scheme}://{host}:{self.port}/{self.topic}"
 
 
-def _redact(url: str) -> str:
-    """The URL without whatever sits before an '@' in its authority (a password must not be echoed)."""
-    head, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rpartition("@")[2]
-    return f"{head}{sep}{authority}{slash}{path}"
-
-
 def parse_mqtt_url(url: str) -> MqttTarget:
     """``mqtt://host[:port]/topic`` or ``mqtts://...`` -> an `MqttTarget`; other URLs refused, by name."""
-    shown = _redact(url)
+    shown = redact_url(url)
 
     def bad(problem: str) -> SSTEdgeError:
         return SSTEdgeError(f"MQTT URL {shown!r}: {problem}")

@@ -28,13 +28,25 @@ def event_line(event: dict[str, Any]) -> str:
     return json.dumps(event, sort_keys=True, ensure_ascii=True, allow_nan=False) + "\n"
 
 
-class StdoutSink:
+class _Counted:
+    """What the stdout and file sinks share: events written and lost, and problems not yet reported."""
+
+    def __init__(self) -> None:
+        self.written = self.lost = 0
+        self._problems: list[str] = []
+
+    def problems(self) -> list[str]:
+        """The problems since the last call (the watch loop prints them; a sink never prints)."""
+        out, self._problems = self._problems, []
+        return out
+
+
+class StdoutSink(_Counted):
     """JSON lines on stdout (or `stream`), flushed per event so a pipe sees each at once."""
 
     def __init__(self, stream: TextIO | None = None):
+        super().__init__()
         self.stream = stream or sys.stdout
-        self.written = self.lost = 0
-        self._problems: list[str] = []
 
     def emit(self, event: dict[str, Any]) -> None:
         try:
@@ -49,15 +61,11 @@ class StdoutSink:
     def health(self) -> dict[str, Any]:
         return {"sink": "stdout", "written": self.written, "lost": self.lost}
 
-    def problems(self) -> list[str]:
-        out, self._problems = self._problems, []
-        return out
-
     def close(self, timeout: float = 5.0) -> dict[str, Any]:
         return self.health()
 
 
-class FileSink:
+class FileSink(_Counted):
     """Events appended to a file, one JSON line each, each written whole and fsync'd before emit returns:
     a crash loses at most the event being written, never one written before. A torn last line (a crash
     mid-write) is left as it is and followed by a newline, so every later event is a line of its own. A
@@ -65,9 +73,8 @@ class FileSink:
     to what we wrote."""
 
     def __init__(self, path: str | Path):
+        super().__init__()
         self.path = Path(path)
-        self.written = self.lost = 0
-        self._problems: list[str] = []
         if self.path.is_dir():
             raise SSTEdgeError("--events names a folder, not a file", self.path)
         torn = self._check_existing()
@@ -123,10 +130,6 @@ class FileSink:
 
     def health(self) -> dict[str, Any]:
         return {"sink": "file", "path": str(self.path), "written": self.written, "lost": self.lost}
-
-    def problems(self) -> list[str]:
-        out, self._problems = self._problems, []
-        return out
 
     def close(self, timeout: float = 5.0) -> dict[str, Any]:
         if self.fd >= 0:

@@ -39,6 +39,7 @@ from ...device.decoders import _Converter
 from ...device.preprocess import Preprocess, frames_to_array, resized_shape, sample_indices
 from ...device.probe import av_reason, probe_video
 from ...errors import SSTEdgeError
+from ...text import redact_url
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "udp", "tcp", "http", "https", "rtmp", "srt")
 V4L2 = re.compile(r"^/dev/video\d+$")
@@ -61,11 +62,6 @@ class SourceSpec:
         return self.kind != "file"
 
 
-def redact(url: str) -> str:
-    """`url` without the password of its user info (rtsp://user:secret@cam -> rtsp://user:***@cam)."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", url, flags=re.I)
-
-
 def parse_source(text: str) -> SourceSpec:
     """`--source` -> SourceSpec: an rtsp(s)/udp/tcp/http(s)/rtmp/srt URL, a V4L2 device /dev/videoN, or a
     video file. Anything else is refused, naming it."""
@@ -77,11 +73,11 @@ def parse_source(text: str) -> SourceSpec:
         if scheme == "file":
             return parse_source(text[len("file://"):])
         if scheme not in NETWORK_SCHEMES:
-            raise SSTEdgeError(f"source {redact(text)}: unsupported scheme '{scheme}://' (use one of "
+            raise SSTEdgeError(f"source {redact_url(text)}: unsupported scheme '{scheme}://' (use one of "
                                f"{', '.join(s + '://' for s in NETWORK_SCHEMES)}, /dev/videoN or a file)")
         if not text[m.end():].strip("/"):
             raise SSTEdgeError(f"source {text}: the URL names no host")
-        return SourceSpec("network", text, redact(text))
+        return SourceSpec("network", text, redact_url(text))
     if text.startswith("/dev/video") or V4L2.match(text):
         if not V4L2.match(text):
             raise SSTEdgeError(f"source {text}: a V4L2 camera is /dev/videoN (N a number)")
@@ -120,7 +116,6 @@ class Span:
     end_s: float
     start_frame: int  # in this connection
     end_frame: int  # exclusive
-    frames: int  # frames the span held (fewer than end - start when frames were dropped)
     connection: int  # 1 for the first connection, +1 per reconnect
     ready: float  # time.monotonic() when its last frame arrived (latency is measured from here)
     wall: float  # time.time() of that frame (events carry wall-clock times)
@@ -150,13 +145,13 @@ class SourceStats:
 class LiveSource:
     """A source's reader thread and its one-span slot (see the module docstring).
 
-    on_problem(name, text, fatal): called from the thread for each fault (the watch loop prints them);
+    on_problem(name, text): called from the thread for each fault (the watch loop prints them);
     notify(): called after each publish (wakes the watch loop)."""
 
     def __init__(self, spec: SourceSpec, preprocess: Preprocess, span: float, stride: float, *,
                  realtime: bool = False, max_fps: float | None = None, backoff_max: float = 10.0,
                  max_reconnects: int | None = None,
-                 on_problem: Callable[[str, str, bool], None] | None = None,
+                 on_problem: Callable[[str, str], None] | None = None,
                  notify: Callable[[], None] | None = None):
         for what, v in (("span", span), ("stride", stride)):
             if not (math.isfinite(v) and v > 0):
@@ -167,7 +162,7 @@ class LiveSource:
         self.span, self.stride = float(span), float(stride)
         self.realtime = realtime or spec.live  # live sources arrive at their own rate
         self.max_fps, self.backoff_max, self.max_reconnects = max_fps, backoff_max, max_reconnects
-        self.on_problem = on_problem or (lambda name, text, fatal: None)
+        self.on_problem = on_problem or (lambda name, text: None)
         self.notify = notify or (lambda: None)
         self.stats = SourceStats()
         self._slot: Span | None = None
@@ -234,9 +229,9 @@ class LiveSource:
         self.notify()
         return True
 
-    def _problem(self, text: str, fatal: bool = False) -> None:
+    def _problem(self, text: str) -> None:
         self.error = text
-        self.on_problem(self.name, text, fatal)
+        self.on_problem(self.name, text)
 
     def _run(self) -> None:
         failures, connection = 0, 0
@@ -247,11 +242,11 @@ class LiveSource:
                 if self._stop.is_set() or (self.spec.kind == "file" and why == ""):
                     break
                 if self.spec.kind == "file":  # a file that cannot be read will not get better
-                    self._problem(why, fatal=True)
+                    self._problem(why)
                     break
                 failures = 0 if delivered else failures + 1
                 if self.max_reconnects is not None and self.stats.reconnects >= self.max_reconnects:
-                    self._problem(f"{why}; gave up after {self.stats.reconnects} reconnects", fatal=True)
+                    self._problem(f"{why}; gave up after {self.stats.reconnects} reconnects")
                     break
                 delay = min(self.backoff_max, BACKOFF_START * 2 ** max(failures - 1, 0))
                 self._problem(f"{why}; reconnecting in {delay:.1f} s")
@@ -259,7 +254,7 @@ class LiveSource:
                     break
                 self.stats.reconnects += 1
         except BaseException as e:  # never a silent death: the loop reports it and goes on
-            self._problem(f"reader failed: {type(e).__name__}: {e}", fatal=True)
+            self._problem(f"reader failed: {type(e).__name__}: {e}")
         finally:
             with self._lock:
                 self.stats.finished = True
@@ -377,4 +372,4 @@ class LiveSource:
         idx = sample_indices(len(frames), self.pre.frames, train=False)
         clip = frames_to_array(np.stack([frames[i] for i in idx]), self.pre)
         return self._publish(Span(clip, round(offset + s / fps, 4), round(offset + e / fps, 4), s, e,
-                                  len(frames), connection, now, time.time(), fps))
+                                  connection, now, time.time(), fps))

@@ -140,7 +140,7 @@ class Watch:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._messages: deque[tuple[str, str, bool]] = deque()
+        self._messages: deque[tuple[str, str]] = deque()
         self.exit_code = 0
         self.classifier = self._classifier()
         self._stamp = _index_stamp(self.gallery_path)
@@ -153,7 +153,6 @@ class Watch:
         self.scorers = {s.name: SpanScorer(runtime, self.classifier, st.smooth) for s in self.sources}
         self.builders = {s.name: EventBuilder(s.name, st.policy, runtime.card.sha256) for s in self.sources}
         self.connection = {s.name: 0 for s in self.sources}
-        self.delivered = {s.name: False for s in self.sources}
         self.scored = {s.name: 0 for s in self.sources}
         self.span_lat: dict[str, deque[float]] = {s.name: deque(maxlen=LATENCY_WINDOW) for s in self.sources}
         self.event_lat: deque[float] = deque(maxlen=LATENCY_WINDOW)
@@ -161,9 +160,9 @@ class Watch:
         self._closed_sources: set[str] = set()
 
     # ----------------------------------------------------------------------------------- messages
-    def _on_problem(self, name: str, text: str, fatal: bool) -> None:
+    def _on_problem(self, name: str, text: str) -> None:
         with self._lock:
-            self._messages.append((name, text, fatal))
+            self._messages.append((name, text))
         self._wake.set()
 
     def _say(self, text: str) -> None:
@@ -172,19 +171,19 @@ class Watch:
     def _drain_messages(self) -> None:
         with self._lock:
             msgs, self._messages = list(self._messages), deque()
-        for name, text, _fatal in msgs:
-            self._say(f"source {name}: {text}")
-            self.problems.append(f"source {name}: {text}")
-            if self.settings.exit_on_error and not self.exit_code:
-                self.exit_code = EXIT_SOURCE
-                self._stop.set()
+        for name, text in msgs:
+            self._report(f"source {name}: {text}", EXIT_SOURCE)
         for sink in self.sinks:
             for text in sink.problems():
-                self._say(text)
-                self.problems.append(text)
-                if self.settings.exit_on_error and not self.exit_code:
-                    self.exit_code = EXIT_SINK
-                    self._stop.set()
+                self._report(text, EXIT_SINK)
+
+    def _report(self, text: str, code: int) -> None:
+        """A problem: said on stderr, kept for the summary, and with exit_on_error the end (exit `code`)."""
+        self._say(text)
+        self.problems.append(text)
+        if self.settings.exit_on_error and not self.exit_code:
+            self.exit_code = code
+            self._stop.set()
 
     # ------------------------------------------------------------------------------------ gallery
     def _classifier(self) -> Classifier:
@@ -228,7 +227,6 @@ class Watch:
                     self._emit(self.builders[name].close("source lost"), span.ready)
                 self.scorers[name].reset()
                 self.connection[name] = span.connection
-            self.delivered[name] = True
             self.scored[name] += 1
             what = f"{span.start_s:.2f}-{span.end_s:.2f} s of {name}"
             scored = self.scorers[name].score(span.clip, span.start_frame, span.end_frame, span.fps, what, f)
@@ -291,7 +289,7 @@ class Watch:
                     print(json.dumps(self.status(), sort_keys=True), file=self.err, flush=True)
                     next_status = now + float(st.status_every or 0)
                 if len(self._closed_sources) == len(self.sources):
-                    if not any(self.delivered.values()) and not self.exit_code:
+                    if not any(self.scored.values()) and not self.exit_code:
                         self.exit_code = EXIT_SOURCE
                     break
                 if st.duration is not None and now - t0 >= st.duration:
