@@ -17,8 +17,8 @@ too, with that reason.
 The event document (EVENT_FORMAT, version EVENT_VERSION; README "Event schema"): kind "start" | "end",
 id (shared by an event's start and end), source, label, start_s / end_s (seconds on the source's
 timeline), start_time / end_time (UTC wall clock, ISO 8601), duration_s, spans, peak_confidence,
-mean_confidence, reason ("end" only), model (the model card's sha256). The watch loop adds latency_s
-(from the arrival of the deciding span's last frame to emission) and emitted_at.
+mean_confidence, reason ("end" only), model (the model card's sha256). The watch loop adds emitted_at and,
+for an event a span decided, latency_s (from the arrival of that span's last frame to emission).
 """
 
 from __future__ import annotations

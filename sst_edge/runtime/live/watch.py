@@ -205,16 +205,20 @@ class Watch:
         self.classifier, self.reloads = cls, self.reloads + 1
         for name in self.scorers:
             self.scorers[name] = SpanScorer(self.rt, cls, self.settings.smooth)
-            self._emit(self.builders[name].close("gallery changed"), time.monotonic())
+            self._emit(self.builders[name].close("gallery changed"), None)
         self._say(f"gallery reloaded: {len(cls.labels)} labels ({', '.join(cls.labels)})")
 
     # ------------------------------------------------------------------------------------- events
-    def _emit(self, events: list[dict[str, Any]], ready: float) -> None:
+    def _emit(self, events: list[dict[str, Any]], ready: float | None) -> None:
+        """Hand `events` to every sink; `ready`: when the last frame of the span that decided them arrived
+        (None for an end no span decided: a gallery change, a source's end, shutdown, which have no
+        latency and are kept out of its percentiles)."""
         for ev in events:
-            now = time.monotonic()
-            ev["latency_s"] = round(now - ready, 4)
+            if ready is not None:
+                lat = time.monotonic() - ready
+                ev["latency_s"] = round(lat, 4)
+                self.event_lat.append(lat)
             ev["emitted_at"] = iso(time.time())
-            self.event_lat.append(now - ready)
             for sink in self.sinks:
                 sink.emit(ev)
 
@@ -283,7 +287,7 @@ class Watch:
                 for src in self.sources:
                     if src.done and src.name not in self._closed_sources:
                         self._closed_sources.add(src.name)
-                        self._emit(self.builders[src.name].close("source ended"), time.monotonic())
+                        self._emit(self.builders[src.name].close("source ended"), None)
                 now = time.monotonic()
                 if next_status is not None and now >= next_status:
                     print(json.dumps(self.status(), sort_keys=True), file=self.err, flush=True)
@@ -299,9 +303,8 @@ class Watch:
                 src.stop()
             for src in self.sources:
                 src.join(timeout=15)
-            now = time.monotonic()
             for b in self.builders.values():
-                self._emit(b.close("shutdown"), now)
+                self._emit(b.close("shutdown"), None)
             sink_health = [s.close() for s in self.sinks]
             self._drain_messages()
             for s, h in old.items():
