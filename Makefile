@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) $(PIP) $(TORCH_FROM) torch==2.13.0
-	$(PY) $(PIP) -e '.[host,cpu,test]'
+	$(PY) $(PIP) -e '.[host,cpu,openvino,bench,test]'
 	touch $(STAMP)
 
 # The Debian packages the live tests run (tests/live_servers.py): mosquitto (an MQTT broker, and

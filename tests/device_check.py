@@ -51,7 +51,12 @@ HOST_DISTRIBUTIONS = ("torch", "torchvision", "nni", "fvcore", "onnx", "onnxscri
                       "pytorch-lightning", "matplotlib", "scipy")
 FEATURE_TOL = 1e-5
 SIZE_GOAL = 0.2  # the device venv under a fifth of the full one
-DEVICE_EXTRAS = ("cpu",)  # the device half as the README installs it: '.[cpu]'
+DEVICE_EXTRAS = ("cpu", "openvino")  # the device half as the README installs it: '.[cpu,openvino]'
+OPENVINO_MODEL = "models/tiny-ov"  # the same subnet and weights exported for cpu-openvino
+# the lowest frame cosine between the cpu-openvino and cpu-fp32 models' features: OpenVINO's bf16 hint
+# (where export chose it) against ONNX Runtime fp32, the gate export holds it to (deploy/checks.py)
+OPENVINO_MIN_COSINE = 0.999
+OPENVINO_EVAL_POINTS = 2.0  # eval --model accuracy: at most this far from cpu-fp32's, in points
 
 TIMES: dict[str, float] = {}  # seconds per stage
 STAGE = ["setup"]
@@ -251,7 +256,7 @@ def make_device_venv(python: str, install: Install) -> dict[str, Any]:
         pins = lowest_pins((ROOT / "pyproject.toml").read_text(), DEVICE_EXTRAS)
         what = "the lowest versions pyproject.toml allows: " + ", ".join(p.split(";")[0] for p in pins)
     else:
-        what = "pip install -c constraints.txt '.[cpu]'"
+        what = f"pip install -c constraints.txt '.[{','.join(DEVICE_EXTRAS)}]'"
     stage("device install", f"1. the device half: {venv.name} ({python}), {what}")
     if venv.exists():
         shutil.rmtree(venv)
@@ -289,8 +294,9 @@ def host_half(work: Path, full: Path) -> dict[str, Any]:
                   "--workers", "0", "--no-progress"], cwd=work)
     run("space sample", [full, "space", "sample", "--space", "sst_tiny", "--seed", "3", "--out", "best.json"],
         cwd=work)
-    run("export", [full, "export", "--subnet", "best.json", "--weights", "runs/tiny", "--target", "cpu-fp32",
-                   "--out", "models/tiny", "--no-measure", "--no-progress"], cwd=work)
+    for target, out in (("cpu-fp32", "models/tiny"), ("cpu-openvino", OPENVINO_MODEL)):
+        run(f"export {target}", [full, "export", "--subnet", "best.json", "--weights", "runs/tiny",
+                                 "--target", target, "--out", out, "--no-measure", "--no-progress"], cwd=work)
 
     from sst_edge.data.encode import write_video
     from sst_edge.device.datasets import load_splits
@@ -327,6 +333,7 @@ class VerbRun:
     work: Path
     scene: dict[str, Any]
     full_check: bool  # also the human-readable forms and the gallery edits (the device install only)
+    model: str = "models/tiny"  # the cpu-fp32 model; OPENVINO_MODEL for the cpu-openvino verbs
 
     @property
     def gallery(self) -> str:
@@ -341,23 +348,23 @@ class VerbRun:
 
 def do_enroll(v: VerbRun) -> dict[str, Any]:
     for lb, clips in v.scene["enroll"].items():
-        v.run("enroll", ["enroll", "--model", "models/tiny", "--gallery", v.gallery, "--label", lb, *clips,
+        v.run("enroll", ["enroll", "--model", v.model, "--gallery", v.gallery, "--label", lb, *clips,
                          "--no-progress"])
     rotated = f"{v.tag}/rotated"  # its features are compared: a clip read the wrong way up differs a lot
-    v.run("enroll", ["enroll", "--model", "models/tiny", "--gallery", rotated, "--label", "rotated",
+    v.run("enroll", ["enroll", "--model", v.model, "--gallery", rotated, "--label", "rotated",
                      v.scene["rotated"], "--no-progress"])
     return {"gallery": str(v.work / v.gallery), "rotated": str(v.work / rotated)}
 
 
 def do_classify(v: VerbRun) -> Any:
-    args = ["classify", "--model", "models/tiny", "--gallery", v.gallery]
+    args = ["classify", "--model", v.model, "--gallery", v.gallery]
     if v.full_check:
         v.run("classify", [*args, v.scene["queries"][0], "--no-progress"])
     return v.json("classify --json", [*args, *v.scene["queries"], "--json", "--no-progress"])
 
 
 def do_stream(v: VerbRun) -> Any:
-    args = ["classify", "--model", "models/tiny", "--gallery", v.gallery, "--stream", v.scene["long"],
+    args = ["classify", "--model", v.model, "--gallery", v.gallery, "--stream", v.scene["long"],
             "--span", "2", "--stride", "1", "--smooth", "3"]
     if v.full_check:
         v.run("classify --stream", args)
@@ -375,12 +382,12 @@ def do_gallery(v: VerbRun) -> Any:
         left = v.json("gallery list", ["gallery", "list", edit, "--json"])
         if sorted(left["labels"]) != sorted(["renamed", v.scene["labels"][2]]):
             raise CheckFailed(f"{v.tag}: after rename and remove the gallery holds {sorted(left['labels'])}")
-    return v.json("gallery list --json", ["gallery", "list", v.gallery, "--model", "models/tiny", "--json"])
+    return v.json("gallery list --json", ["gallery", "list", v.gallery, "--model", v.model, "--json"])
 
 
 def do_eval(v: VerbRun) -> Any:
     out = f"{v.tag}/eval.json"
-    v.run("eval --model", ["eval", "--model", "models/tiny", "--data", "data", "--way", "3", "--episodes",
+    v.run("eval --model", ["eval", "--model", v.model, "--data", "data", "--way", "3", "--episodes",
                            "20", "--head", "both", "--out", out, "--no-progress"])
     return json.loads((v.work / out).read_text())
 
@@ -389,7 +396,7 @@ def do_watch(v: VerbRun) -> Any:
     """watch on the long video as a file source (read as fast as inference takes it: every span scored),
     events on stdout and in an events file."""
     events = f"{v.tag}/events.jsonl"
-    out = v.run("watch", ["watch", "--model", "models/tiny", "--gallery", v.gallery, "--source",
+    out = v.run("watch", ["watch", "--model", v.model, "--gallery", v.gallery, "--source",
                           v.scene["long"], "--span", "2", "--stride", "1", "--smooth", "3", "--events",
                           events], capture=True)
     printed = [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -521,6 +528,60 @@ VERBS: tuple[Verb, ...] = (
 )
 
 
+# What runs on the cpu-openvino model, compared with the same install's cpu-fp32 answers (`same_openvino`).
+OPENVINO_VERBS = ("enroll", "classify", "classify --stream", "eval --model")
+
+
+def run_openvino(v: VerbRun) -> dict[str, Any]:
+    """The device verbs the issue names on the cpu-openvino model (outputs in work/TAG-openvino/)."""
+    shutil.rmtree(v.work / v.tag, ignore_errors=True)
+    (v.work / v.tag).mkdir()
+    return {verb.name: verb.run(v) for verb in VERBS if verb.name in OPENVINO_VERBS}
+
+
+def same_openvino(work: Path, ov: dict[str, Any], fp32: dict[str, Any]) -> list[str]:
+    """cpu-openvino against cpu-fp32 in one install: the same labels (classify, stream windows), enrolled
+    features within OPENVINO_MIN_COSINE, eval accuracies within OPENVINO_EVAL_POINTS."""
+    import numpy as np
+
+    from sst_edge.device.card import load_card
+    from sst_edge.runtime.gallery import Gallery
+
+    card_ov, card_fp = load_card(work / OPENVINO_MODEL), load_card(work / "models" / "tiny")
+    g_ov = Gallery.open(ov["enroll"]["gallery"], card_ov)
+    g_fp = Gallery.open(fp32["enroll"]["gallery"], card_fp)
+    ref = {r.source: g_fp.features(r) for recs in g_fp.labels.values() for r in recs}
+    worst = 1.0
+    for recs in g_ov.labels.values():
+        for r in recs:
+            a = g_ov.features(r).reshape(-1, card_ov.feature_dim)
+            b = ref[r.source].reshape(-1, card_fp.feature_dim)
+            cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+            worst = min(worst, float(cos.min()))
+    if worst < OPENVINO_MIN_COSINE:
+        raise CheckFailed(f"cpu-openvino enroll: lowest frame cosine {worst:.5f} vs cpu-fp32 < "
+                          f"{OPENVINO_MIN_COSINE}")
+    hint = (card_ov.openvino or {}).get("precision_hint")
+    labels = [[r["label"] for r in doc["results"]] for doc in (ov["classify"], fp32["classify"])]
+    if labels[0] != labels[1]:
+        raise CheckFailed(f"cpu-openvino classify: labels {labels[0]}, cpu-fp32 {labels[1]}")
+    spans = [[w["label"] for w in doc["spans"]]
+             for doc in (ov["classify --stream"], fp32["classify --stream"])]
+    if spans[0] != spans[1]:
+        raise CheckFailed(f"cpu-openvino classify --stream: windows {spans[0]}, cpu-fp32 {spans[1]}")
+    acc = [doc["accuracy"] for doc in (ov["eval --model"], fp32["eval --model"])]
+    diffs = {k: 100 * abs(float(_mean(acc[0][k])) - float(_mean(acc[1][k]))) for k in acc[1]}
+    if max(diffs.values(), default=0.0) > OPENVINO_EVAL_POINTS:
+        raise CheckFailed(f"cpu-openvino eval --model: accuracies {acc[0]}, cpu-fp32 {acc[1]}")
+    return [f"cpu-openvino (precision hint {hint}) vs cpu-fp32: enrolled features' lowest frame cosine "
+            f"{worst:.6f} (gate {OPENVINO_MIN_COSINE}); same classify labels {labels[0]}; same stream "
+            f"windows {spans[0]}; eval accuracies within {max(diffs.values(), default=0.0):.2f} points"]
+
+
+def _mean(v: Any) -> float:
+    return float(v["mean"]) if isinstance(v, dict) else float(v)
+
+
 def run_verbs(v: VerbRun) -> dict[str, Any]:
     shutil.rmtree(v.work / v.tag, ignore_errors=True)  # a reused work folder: this install's last outputs
     (v.work / v.tag).mkdir()
@@ -609,9 +670,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         stage("device verbs", f"3. the device verbs with {install.venv.name}/bin/sst-edge")
         run(f"{install.tag} --help", [device, "--help"], cwd=work, capture=True)
         dev = run_verbs(VerbRun(install.tag, device, work, scene, full_check=True))
+        STAGE[0] = "openvino verbs"
+        dev_ov = run_openvino(VerbRun(f"{install.tag}-openvino", device, work, scene, full_check=False,
+                                      model=OPENVINO_MODEL))
         STAGE[0] = "profiling bundle"
         bundle_steps(work, full, device, install.tag)
         compare(work, scene, dev, ful)
+        for line in same_openvino(work, dev_ov, dev):
+            say("    " + line)
     except CheckFailed as e:
         kept = f"\n(work folder kept: {work})" if args.keep or reuse else ""
         say(f"\n{install.check} FAILED: {e}{kept}")

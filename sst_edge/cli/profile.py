@@ -151,8 +151,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--backend",
-        choices=["onnxruntime", "torch"],
-        help="runtime to time on (default: the target's; torch = PyTorch eager)",
+        choices=["onnxruntime", "openvino", "torch"],
+        help="runtime to time on (default: the target's; torch = PyTorch eager; an openvino target is "
+             "timed on openvino only)",
     )
     p.add_argument(
         "--validate",

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from .._nni import Categorical, ExpressionProfiler, MutableExpression
-from ..device.fingerprint import device_fingerprint, device_mismatches, execution_provider, run_mismatches
+from ..device.fingerprint import (
+    device_fingerprint,
+    device_mismatches,
+    execution_provider,
+    run_mismatches,
+    run_precision,
+)
 from ..device.targets import Target, load_target
 from ..device.timing import TIMING_SCHEMA, Timing
 from ..errors import SSTEdgeError
@@ -43,7 +49,7 @@ TABLE_SCHEMA = {
         **header_schema(FORMAT, VERSION),
         "space": {**TEXT, "maxLength": 200}, "space_hash": {**TEXT, "maxLength": 128},
         "target": {"type": "object", "required": ["name"], "properties": {"name": TEXT}},
-        "backend": {"enum": ["onnxruntime", "torch"]}, "created": TEXT,
+        "backend": {"enum": ["onnxruntime", "openvino", "torch"]}, "created": TEXT,
         "fingerprint": {"type": "object"}, "timing": {"type": "object"},
         "fixed": {"type": "object", "minProperties": 1,
                   "additionalProperties": {**TIMING_SCHEMA, "properties": {
@@ -351,7 +357,7 @@ def foreign_problems(table: LatencyTable, config: SpaceConfig | None = None, tar
                             f"(settings now differ: {', '.join(changed) or 'unknown'})")
         expected = {"backend": backend or target.backend,
                     "execution_provider": execution_provider(target, backend or target.backend),
-                    "precision": target.precision, "threads": target.threads}
+                    "precision": run_precision(target), "threads": target.threads}
         problems += run_mismatches(fp, expected)
     elif backend is not None and table.backend != backend:
         problems.append(f"backend: table has {table.backend!r}, expected {backend!r}")

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..device.background import BackgroundLog
 from ..device.bundle import (
-    BACKEND,
+    FILE_BACKENDS,
     FORMAT,
     MANIFEST,
     TIMINGS,
@@ -36,6 +36,7 @@ from ..device.bundle import (
     Bundle,
     BundleItem,
     count_items,
+    file_backend,
     make_input,
     make_policy,
     ort_opener,  # noqa: F401  (re-exported: deploy.export and bench/export.py time ONNX files with it)
@@ -102,6 +103,10 @@ def torch_opener(module: nn.Module, target: Target, x: torch.Tensor) -> Opener:
 def _check_backend(target: Target, backend: str) -> None:
     if backend not in BACKENDS:
         raise SSTEdgeError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    if backend != target.backend and "openvino" in (backend, target.backend):
+        raise SSTEdgeError(f"target '{target.name}' runs on {target.backend}: profile it with --backend "
+                           f"{target.backend} (or none), or choose an {backend} target",
+                           target.source or None)
     if backend == "torch" and target.precision == "int8":
         raise SSTEdgeError(f"target '{target.name}' is int8, which the torch backend does not run "
                            "(profile it with --backend onnxruntime)", target.source or None)
@@ -178,7 +183,7 @@ def _manifest(config: SpaceConfig, target: Target, seed: int, policy: TimingPoli
               items: list[BundleItem]) -> dict[str, Any]:
     return {"format": FORMAT, "version": VERSION, "created": utc_now(),
             "space": config.name, "space_hash": config.hash, "target": target_record(target),
-            "backend": BACKEND, "seed": seed, "policy": policy.to_dict(),
+            "backend": file_backend(target), "seed": seed, "policy": policy.to_dict(),
             "exporter": EXPORTER, "opset": target.opset, "dynamic_batch": target.dynamic_batch,
             "host_versions": library_versions(),
             "inputs": "np.random.default_rng(input_seed).standard_normal(input_shape, dtype=np.float32)",
@@ -224,8 +229,9 @@ def bundle_to_dir(space: str | Path | SpaceConfig, target: str | Path | Target, 
     """`profile --bundle`: every part of the space and `validate` random subnets, for the device to time."""
     config = space if isinstance(space, SpaceConfig) else load_space(space)
     tgt = load_target(target)
-    if (backend or BACKEND) != BACKEND:
-        raise SSTEdgeError(f"a bundle is timed by {BACKEND} on the device; --backend {backend} profiles on "
+    if (backend or file_backend(tgt)) != file_backend(tgt):
+        raise SSTEdgeError(f"a bundle is timed by {file_backend(tgt)} on the device; --backend {backend} "
+                           "profiles on "
                            "this machine only (drop --bundle)")
     _check_validate(validate)
     samples = random_subnets(config, validate, seed) if validate else []
@@ -363,7 +369,7 @@ def table_from_bundle(bundle: Bundle | str | Path, space: str | Path | SpaceConf
     extra = {k: bundle.doc.get(k) for k in ("exporter", "opset", "dynamic_batch")}
     if record_source:
         extra["bundle"] = _bundle_record(bundle, doc)
-    table = _table_from(config, bundle.target, BACKEND, policy, bundle.seed,
+    table = _table_from(config, bundle.target, file_backend(bundle.target), policy, bundle.seed,
                         {it.key: it.input_shape for it in bundle.items}, timings, duration, doc["background"],
                         doc["fingerprint"], extra)
     subnets = [it for it in bundle.items if it.kind == "subnet"]
@@ -420,7 +426,7 @@ def profile_space(config: SpaceConfig, target: Target, backend: str | None = Non
     t0 = time.monotonic()
     parts: list[Part] = space_parts(config)
     samples = random_subnets(config, validate, seed) if validate else []
-    if backend == BACKEND:
+    if backend in FILE_BACKENDS:
         with tempfile.TemporaryDirectory(prefix="sst-profile-") as tmp:
             bundle = _time_here(config, target, parts, samples, seed, policy, progress, Path(tmp))
             return table_from_bundle(bundle, config, plot_path, time.monotonic() - t0, record_source=False)
@@ -438,7 +444,7 @@ def _measure_subnets(config: SpaceConfig, target: Target, backend: str, samples:
                      seed: int, policy: TimingPolicy, progress: bool) -> tuple[list[Timing], dict[str, Any]]:
     """Whole subnets alone, on either backend: their timings and the background-load record."""
     keys = [_subnet_key(i) for i in range(len(samples))]
-    if backend == BACKEND:
+    if backend in FILE_BACKENDS:
         with tempfile.TemporaryDirectory(prefix="sst-validate-") as tmp:
             bundle = _time_here(config, target, [], samples, seed, policy, progress, Path(tmp))
             doc, timings = read_timings(bundle)
@@ -513,7 +519,8 @@ def from_bundle_to_file(directory: str | Path, space: str | Path | SpaceConfig |
     """`profile --from-bundle`: the table of a bundle timed on its device, written atomically (and plot)."""
     bundle = read_bundle(directory, check_files=False)  # the ONNX files need not come back from the device
     config = _bundle_space(bundle, space)
-    path = Path(out) if out is not None else default_table_path(config, bundle.target, BACKEND)
+    backend = file_backend(bundle.target)
+    path = Path(out) if out is not None else default_table_path(config, bundle.target, backend)
     if path.exists() and not overwrite:
         raise SSTEdgeError("exists already; pass --overwrite to replace it", path)
     table = table_from_bundle(bundle, config, plot_path_for(path))

@@ -47,6 +47,7 @@ from ..device.session import (
     INPUT_NAME,
     OUTPUT_NAME,
     available_providers,
+    backend_available,
     cpu_session,
     make_session,
     ort_features,
@@ -62,7 +63,8 @@ from ..space.supernet import freeze_subnet
 from ..text import printable
 from ..train.artifacts import choose_head, load_supernet
 from ..train.device import exact_fp32, resolve_device
-from .features import DEFAULT_CLIPS, training_features
+from .checks import choose_hint, cosine_check, with_hint
+from .features import DEFAULT_CLIPS, check_clips, training_features
 from .quantize import quantize_for_target
 from .tensorrt import check_graph, trtexec_command
 
@@ -284,7 +286,7 @@ def measure_latency(paths: dict[str, Path], target: Target, config: SpaceConfig,
                     progress: bool = False) -> dict[str, dict[str, Any]]:
     """Per-clip latency (batch 1) of each model file on the target, interleaved in one pool of rounds.
     Empty when the target's provider is not on this machine (a GPU target exported on a CPU box)."""
-    if target.provider not in available_providers():
+    if not backend_available(target):
         return {}
     x = parity_clips(config, 1).numpy()
     policy = replace(TimingPolicy(rounds=rounds, max_rounds=rounds + 2), clock=resolve_clock(target))
@@ -377,6 +379,23 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
             convert_fp16(fp32, final)
         else:
             os.replace(fp32, final)
+        run_target = target  # what the shipped model's sessions run (an OpenVINO target: the chosen hint)
+        if target.precision == "int8" or target.openvino:
+            real, clip_source = check_clips(config, weights, data, clips.numpy())
+            real_ref = reference_features(module, torch.from_numpy(real), dev)
+            module.cpu()
+            if target.openvino:
+                extra["openvino"], extra["checks"] = choose_hint(final, target, real_ref, real, clip_source)
+                run_target = with_hint(target, extra["openvino"]["precision_hint"])
+                say(f"openvino precision hint {extra['openvino']['precision_hint']}: "
+                    f"{extra['openvino']['why']}")
+            else:
+                extra["checks"] = [cosine_check("int8", real_ref, ort_features(cpu_session(final, target),
+                                                                               real), clip_source,
+                                                "ONNX Runtime CPUExecutionProvider", final)]
+            for c in extra["checks"]:
+                say(f"check   {c['graph']} vs PyTorch fp32: lowest frame cosine {c['min_cosine']:.5f} "
+                    f"(gate {c['gate_min_cosine']}) on {c['clips']} {c['clip_source']} clips")
         shipped = shipped_check(ref, final, target, clips, config.input_shape(1))
         if shipped is not None:
             extra["parity"]["shipped"] = shipped
@@ -394,15 +413,17 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
             refs = {"model": final}
             if target.precision == "int8":
                 refs["fp32"] = fp32
-            m = measure_latency(refs, target, config, progress=progress)
+            m = measure_latency(refs, run_target, config, progress=progress)
             extra["latency"]["measured"] = m.get("model") or {
                 "why": f"{target.provider} is not available here; measure on the device"}
+            if target.openvino and m.get("model"):
+                extra["latency"]["measured"]["precision_hint"] = run_target.precision_hint
             if "fp32" in m and "quantization" in extra:
                 extra["quantization"]["latency"] = {
                     "fp32_ms": m["fp32"]["median_ms"], "int8_ms": m["model"]["median_ms"],
                     "speedup": round(m["fp32"]["median_ms"] / m["model"]["median_ms"], 3)}
         fp32.unlink(missing_ok=True)
-        extra["ood"] = training_features(final, target, config, weights, data, tmp, ood_clips,
+        extra["ood"] = training_features(final, run_target, config, weights, data, tmp, ood_clips,
                                          progress=progress, say=say)
         extra["weights"] = {"path": str(meta["path"]), "sha256": sha256_file(meta["path"])}
         if meta.get("metrics"):
@@ -481,6 +502,12 @@ def card_summary(card: ModelCard) -> list[str]:
             lines.append(f"parity    {shipped['graph']} on {shipped['provider']}: lowest frame cosine "
                          f"{shipped['min_cosine']:.5f} vs PyTorch (gate {shipped['gate_min_cosine']})"
                          if shipped.get("checked") else f"parity    {shipped['graph']}: {shipped['why']}")
+    for c in card.checks or []:
+        lines.append(f"check     {c['graph']} vs PyTorch fp32: lowest frame cosine {c['min_cosine']:.5f} "
+                     f"(gate {c['gate_min_cosine']}) on {c['clips']} {c['clip_source']} clips")
+    if card.openvino is not None:
+        o = card.openvino
+        lines.append(f"openvino  {o['version']}, precision hint {o['precision_hint']} ({o.get('why', '')})")
     if card.latency is not None:
         pred, meas = card.latency["predicted"], card.latency["measured"] or {"why": "not measured"}
         pred_s = (

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ..device.datasets import load_splits
 from ..device.ood import OOD_FILE, card_record, fit_distribution, pool
 from ..device.preprocess import load_clip
-from ..device.session import INPUT_NAME, cpu_session
+from ..device.session import INPUT_NAME, cpu_session, make_session
 from ..device.targets import Target
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write_bytes, read_json
@@ -49,6 +49,28 @@ def training_data(weights: str | Path, data: str | Path | None) -> tuple[Path | 
     if data is not None:
         return Path(data), None, "--data", ""
     return None, None, "", printable(f"no training data: {why}, and no --data given")
+
+
+CHECK_CLIPS = 8  # real clips of the shipped-graph checks (deploy/checks.py)
+
+
+def check_clips(config: SpaceConfig, weights: str | Path, data: str | Path | None, fallback: np.ndarray,
+                count: int = CHECK_CLIPS, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Clips of the validation split of the data the model trained on ([N, T, 3, H, W], "validation"),
+    else of its training split; `fallback` (random clips, "random") when export has no readable data."""
+    root, split, _source, _why = training_data(weights, data)
+    if root is not None:
+        try:
+            splits = load_splits(root, split)
+            for name, part in (("validation", splits.val), ("training", splits.train)):
+                paths = sorted(p for p, _ in part.items())
+                if paths:
+                    chosen = random.Random(seed).sample(paths, min(count, len(paths)))
+                    pre = config.eval_preprocess()
+                    return np.stack([load_clip(p, pre) for p in chosen]).astype(np.float32), name
+        except SSTEdgeError:
+            pass
+    return fallback, "random"
 
 
 def _pick(clips: dict[str, tuple[Path, ...]], count: int, seed: int) -> list[tuple[Path, str]]:
@@ -82,7 +104,8 @@ def training_features(model: Path, target: Target, config: SpaceConfig, weights:
         return {"why": why}
     chosen = _pick(dict(train.clips), count, seed)
     pre = config.eval_preprocess()
-    sess = cpu_session(model, target)
+    # the shipped runtime's features: ONNX Runtime's CPU provider, or OpenVINO at the hint export chose
+    sess = make_session(model, target) if target.openvino else cpu_session(model, target)
     step = 8 if target.dynamic_batch else 1
     pooled: list[np.ndarray] = []
     labels: list[str] = []

@@ -92,11 +92,12 @@ def quantize_static_int8(src: str | Path, dst: str | Path, clips: list[np.ndarra
         return atomic_write(dst, write)
 
 
-def episode_accuracy(paths: dict[str, Path], target: Target, config: SpaceConfig, data: str | Path,
+def episode_accuracy(paths: dict[str, Any], target: Target, config: SpaceConfig, data: str | Path,
                      head: Any, episodes: int, split: str = "val", seed: int = 0,
                      progress: bool = False) -> dict[str, np.ndarray]:
-    """Per-episode 5-way 1-shot accuracies of each ONNX model on the same seeded episodes of `split`
-    (paired: the change between two models is measured episode by episode)."""
+    """Per-episode 5-way 1-shot accuracies of each ONNX model (a path, run on ONNX Runtime's CPU provider,
+    or an open session such as OpenVINO's) on the same seeded episodes of `split` (paired: the change
+    between two models is measured episode by episode)."""
     clips = getattr(load_splits(data), split)
     way = min(5, len(clips.classes))
     ds = EpisodeDataset(clips, config.eval_preprocess(), way=way, shot=1, query=1, episodes=episodes,
@@ -105,7 +106,7 @@ def episode_accuracy(paths: dict[str, Path], target: Target, config: SpaceConfig
     def embedder(sess: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda x: torch.from_numpy(sess.run(None, {INPUT_NAME: x.numpy()})[0])
 
-    embeds = [embedder(cpu_session(path, target)) for path in paths.values()]
+    embeds = [embedder(p if hasattr(p, "run") else cpu_session(p, target)) for p in paths.values()]
     acc = compare_embeddings(embeds, ds, [head], progress=progress, desc="accuracy " + " vs ".join(paths))
     return {key: a[0] for key, a in zip(paths, acc, strict=True)}
 

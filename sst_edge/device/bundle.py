@@ -48,7 +48,8 @@ TIMINGS_FORMAT = "sst-edge/profile-timings"
 TIMINGS_VERSION = 1
 MANIFEST = "bundle.json"
 TIMINGS = "timings.json"
-BACKEND = "onnxruntime"
+BACKEND = "onnxruntime"  # a torch-free backend that times ONNX files; an OpenVINO target's is openvino
+FILE_BACKENDS = ("onnxruntime", "openvino")
 KINDS = ("part", "subnet")
 ITEM_SCHEMA = {
     "type": "object", "required": ["key", "kind", "file", "sha256", "bytes", "input_shape", "input_seed"],
@@ -62,7 +63,7 @@ MANIFEST_SCHEMA = {
     "properties": {**header_schema(FORMAT, VERSION), "space": {**TEXT, "maxLength": 200},
                    "space_hash": {**TEXT, "maxLength": 128},
                    "target": {"type": "object", "required": ["settings", "hash"]},
-                   "backend": {"const": BACKEND}, "seed": NONNEG_INT, "policy": {"type": "object"},
+                   "backend": {"enum": list(FILE_BACKENDS)}, "seed": NONNEG_INT, "policy": {"type": "object"},
                    "items": {"type": "array", "minItems": 1, "items": ITEM_SCHEMA}}}
 TIMINGS_SCHEMA = {
     "type": "object", "required": ["format", "manifest_sha256", "fingerprint", "policy", "background",
@@ -74,6 +75,11 @@ TIMINGS_SCHEMA = {
 
 
 # ------------------------------------------------------------------------------------- shared helpers
+def file_backend(target: Target) -> str:
+    """What times a target's ONNX files: OpenVINO for an OpenVINO target, else ONNX Runtime."""
+    return target.backend if target.backend in FILE_BACKENDS else BACKEND
+
+
 def make_input(shape: tuple[int, ...] | list[int], seed: int) -> np.ndarray:
     """The input an item is timed on: host and device make the same array from (shape, seed)."""
     return np.random.default_rng(seed).standard_normal(tuple(shape), dtype=np.float32)
@@ -105,7 +111,8 @@ def make_policy(base: TimingPolicy, rounds: int | None = None, clock: str = "aut
 
 
 def ort_opener(path: Path, target: Target, x: np.ndarray) -> Opener:
-    """Opens one ONNX Runtime session per round and drops it after: only one may exist at a time."""
+    """Opens one session per round (ONNX Runtime's, or OpenVINO's for an OpenVINO target) and drops it
+    after: only one may exist at a time."""
     @contextlib.contextmanager
     def opener() -> Iterator[Run]:
         box = {"sess": make_session(path, target)}
@@ -317,7 +324,7 @@ def run_bundle(bundle: Bundle | str | Path, policy: TimingPolicy | None = None,
     t0 = time.monotonic()
     what = count_items(len(bundle.item_keys("part")), len(bundle.item_keys("subnet")))
     timings, background = timed(bundle_openers(bundle), policy, bundle.seed,
-                                f"time {what} on {target.name}/{BACKEND}", progress)
+                                f"time {what} on {target.name}/{file_backend(target)}", progress)
     doc = {
         "format": TIMINGS_FORMAT,
         "version": TIMINGS_VERSION,
@@ -326,7 +333,7 @@ def run_bundle(bundle: Bundle | str | Path, policy: TimingPolicy | None = None,
         "target": target.name,
         "created": utc_now(),
         "duration_s": round(time.monotonic() - t0, 1),
-        "fingerprint": fingerprint(target, BACKEND),
+        "fingerprint": fingerprint(target, file_backend(target)),
         "policy": policy.to_dict(),
         "seed": bundle.seed,
         "background": background.to_dict(),

@@ -1,6 +1,6 @@
 """The model card: what a model directory holds and how to run it, read by the runtime before anything else.
 
-A model directory (../shared/DESIGN.md) holds `model.onnx`, `card.json`, the training features of the
+A model directory holds `model.onnx`, `card.json`, the training features of the
 out-of-distribution check (`train_features.safetensors`, device/ood.py, when export had the training data)
 and, for TensorRT targets built where TensorRT exists, `model.engine`. The card names the subnet and its
 space (with the YAML's hash), the preprocessing, the input and output shapes, the head, FLOPs and params,
@@ -74,6 +74,14 @@ SECTION_SCHEMAS: dict[str, dict[str, Any]] = {
     "subnet_metrics": {"type": "object"},
     "head_source": {"type": "object",
                     "properties": {"source": TEXT, "notes": {"type": "array", "items": TEXT}}},
+    # OpenVINO targets: the runtime's version and the precision hint export chose, with its evidence
+    "openvino": {"type": "object", "required": ["version", "precision_hint"],
+                 "properties": {"version": TEXT, "device": TEXT, "precision_hint": {"enum": ["fp32", "bf16"]},
+                                "asked": TEXT, "why": TEXT, "evidence": {"type": "object"}}},
+    # every graph the model ships, against PyTorch fp32 by feature cosine (export's gate on real clips)
+    "checks": {"type": "array", "items": {"type": "object", "required": ["graph", "checked"],
+                                          "properties": {"graph": TEXT, "checked": {"type": "boolean"},
+                                                         "min_cosine": {"type": "number"}}}},
     # the out-of-distribution check's training features (device/ood.py), or why export stored none
     "ood": {"type": "object",
             "properties": {"version": POS_INT, "file": {"type": "string", "pattern": _FILE_NAME},
@@ -179,6 +187,8 @@ class ModelCard:
     subnet_metrics: dict[str, Any] | None = None  # what search measured for the subnet
     head_source: dict[str, Any] | None = None
     ood: OODRecord | None = None  # None: a card from before the check (no training features)
+    openvino: dict[str, Any] | None = None  # OpenVINO targets: version, precision hint and why
+    checks: list[dict[str, Any]] | None = None  # the shipped graph(s) against PyTorch, by feature cosine
     path: Path | None = None
 
     @property

@@ -16,6 +16,7 @@ from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from . import openvino as ov_backend
 from .targets import Target
 
 # Fields of the fingerprint that make a table foreign when they differ.
@@ -105,12 +106,20 @@ def gpu_name() -> str | None:
 def library_versions() -> dict[str, str]:
 
     out: dict[str, str] = {"python": platform.python_version()}
-    for dist in ("sst-edge", "torch", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "nni"):
+    for dist in ("sst-edge", "torch", "onnxruntime", "onnxruntime-gpu", "openvino", "onnx", "numpy", "nni"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
             continue
     return out
+
+
+def run_precision(target: Target) -> str:
+    """The precision the target runs at here: an OpenVINO target's hint as this CPU resolves it
+    (`auto`: bf16 where it is native), which changes its timings as much as a precision does."""
+    if target.openvino:
+        return f"{target.precision} graph, {ov_backend.resolve_hint(target.precision_hint)} hint"
+    return target.precision
 
 
 def execution_provider(target: Target, backend: str) -> str:
@@ -137,7 +146,7 @@ def fingerprint(target: Target, backend: str) -> dict[str, Any]:
         **device_fingerprint(target.uses_gpu),
         "backend": backend,
         "execution_provider": execution_provider(target, backend),
-        "precision": target.precision,
+        "precision": run_precision(target),
         "threads": target.threads,
         "versions": library_versions(),
     }

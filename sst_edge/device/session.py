@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import SSTEdgeError
 from ..fileio import sha256_file
+from . import openvino as ov_backend
 from .targets import TRT_PROVIDER, Target
 
 if TYPE_CHECKING:
@@ -133,14 +134,32 @@ def provider_list(providers: Sequence[str], options: Mapping[str, Mapping[str, A
              else dict(options.get(p, {}))) for p in providers]
 
 
-def make_session(path: str | Path, target: Target,
-                 input_shape: Sequence[int] | None = None) -> ort.InferenceSession:
+def backend_available(target: Target) -> bool:
+    """True when this machine has what runs `target` (its ONNX Runtime provider, or OpenVINO)."""
+    if target.openvino:
+        return ov_backend.available()
+    try:
+        return target.provider in available_providers()
+    except SSTEdgeError:
+        return False
+
+
+def make_session(path: str | Path, target: Target, input_shape: Sequence[int] | None = None,
+                 hint: str | None = None) -> ort.InferenceSession | ov_backend.OpenVINOSession:
     """An InferenceSession with the target's providers (in order), options, threads and optimisation;
-    `input_shape` (a clip's) fixes TensorRT's optimisation profile.
+    `input_shape` (a clip's) fixes TensorRT's optimisation profile. An OpenVINO target gets an
+    `OpenVINOSession` (the same interface) with `hint` (default: the target's precision_hint, as this
+    machine resolves it: device/openvino.py).
 
     Refuses rather than silently falling back when the target's main provider is missing or fails to load
     (ORT would run everything on the CPU and every timing would be of the wrong device).
     """
+    if target.openvino:
+        if not ov_backend.available():
+            ov_backend.openvino()  # names what to install
+            raise SSTEdgeError("OpenVINO has no CPU device here", target.source or None)
+        return ov_backend.OpenVINOSession(path, target.threads,
+                                          ov_backend.resolve_hint(hint or target.precision_hint))
     rt = onnxruntime()
     have = available_providers()
     if target.provider not in have:
@@ -162,8 +181,10 @@ def make_session(path: str | Path, target: Target,
 
 
 def cpu_session(path: Path, target: Target) -> ort.InferenceSession:
-    """A CPU session with the target's threads: parity and agreement are checked on the CPU."""
-    cpu = replace(target, execution_providers=("CPUExecutionProvider",), provider_options={})
+    """An ONNX Runtime CPU session with the target's threads: parity and agreement are checked on the CPU
+    (an OpenVINO target's fp32 graph too: ONNX Runtime's CPU provider is the reference runtime)."""
+    cpu = replace(target, backend="onnxruntime", execution_providers=("CPUExecutionProvider",),
+                  provider_options={}, precision_hint=None)
     return make_session(path, cpu)
 
 

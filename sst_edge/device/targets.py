@@ -16,7 +16,7 @@ from ..errors import SSTEdgeError
 from ..fileio import read_yaml
 from ..resources import resolve
 
-BACKENDS = ("onnxruntime", "torch")
+BACKENDS = ("onnxruntime", "openvino", "torch")
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "int8")
 GRAPH_OPTIMIZATION = ("disable", "basic", "extended", "all")
@@ -25,9 +25,13 @@ QUANT_MODES = ("dynamic", "static")
 ATTENTION = ("standard", "fused")
 TRT_PROVIDER = "TensorrtExecutionProvider"
 GPU_PROVIDERS = ("CUDAExecutionProvider", TRT_PROVIDER)
-KNOWN_PROVIDERS = ("CPUExecutionProvider", *GPU_PROVIDERS)
+OPENVINO_PROVIDER = "OpenVINO:CPU"  # OpenVINO's CPU plugin (device/openvino.py)
+KNOWN_PROVIDERS = ("CPUExecutionProvider", *GPU_PROVIDERS, OPENVINO_PROVIDER)
+# an OpenVINO target's INFERENCE_PRECISION_HINT; auto: chosen per host by measurement at export
+PRECISION_HINTS = ("auto", "fp32", "bf16")
 _KEYS = {"name", "description", "backend", "device", "execution_providers", "provider_options", "precision",
-         "opset", "dynamic_batch", "threads", "graph_optimization", "quantization", "attention"}
+         "opset", "dynamic_batch", "threads", "graph_optimization", "quantization", "attention",
+         "precision_hint"}
 _QUANT_KEYS = {"mode", "op_types", "per_channel", "reduce_range", "calibration"}
 
 
@@ -58,6 +62,7 @@ class Target:
     provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     quantization: Quantization | None = None
     attention: str = "standard"
+    precision_hint: str | None = None  # OpenVINO targets only: auto | fp32 | bf16
     description: str = ""
     source: str = field(default="", compare=False)
 
@@ -72,6 +77,10 @@ class Target:
         return self.attention == "fused"
 
     @property
+    def openvino(self) -> bool:
+        return self.backend == "openvino"
+
+    @property
     def uses_gpu(self) -> bool:
         return self.device == "cuda"
 
@@ -82,6 +91,8 @@ class Target:
         d.pop("description")
         if self.attention == "standard":  # the default before the key existed: older tables keep their hash
             d.pop("attention")
+        if self.precision_hint is None:  # not an OpenVINO target: older tables keep their hash
+            d.pop("precision_hint")
         d["execution_providers"] = list(self.execution_providers)
         if self.quantization is not None:
             d["quantization"]["op_types"] = list(self.quantization.op_types)
@@ -209,6 +220,24 @@ def parse_target(doc: Any, source: str = "<memory>") -> Target:
     elif attention == "fused" and (backend != "onnxruntime" or (providers and providers[0] == trt)):
         problems.append("attention: 'fused' is ONNX Runtime's com.microsoft MultiHeadAttention, for the CPU "
                         "and CUDA providers; TensorRT and torch targets need 'standard' (opset-17 ONNX)")
+    hint = doc.get("precision_hint")
+    if backend == "openvino":
+        if providers and list(providers) != [OPENVINO_PROVIDER]:
+            problems.append(f"execution_providers: an openvino target runs on [{OPENVINO_PROVIDER}], got "
+                            f"{providers!r}")
+        if precision not in (None, "fp32"):
+            problems.append(f"precision: an openvino target ships the fp32 graph (its precision_hint says "
+                            f"how OpenVINO runs it), got {precision!r}")
+        hint = "auto" if hint is None else hint
+        if hint not in PRECISION_HINTS:
+            problems.append(f"precision_hint: expected one of {list(PRECISION_HINTS)}, got {hint!r}")
+        if attention != "standard":
+            problems.append("attention: an openvino target needs 'standard' (opset-17 ONNX)")
+    else:
+        if hint is not None:
+            problems.append("precision_hint: only an openvino target takes one")
+        if providers and OPENVINO_PROVIDER in providers:
+            problems.append(f"execution_providers: {OPENVINO_PROVIDER} needs backend: openvino")
     quant = None
     if precision == "int8":
         quant = _parse_quantization(doc.get("quantization", {}) or {}, problems)
@@ -222,7 +251,8 @@ def parse_target(doc: Any, source: str = "<memory>") -> Target:
         dynamic_batch=True if dynamic_batch is None else dynamic_batch,
         threads=1 if threads is None else threads,
         graph_optimization=graph_opt, provider_options={k: dict(v) for k, v in popts.items()},
-        quantization=quant, attention=attention, description=str(doc.get("description", "")).strip(),
+        quantization=quant, attention=attention, precision_hint=hint,
+        description=str(doc.get("description", "")).strip(),
         source=source,
     )
 

@@ -20,6 +20,7 @@ from ..device.card import CARD_FILE, MODEL_FILE, ModelCard, load_card, session_p
 from ..device.decoders import VideoDecoder, get_decoder, resolve_decoder_name
 from ..device.onnx_files import unlisted_external_data
 from ..device.ood import FeatureDistribution, load_distribution
+from ..device.openvino import OpenVINOSession, resolve_hint
 from ..device.preprocess import load_clip
 from ..device.session import choose_providers, make_session_options, onnxruntime, provider_list
 from ..errors import SSTEdgeError
@@ -28,14 +29,16 @@ from ..errors import SSTEdgeError
 class FewShotRuntime:
     """An exported model, verified and loaded: `embed` clips, `load` videos, `embed_paths` both.
 
-    threads: ONNX Runtime intra-op threads (default: the card's target; 0 = ORT's default).
+    An OpenVINO model (target backend `openvino`) runs on OpenVINO's CPU plugin at the precision hint its
+    card records; everything else is the same.
+
+    threads: ONNX Runtime (or OpenVINO) intra-op threads (default: the card's target; 0 = ORT's default).
     providers: restrict the execution providers (default: every one of TensorRT, CUDA, CPU present).
     decoder: 'auto' | 'decord' | 'pyav' (default: the card's preprocessing).
     """
 
     def __init__(self, model_dir: str | Path, threads: int | None = None,
                  providers: Sequence[str] | None = None, decoder: str | None = None):
-        ort = onnxruntime()
         self.card: ModelCard = load_card(model_dir)
         assert self.card.path is not None
         self.model_dir = self.card.path.parent
@@ -48,19 +51,15 @@ class FewShotRuntime:
                                unlisted)
         self.decoder_name = resolve_decoder_name(decoder or self.card.preprocess.decoder)
         target = self.card.target
+        self.precision_hint: str | None = None  # OpenVINO models: the hint they run at
         self.threads = int(threads if threads is not None else target.get("threads", 1) or 0)
         if self.threads < 0:
             raise SSTEdgeError(f"threads must be >= 0 (0 = ONNX Runtime's default), got {self.threads}")
-        self.providers = choose_providers(ort.get_available_providers(), providers)
-        so = make_session_options(str(target.get("graph_optimization", "all")), self.threads)
-        # the providers' options as export and profiling use them (TensorRT: session.tensorrt_options)
-        chosen = provider_list(self.providers, target.get("provider_options") or {}, self.model_path,
-                               target.get("precision") == "fp16", self.card.input["shape"])
-        try:
-            self.session = ort.InferenceSession(str(self.model_path), so, providers=self.providers,
-                                                provider_options=[o for _, o in chosen])
-        except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
-            raise SSTEdgeError(f"ONNX Runtime cannot load this model: {e}", self.model_path) from None
+        if target.get("backend") == "openvino":
+            self.session = self._openvino_session(providers)
+            self.providers = self.session.get_providers()
+        else:
+            self.session = self._ort_session(providers)
         self._check_session()
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self.input_name, self.output_name = inp.name, out.name
@@ -71,6 +70,32 @@ class FewShotRuntime:
         # read once the session is what the card says, so that a card that lies about the model says so
         self.ood: FeatureDistribution | None
         self.ood, self.ood_why = load_distribution(self.card)
+
+    def _ort_session(self, providers: Sequence[str] | None) -> Any:
+        ort = onnxruntime()
+        target = self.card.target
+        self.providers = choose_providers(ort.get_available_providers(), providers)
+        so = make_session_options(str(target.get("graph_optimization", "all")), self.threads)
+        # the providers' options as export and profiling use them (TensorRT: session.tensorrt_options)
+        chosen = provider_list(self.providers, target.get("provider_options") or {}, self.model_path,
+                               target.get("precision") == "fp16", self.card.input["shape"])
+        try:
+            return ort.InferenceSession(str(self.model_path), so, providers=self.providers,
+                                        provider_options=[o for _, o in chosen])
+        except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
+            raise SSTEdgeError(f"ONNX Runtime cannot load this model: {e}", self.model_path) from None
+
+    def _openvino_session(self, providers: Sequence[str] | None) -> OpenVINOSession:
+        """The card's OpenVINO model at the precision hint export chose (its `openvino` section); a CPU
+        without native bf16 runs fp32 (device/openvino.resolve_hint)."""
+        if providers is not None:
+            raise SSTEdgeError(f"model '{self.card.name}' runs on OpenVINO (target "
+                               f"'{self.card.target.get('name')}'): --providers chooses ONNX Runtime "
+                               "providers, which it does not use", self.card.path)
+        rec = self.card.openvino or {}
+        self.precision_hint = resolve_hint(rec.get("precision_hint")
+                                           or self.card.target.get("precision_hint"))
+        return OpenVINOSession(self.model_path, self.threads, self.precision_hint)
 
     def _check_session(self) -> None:
         """The model must be what its card says (inputs, outputs, shapes, types) before any clip runs:
@@ -97,6 +122,7 @@ class FewShotRuntime:
     def describe(self) -> dict[str, Any]:
         return {"model": self.card.name, "sha256": self.card.sha256,
                 "providers": self.session.get_providers(), "threads": self.threads,
+                **({"precision_hint": self.precision_hint} if self.precision_hint else {}),
                 "decoder": self.decoder_name}
 
     # ------------------------------------------------------------------------------------------ embed
