@@ -183,6 +183,11 @@ def test_export_records_the_hint_and_the_check(ov_model: Path, exported_model: P
     # the shipped file is the fp32 graph as exported for cpu-fp32 (same subnet, same weights)
     assert card.files[MODEL_FILE] == load_card(exported_model).files[MODEL_FILE]
     assert card.ood["clips"] == 24
+    pred = card.latency["predicted"]
+    assert pred["table"] == "sst_tiny.cpu-openvino"
+    if pred["ms"] is not None:  # the shipped table is native here: a hint other than its own is noted
+        timed_at = load_table("sst_tiny.cpu-openvino").fingerprint["precision"]
+        assert ("note" in pred) == (not timed_at.endswith(f"{o['precision_hint']} hint"))
 
 
 def test_the_runtime_runs_the_card_and_agrees_with_cpu_fp32(ov_model: Path, exported_model: Path,

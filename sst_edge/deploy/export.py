@@ -296,16 +296,21 @@ def measure_latency(paths: dict[str, Path], target: Target, config: SpaceConfig,
 
 
 def predicted_latency(config: SpaceConfig, sample: dict[str, Any], target: Target,
-                      table: str | Path | None = None) -> dict[str, Any]:
-    """From `table`, else the local or shipped table of this space x target, if made on this device."""
+                      table: str | Path | None = None, hint: str | None = None) -> dict[str, Any]:
+    """From `table`, else the local or shipped table of this space x target, if made on this device. An
+    OpenVINO model's `hint` (the one export chose) noted when the table was timed at another."""
 
     name = str(table) if table is not None else f"{config.name}.{target.name}"
     try:
         table = load_table(name, config, target)
     except SSTEdgeError as e:
         return {"ms": None, "table": name, "why": e.message}
-    return {"ms": round(table.predict_ms(sample), 4), "raw_ms": round(table.predict_ms(sample, raw=True), 4),
-            "table": name}
+    rec = {"ms": round(table.predict_ms(sample), 4), "raw_ms": round(table.predict_ms(sample, raw=True), 4),
+           "table": name}
+    timed_at = str(table.fingerprint.get("precision", ""))
+    if hint is not None and target.openvino and not timed_at.endswith(f"{hint} hint"):
+        rec["note"] = f"the table was timed at '{timed_at}', the model runs at the {hint} hint export chose"
+    return rec
 
 
 # ------------------------------------------------------------------------------------------------ export
@@ -407,7 +412,8 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
         extra["graph_optimization"] = {"level": target.graph_optimization, "when": "at session start"}
         extra["tensorrt"] = _tensorrt_record(trt, target, shipped)
         extra["cost"] = _cost(config, sample)
-        extra["latency"] = {"predicted": predicted_latency(config, sample, target, latency_table),
+        extra["latency"] = {"predicted": predicted_latency(config, sample, target, latency_table,
+                                                           run_target.precision_hint),
                             "measured": None}
         if measure:
             refs = {"model": final}
@@ -521,6 +527,8 @@ def card_summary(card: ModelCard) -> list[str]:
             else f"n/a ({meas['why']})"
         )
         lines += [f"latency   predicted {pred_s}", f"latency   measured {meas_s} per clip"]
+        if pred.get("note"):
+            lines.append(f"note      {pred['note']}")
     o = card.ood
     if o is not None:
         lines.append(f"ood       training features of {o['clips']} clips, {o.get('classes', '?')} actions "
