@@ -52,7 +52,10 @@ HOST_DISTRIBUTIONS = ("torch", "torchvision", "nni", "fvcore", "onnx", "onnxscri
 FEATURE_TOL = 1e-5
 SIZE_GOAL = 0.2  # the device venv under a fifth of the full one
 DEVICE_EXTRAS = ("cpu", "openvino")  # the device half as the README installs it: '.[cpu,openvino]'
-OPENVINO_MODEL = "models/tiny-ov"  # the same subnet and weights exported for cpu-openvino
+OPENVINO_MODEL = "models/tiny-ov"  # the same subnet and weights exported for cpu-openvino (hint: auto)
+# ... and with the bf16 hint fixed (a copy of the target), where the host runs bf16 natively (AMX or
+# AVX512-BF16): auto keeps fp32 for sst_tiny where bf16 is not faster, and bf16 is where OpenVINO differs
+OPENVINO_BF16_MODEL = "models/tiny-ov-bf16"
 # the lowest frame cosine between the cpu-openvino and cpu-fp32 models' features: OpenVINO's bf16 hint
 # (where export chose it) against ONNX Runtime fp32, the gate export holds it to (deploy/checks.py)
 OPENVINO_MIN_COSINE = 0.999
@@ -294,9 +297,20 @@ def host_half(work: Path, full: Path) -> dict[str, Any]:
                   "--workers", "0", "--no-progress"], cwd=work)
     run("space sample", [full, "space", "sample", "--space", "sst_tiny", "--seed", "3", "--out", "best.json"],
         cwd=work)
-    for target, out in (("cpu-fp32", "models/tiny"), ("cpu-openvino", OPENVINO_MODEL)):
-        run(f"export {target}", [full, "export", "--subnet", "best.json", "--weights", "runs/tiny",
-                                 "--target", target, "--out", out, "--no-measure", "--no-progress"], cwd=work)
+    from sst_edge.device.openvino import native_bf16
+    from sst_edge.resources import resolve
+
+    exports = [("cpu-fp32", "models/tiny"), ("cpu-openvino", OPENVINO_MODEL)]
+    if native_bf16():
+        bf16 = work / "cpu-openvino-bf16.yaml"
+        bf16.write_text(resolve("target", "cpu-openvino").read_text()
+                        .replace("name: cpu-openvino", "name: cpu-openvino-bf16")
+                        .replace("precision_hint: auto", "precision_hint: bf16"))
+        exports.append((str(bf16), OPENVINO_BF16_MODEL))
+    for target, out in exports:
+        run(f"export {Path(target).stem}", [full, "export", "--subnet", "best.json", "--weights",
+                                            "runs/tiny", "--target", target, "--out", out, "--no-measure",
+                                            "--no-progress"], cwd=work)
 
     from sst_edge.data.encode import write_video
     from sst_edge.device.datasets import load_splits
@@ -320,7 +334,7 @@ def host_half(work: Path, full: Path) -> dict[str, Any]:
                 rotation=90)
     queries.append("rotated.mp4")  # a query of labels[0], and enrolled alone in a gallery of its own
     return {"labels": labels, "enroll": enroll, "queries": queries, "long": "long.mp4",
-            "rotated": "rotated.mp4"}
+            "rotated": "rotated.mp4", "openvino_models": [out for _, out in exports[1:]]}
 
 
 # --------------------------------------------------------------------------------------- device verbs
@@ -539,7 +553,7 @@ def run_openvino(v: VerbRun) -> dict[str, Any]:
     return {verb.name: verb.run(v) for verb in VERBS if verb.name in OPENVINO_VERBS}
 
 
-def same_openvino(work: Path, ov: dict[str, Any], fp32: dict[str, Any]) -> list[str]:
+def same_openvino(work: Path, model: str, ov: dict[str, Any], fp32: dict[str, Any]) -> list[str]:
     """cpu-openvino against cpu-fp32 in one install: the same labels (classify, stream windows), enrolled
     features within OPENVINO_MIN_COSINE, eval accuracies within OPENVINO_EVAL_POINTS."""
     import numpy as np
@@ -547,7 +561,7 @@ def same_openvino(work: Path, ov: dict[str, Any], fp32: dict[str, Any]) -> list[
     from sst_edge.device.card import load_card
     from sst_edge.runtime.gallery import Gallery
 
-    card_ov, card_fp = load_card(work / OPENVINO_MODEL), load_card(work / "models" / "tiny")
+    card_ov, card_fp = load_card(work / model), load_card(work / "models" / "tiny")
     g_ov = Gallery.open(ov["enroll"]["gallery"], card_ov)
     g_fp = Gallery.open(fp32["enroll"]["gallery"], card_fp)
     ref = {r.source: g_fp.features(r) for recs in g_fp.labels.values() for r in recs}
@@ -559,22 +573,22 @@ def same_openvino(work: Path, ov: dict[str, Any], fp32: dict[str, Any]) -> list[
             cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
             worst = min(worst, float(cos.min()))
     if worst < OPENVINO_MIN_COSINE:
-        raise CheckFailed(f"cpu-openvino enroll: lowest frame cosine {worst:.5f} vs cpu-fp32 < "
+        raise CheckFailed(f"{model} enroll: lowest frame cosine {worst:.5f} vs cpu-fp32 < "
                           f"{OPENVINO_MIN_COSINE}")
     hint = (card_ov.openvino or {}).get("precision_hint")
     labels = [[r["label"] for r in doc["results"]] for doc in (ov["classify"], fp32["classify"])]
     if labels[0] != labels[1]:
-        raise CheckFailed(f"cpu-openvino classify: labels {labels[0]}, cpu-fp32 {labels[1]}")
+        raise CheckFailed(f"{model} classify: labels {labels[0]}, cpu-fp32 {labels[1]}")
     spans = [[w["label"] for w in doc["spans"]]
              for doc in (ov["classify --stream"], fp32["classify --stream"])]
     if spans[0] != spans[1]:
-        raise CheckFailed(f"cpu-openvino classify --stream: windows {spans[0]}, cpu-fp32 {spans[1]}")
+        raise CheckFailed(f"{model} classify --stream: windows {spans[0]}, cpu-fp32 {spans[1]}")
     acc = [doc["accuracy"] for doc in (ov["eval --model"], fp32["eval --model"])]
     diffs = {k: 100 * abs(float(_mean(acc[0][k])) - float(_mean(acc[1][k]))) for k in acc[1]}
     if max(diffs.values(), default=0.0) > OPENVINO_EVAL_POINTS:
-        raise CheckFailed(f"cpu-openvino eval --model: accuracies {acc[0]}, cpu-fp32 {acc[1]}")
-    return [f"cpu-openvino (precision hint {hint}) vs cpu-fp32: enrolled features' lowest frame cosine "
-            f"{worst:.6f} (gate {OPENVINO_MIN_COSINE}); same classify labels {labels[0]}; same stream "
+        raise CheckFailed(f"{model} eval --model: accuracies {acc[0]}, cpu-fp32 {acc[1]}")
+    return [f"{model} (cpu-openvino, precision hint {hint}) vs cpu-fp32: enrolled features' lowest frame "
+            f"cosine {worst:.6f} (gate {OPENVINO_MIN_COSINE}); same classify labels {labels[0]}; same stream "
             f"windows {spans[0]}; eval accuracies within {max(diffs.values(), default=0.0):.2f} points"]
 
 
@@ -671,13 +685,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(f"{install.tag} --help", [device, "--help"], cwd=work, capture=True)
         dev = run_verbs(VerbRun(install.tag, device, work, scene, full_check=True))
         STAGE[0] = "openvino verbs"
-        dev_ov = run_openvino(VerbRun(f"{install.tag}-openvino", device, work, scene, full_check=False,
-                                      model=OPENVINO_MODEL))
+        dev_ov = {m: run_openvino(VerbRun(f"{install.tag}-{Path(m).name}", device, work, scene,
+                                          full_check=False, model=m))
+                  for m in scene.get("openvino_models", [OPENVINO_MODEL])}
         STAGE[0] = "profiling bundle"
         bundle_steps(work, full, device, install.tag)
         compare(work, scene, dev, ful)
-        for line in same_openvino(work, dev_ov, dev):
-            say("    " + line)
+        for m, answers in dev_ov.items():
+            for line in same_openvino(work, m, answers, dev):
+                say("    " + line)
     except CheckFailed as e:
         kept = f"\n(work folder kept: {work})" if args.keep or reuse else ""
         say(f"\n{install.check} FAILED: {e}{kept}")

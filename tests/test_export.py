@@ -124,6 +124,10 @@ def test_int8_dynamic_and_static_report_accuracy_and_speed(trained_run: Path, ti
                        episodes=30, progress=False)
     q = dyn.quantization
     assert q["mode"] == "dynamic"
+    # the shipped int8 graph, against PyTorch fp32 on real validation clips (deploy/checks.py)
+    (c,) = dyn.checks
+    assert (c["graph"], c["clip_source"], c["clips"], c["passed"]) == ("int8", "validation", 8, True)
+    assert c["gate_min_cosine"] <= c["min_cosine"] <= 1.0
     acc = q["accuracy"]
     # 5-way: chance is 0.2; both models are above it beyond their 95% intervals (30 episodes)
     assert acc["episodes"] == 30 and acc["fp32"] <= 1 and acc["int8"] <= 1
