@@ -22,8 +22,9 @@ validation episodes; each change is paired, with its 95% interval and significan
 
 The choice, once among the ONNX Runtime INT8 recipes (what cpu-int8 ships) and once among every CPU
 recipe (what a CPU user should deploy): among those whose features agree with fp32 (min cosine >= 0.99,
-on the paper-cost model and, with a run, on the trained one too) and, with a run, whose accuracy change is above -1 point at 95%, the fastest; it is said whether it beats
-the runner-up beyond the noise (the 95% intervals of their speed-ups do not overlap).
+on the paper-cost model and, with a run, on the trained one too) and, with a run, whose accuracy change
+is above -1 point at 95%, the fastest; it is said whether it beats the runner-up beyond the noise (the
+95% intervals of their speed-ups do not overlap).
 
 Run: .venv/bin/python bench/export.py [--rounds 6] [--run DIR --subnet JSON --data DIR --episodes 2000]
 """
