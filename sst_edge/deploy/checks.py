@@ -85,6 +85,12 @@ def cosine_check(graph: str, ref: np.ndarray, got: np.ndarray, clip_source: str,
     return rec
 
 
+def check_line(c: dict[str, Any]) -> str:
+    """One check in words, as export prints it and `card_summary` shows it."""
+    return (f"{c['graph']} vs PyTorch fp32: lowest frame cosine {c['min_cosine']:.5f} "
+            f"(gate {c['gate_min_cosine']}) on {c['clips']} {c['clip_source']} clips")
+
+
 def choose_hint(model: Path, target: Target, ref: np.ndarray, clips: np.ndarray, clip_source: str,
                 rounds: int = HINT_ROUNDS) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The card's `openvino` section and the check of the hint it ships (and of bf16 when it was tried)."""

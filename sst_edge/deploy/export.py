@@ -1,5 +1,9 @@
 """`sst-edge export`: one subnet with its trained weights -> a model directory a device can run.
 
+Graphs that compute in lower precision than fp32 (int8, OpenVINO's bf16) are also checked against
+PyTorch by feature cosine on real clips, and an OpenVINO target's precision hint is chosen there on
+evidence (deploy/checks.py).
+
 Steps, each of which can fail the export (nothing is left at `out` then): freeze the subnet with the
 weights it inherits (or was fine-tuned with), export fp32 ONNX (TorchScript exporter, the target's opset,
 dynamic batch, T/H/W fixed and the output pinned to [batch, T, C]), `onnx.checker` with the full check,
@@ -63,7 +67,7 @@ from ..space.supernet import freeze_subnet
 from ..text import printable
 from ..train.artifacts import choose_head, load_supernet
 from ..train.device import exact_fp32, resolve_device
-from .checks import choose_hint, cosine_check, with_hint
+from .checks import check_line, choose_hint, cosine_check, with_hint
 from .features import DEFAULT_CLIPS, check_clips, training_features
 from .quantize import quantize_for_target
 from .tensorrt import check_graph, trtexec_command
@@ -399,8 +403,7 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
                                                                                real), clip_source,
                                                 "ONNX Runtime CPUExecutionProvider", final)]
             for c in extra["checks"]:
-                say(f"check   {c['graph']} vs PyTorch fp32: lowest frame cosine {c['min_cosine']:.5f} "
-                    f"(gate {c['gate_min_cosine']}) on {c['clips']} {c['clip_source']} clips")
+                say(f"check   {check_line(c)}")
         shipped = shipped_check(ref, final, target, clips, config.input_shape(1))
         if shipped is not None:
             extra["parity"]["shipped"] = shipped
@@ -508,9 +511,7 @@ def card_summary(card: ModelCard) -> list[str]:
             lines.append(f"parity    {shipped['graph']} on {shipped['provider']}: lowest frame cosine "
                          f"{shipped['min_cosine']:.5f} vs PyTorch (gate {shipped['gate_min_cosine']})"
                          if shipped.get("checked") else f"parity    {shipped['graph']}: {shipped['why']}")
-    for c in card.checks or []:
-        lines.append(f"check     {c['graph']} vs PyTorch fp32: lowest frame cosine {c['min_cosine']:.5f} "
-                     f"(gate {c['gate_min_cosine']}) on {c['clips']} {c['clip_source']} clips")
+    lines += [f"check     {check_line(c)}" for c in card.checks or []]
     if card.openvino is not None:
         o = card.openvino
         lines.append(f"openvino  {o['version']}, precision hint {o['precision_hint']} ({o.get('why', '')})")
