@@ -36,10 +36,8 @@ import collections
 import dataclasses
 import json
 import math
-import random
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,7 +48,7 @@ from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
 from sst_edge.cost.onnx_export import _quiet, agreement, export_onnx, quantize_dynamic_int8
 from sst_edge.data.synth import generate_synthetic
-from sst_edge.deploy.checks import ratio_interval
+from sst_edge.deploy.checks import interleaved_seconds, ratio_interval
 from sst_edge.deploy.export import load_export_subnet
 from sst_edge.deploy.quantize import calibration_clips, episode_accuracy, quantize_static_int8
 from sst_edge.device import openvino as ov_backend
@@ -224,25 +222,12 @@ def gemm_probes(tmp: Path) -> dict[str, tuple[Path, np.ndarray]]:
 
 def interleaved(runs: dict[str, Callable[[], object]], rounds: int,
                 per_round: int = 3) -> dict[str, np.ndarray]:
-    """Per-round median thread-CPU seconds of each item; items in a fresh shuffled order every round."""
-    for run in runs.values():
-        run()  # warm-up
-    out: dict[str, list[float]] = {k: [] for k in runs}
-    for r in range(rounds):
-        order = list(runs)
-        random.Random(r).shuffle(order)
-        for key in order:
-            samples = []
-            for _ in range(per_round):
-                t = time.thread_time()
-                runs[key]()
-                samples.append(time.thread_time() - t)
-            out[key].append(float(np.median(samples)))
-        print(f"  round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
-    return {k: np.asarray(v) for k, v in out.items()}
+    """Per-round median thread-CPU seconds of each item, in a fresh shuffled order every round
+    (deploy/checks.interleaved_seconds, export's timer), with progress on stderr."""
+    return interleaved_seconds(runs, rounds, per_round, on_round=lambda r: print(
+        f"  round {r}/{rounds} done", file=sys.stderr, flush=True))
 
 
-ratio_ci = ratio_interval  # geometric mean of per-round ratios num/den with its 95% interval (deploy/checks)
 
 
 def op_breakdown(path: Path, x: np.ndarray, runs: int = 3) -> list[tuple[str, float, int]]:
@@ -309,7 +294,7 @@ def speed(rounds: int) -> dict[str, dict]:
         secs = interleaved(runs, rounds)
         ref = ort_features(sessions[FP32], real)
         for key in [*sessions, "torch eager fp32"]:
-            r = {"ms": float(np.median(secs[key]) * 1e3), "vs_fp32": ratio_ci(secs[FP32], secs[key]),
+            r = {"ms": float(np.median(secs[key]) * 1e3), "vs_fp32": ratio_interval(secs[FP32], secs[key]),
                  "gflops": 2 * macs["total"] / np.median(secs[key]) / 1e9}
             if key in sessions:
                 r["agreement"] = agreement(ref, ort_features(sessions[key], real))
@@ -320,7 +305,7 @@ def speed(rounds: int) -> dict[str, dict]:
         for k in probes:
             res[k] = {"gflops": 2 * 1024 ** 3 / np.median(secs[k]) / 1e9}
         res["macs"] = macs
-        res["eager_vs_fp32"] = ratio_ci(secs["torch eager fp32"], secs[FP32])
+        res["eager_vs_fp32"] = ratio_interval(secs["torch eager fp32"], secs[FP32])
     return res
 
 

@@ -584,16 +584,12 @@ def same_openvino(work: Path, model: str, ov: dict[str, Any], fp32: dict[str, An
     if spans[0] != spans[1]:
         raise CheckFailed(f"{model} classify --stream: windows {spans[0]}, cpu-fp32 {spans[1]}")
     acc = [doc["accuracy"] for doc in (ov["eval --model"], fp32["eval --model"])]
-    diffs = {k: 100 * abs(float(_mean(acc[0][k])) - float(_mean(acc[1][k]))) for k in acc[1]}
+    diffs = {k: 100 * abs(float(acc[0][k]) - float(acc[1][k])) for k in acc[1]}
     if max(diffs.values(), default=0.0) > OPENVINO_EVAL_POINTS:
         raise CheckFailed(f"{model} eval --model: accuracies {acc[0]}, cpu-fp32 {acc[1]}")
     return [f"{model} (cpu-openvino, precision hint {hint}) vs cpu-fp32: enrolled features' lowest frame "
             f"cosine {worst:.6f} (gate {OPENVINO_MIN_COSINE}); same classify labels {labels[0]}; same stream "
             f"windows {spans[0]}; eval accuracies within {max(diffs.values(), default=0.0):.2f} points"]
-
-
-def _mean(v: Any) -> float:
-    return float(v["mean"]) if isinstance(v, dict) else float(v)
 
 
 def run_verbs(v: VerbRun) -> dict[str, Any]:

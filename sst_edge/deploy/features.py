@@ -60,13 +60,13 @@ def check_clips(config: SpaceConfig, weights: str | Path, data: str | Path | Non
     else of its training split; `fallback` (random clips, "random") when export has no readable data."""
     root, split, _source, _why = training_data(weights, data)
     if root is not None:
+        pre = config.eval_preprocess()
         try:
             splits = load_splits(root, split)
             for name, part in (("validation", splits.val), ("training", splits.train)):
                 paths = sorted(p for p, _ in part.items())
                 if paths:
                     chosen = random.Random(seed).sample(paths, min(count, len(paths)))
-                    pre = config.eval_preprocess()
                     return np.stack([load_clip(p, pre) for p in chosen]).astype(np.float32), name
         except SSTEdgeError:
             pass

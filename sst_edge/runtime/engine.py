@@ -51,11 +51,12 @@ class FewShotRuntime:
                                unlisted)
         self.decoder_name = resolve_decoder_name(decoder or self.card.preprocess.decoder)
         target = self.card.target
+        self.backend = str(target.get("backend") or "onnxruntime")  # what runs the model: the card's
         self.precision_hint: str | None = None  # OpenVINO models: the hint they run at
         self.threads = int(threads if threads is not None else target.get("threads", 1) or 0)
         if self.threads < 0:
             raise SSTEdgeError(f"threads must be >= 0 (0 = ONNX Runtime's default), got {self.threads}")
-        if target.get("backend") == "openvino":
+        if self.backend == "openvino":
             self.session = self._openvino_session(providers)
             self.providers = self.session.get_providers()
         else:
@@ -106,6 +107,11 @@ class FewShotRuntime:
         if problems:
             raise SSTEdgeError(f"the model card does not describe {MODEL_FILE}: the card or the model was "
                                "changed after export (re-export the model)", self.card.path, problems)
+
+    @property
+    def runtime_name(self) -> str:
+        """What runs the model, in words: OpenVINO or ONNX Runtime."""
+        return "OpenVINO" if self.backend == "openvino" else "ONNX Runtime"
 
     @property
     def frames(self) -> int:

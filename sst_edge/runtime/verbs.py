@@ -220,14 +220,14 @@ def eval_model_episodes(model: str | Path | FewShotRuntime, data: str | Path, *,
     clips = load_splits(data, split_dir)[split]
     pre = card.preprocess if decoder is None else _with_decoder(card.preprocess, rt.decoder_name)
     sample = card.subnet.get("sample", card.subnet) if isinstance(card.subnet, dict) else {}
-    runtime = "OpenVINO" if rt.precision_hint else "ONNX Runtime"
-    result = EvalResult(card.space, str(rt.model_dir), dict(sample), f"exported model '{card.name}' "
-                        f"({runtime}, {', '.join(rt.session.get_providers())})", split, way, shot, query,
+    runs_on = f"{rt.runtime_name}, {', '.join(rt.session.get_providers())}"
+    result = EvalResult(card.space, str(rt.model_dir), dict(sample),
+                        f"exported model '{card.name}' ({runs_on})", split, way, shot, query,
                         episodes, seed, head_source=f"the model card ({card.path})",
                         notes=head_notes(card.head, head_cfgs, str(card.path), "the model was exported with"))
     scorer = array_scorer(rt.embed, pre, result, head_cfgs, progress)
     score_episodes(result, scorer, clips, head_cfgs, reversed_pairs=reversed_pairs,
-                   tag=" (OpenVINO)" if rt.precision_hint else " (ORT)")
+                   tag=" (OpenVINO)" if rt.backend == "openvino" else " (ORT)")
     return result, result.per_episode
 
 
