@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..device.settings import HEADS
 from ..search.settings import SearchSettings
 from ._common import DefaultsFormatter, add_device_option, add_json, add_run_head_options, default, emit
 from .space import add_restriction_option
@@ -40,6 +41,7 @@ def _search(args: argparse.Namespace) -> int:
         threads=args.threads,
         port=args.port,
         device=args.device,
+        progressive=args.progressive,
     )
     return emit(
         run_search(
@@ -102,7 +104,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split-dir", help="folder of split files (default DATA/splits)")
     p.add_argument(
         "--head",
-        choices=["alignment", "prototype"],
+        choices=list(HEADS),
         help="few-shot head (default: the one the run trained through, from its run.json)",
     )
     add_run_head_options(p, "the run's, from run.json beside the weights")
@@ -128,6 +130,15 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--port", type=int, default=default(S, "port"), help="port of NNI's manager (local engine)"
     )
     p.add_argument("--no-baseline", action="store_true", help="skip the random baseline")
+    p.add_argument(
+        "--progressive",
+        action="store_true",
+        help="also search in phases (Auto-TSNet order): the structure labels with every layer at its "
+        "cheapest, then the per-layer ops inside the best structure, then the head counts, each an NNI "
+        "experiment under the budget whose shortlist is re-scored on episodes of its own; --trials in "
+        "all. best.json is its result, compared with the joint evolution's (same trial count) on the "
+        "re-scoring episodes",
+    )
     p.add_argument("--threads", type=int, help="torch threads")
     add_device_option(p, "the trials embed their episodes (with --concurrency > 1 on a machine of "
                       "several GPUs, NNI gives each trial a GPU of its own)")

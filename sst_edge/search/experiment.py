@@ -25,7 +25,7 @@ import random
 import signal
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +43,20 @@ from ..device.evaluation import confidence_interval
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write_json, refuse_foreign, sha256_file, written_by_us
 from ..space.config import Choices, SpaceConfig, load_space
-from ..space.restriction import load_restriction
+from ..space.restriction import load_restriction, restricted_choices
 from ..space.subnet import make_subnet
 from ..space.supernet import freeze_subnet, random_sample
 from ..train.artifacts import choose_head, load_supernet, run_restriction
 from ..train.device import resolve_device
 from ..train.evaluate import compare_embeddings
 from .budget import Budget, BudgetedSpace
+from .progressive import PhaseResult, progressive_shortlist, run_phases
 from .report import SearchSummary, best_record, write_csv, write_plot
 from .settings import SearchSettings, check_settings
 from .trials import CONTEXT_FILE, EPISODES_FILE, CachedEpisodes, nni_trial, read_records, score, write_record
 
 log = logging.getLogger(__name__)
+PROGRESSIVE = "progressive-"  # trial kinds of a progressive search's phases: progressive-structure, ...
 
 
 def _budget(s: SearchSettings) -> Budget:
@@ -108,12 +110,14 @@ def _watch(out: Path, total: int, kind: str, stop: threading.Event) -> None:
 
 
 def _run_nni(
-    config: SpaceConfig, restriction: Choices | None, budget: Budget, out: Path, s: SearchSettings
+    config: SpaceConfig, restriction: Choices | None, budget: Budget, out: Path, s: SearchSettings,
+    kind: str = "evolution",
 ) -> None:
-    """The NNI experiment: RegularizedEvolution; in-process engine, or local trial processes."""
+    """The NNI experiment: RegularizedEvolution; in-process engine, or local trial processes. Its trials
+    write records of `kind` (the joint search's "evolution", or a progressive phase's)."""
 
     space = BudgetedSpace(config, restriction, budget)
-    evaluator = FunctionalEvaluator(nni_trial, workdir=str(out))
+    evaluator = FunctionalEvaluator(nni_trial, workdir=str(out), kind=kind)
     strategy = RegularizedEvolution(population_size=s.population, sample_size=s.sample_size, seed=s.seed,
                                     dedup=True)
     if s.concurrency > 1:
@@ -131,7 +135,7 @@ def _run_nni(
     exp_config.experiment_working_directory = str((out / "nni").resolve())
     exp = NasExperiment(space, evaluator, strategy, exp_config)
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(out, s.trials, "evolution", stop), daemon=True)
+    watcher = threading.Thread(target=_watch, args=(out, s.trials, kind, stop), daemon=True)
     watcher.start()
     try:
         ok = exp.run(port=s.port)
@@ -220,10 +224,14 @@ def top_records(records: list[dict[str, Any]], k: int, cost_key: str) -> list[di
 
 def episode_sets(s: SearchSettings) -> dict[str, dict[str, Any]]:
     """Which validation episodes the search and the re-scoring use: episode i of a split is a function of
-    (seed, i) alone, so index ranges that do not overlap are disjoint sets of episodes."""
+    (seed, i) alone, so index ranges that do not overlap are disjoint sets of episodes. A progressive
+    search re-scores between its phases on a third set ("phase"), after the other two."""
     base = {"split": s.split, "seed": s.seed, "way": s.way, "shot": s.shot, "query": s.query}
-    return {"search": {**base, "first": 0, "episodes": s.episodes},
+    sets = {"search": {**base, "first": 0, "episodes": s.episodes},
             "rescore": {**base, "first": s.episodes, "episodes": s.rescore_episodes}}
+    if s.progressive:
+        sets["phase"] = {**base, "first": s.episodes + s.rescore_episodes, "episodes": s.rescore_episodes}
+    return sets
 
 
 def _rescore(
@@ -233,19 +241,20 @@ def _rescore(
     s: SearchSettings,
     head: Any,
     samples: list[dict[str, Any]],
+    which: str = "rescore",
 ) -> np.ndarray:
-    """Per-episode accuracies [len(samples), rescore episodes] on the re-scoring episodes, each episode
-    decoded once and every subnet (weights inherited from the supernet) scored on it."""
+    """Per-episode accuracies [len(samples), episodes] on the episode set `which` (episode_sets), each
+    episode decoded once and every subnet (weights inherited from the supernet) scored on it."""
 
     supernet, _ = load_supernet(weights, config)
     device = resolve_device(s.device)
     subnets = [freeze_subnet(supernet, config, sample).to(device).eval() for sample in samples]
-    e = episode_sets(s)["rescore"]
+    e = episode_sets(s)[which]
     ds = EpisodeDataset(load_splits(data, s.split_dir)[s.split], config.eval_preprocess(), way=s.way,
                         shot=s.shot, query=s.query, episodes=e["episodes"], seed=e["seed"], train=False,
                         start=e["first"])
     return compare_embeddings(subnets, ds, [head], progress=True,
-                              desc=f"re-score {len(samples)} subnets")[:, 0, :]
+                              desc=f"re-score {len(samples)} subnets ({which} episodes)")[:, 0, :]
 
 
 def paired_comparison(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> dict[str, Any]:
@@ -276,6 +285,26 @@ def _table_record(table: Any, s: SearchSettings) -> dict[str, Any] | None:
     path = Path(table.path)
     return {"name": s.table, "path": str(path.resolve()), "sha256": sha256_file(path),
             "space": table.space, "target": table.target.get("name")}
+
+
+def _run_progressive(config: SpaceConfig, restriction: Choices | None, budget: Budget, weights: str | Path,
+                     data: str | Path, out: Path, s: SearchSettings, head: Any,
+                     unit_key: str) -> list[PhaseResult]:
+    """The phases of `search --progressive` (search/progressive.py), each its own NNI experiment."""
+
+    def run_phase(name: str, phase_restr: dict[str, list], trials: int, seed: int) -> list[dict[str, Any]]:
+        population = min(s.population, trials)
+        sp = replace(s, trials=trials, population=population, sample_size=min(s.sample_size, population),
+                     seed=seed)
+        kind = f"{PROGRESSIVE}{name}"
+        _run_nni(config, phase_restr, budget, out, sp, kind)
+        return [r for r in read_records(out) if r["kind"] == kind]
+
+    return run_phases(
+        config, restricted_choices(config, restriction), extreme_sample(config, restriction), s.trials,
+        s.seed, run_phase,
+        lambda samples: _rescore(config, weights, data, s, head, samples, "phase"),
+        lambda records: top_records(records, s.rescore_top, unit_key), unit_key)
 
 
 SEARCH_FOLDER = written_by_us(  # what a search writes into its --out, and nothing else may be there
@@ -319,13 +348,17 @@ def run_search(
         raise SSTEdgeError(f"the budget {limit} {unit} is below the cheapest subnet ({cheapest:.4g} {unit})")
     torch.set_num_threads(s.threads or 1)
     _prepare(config, weights, data, out, s, head.to_dict())
+    unit_key = "latency_ms" if table is not None else "gflops"
+    t0 = time.perf_counter()
+    phases = (_run_progressive(config, restriction, budget, weights, data, out, s, head, unit_key)
+              if s.progressive else None)
+    t_progressive = time.perf_counter() - t0
     t0 = time.perf_counter()
     _run_nni(config, restriction, budget, out, s)
     t_search = time.perf_counter() - t0
     if s.baseline:
         _run_baseline(config, restriction, budget, table, out, s)
     records = read_records(out)
-    unit_key = "latency_ms" if table is not None else "gflops"
     over = [r for r in records if r[unit_key] > limit + 1e-9]
     if over:
         log.warning("%d trials broke the budget", len(over))
@@ -338,6 +371,10 @@ def run_search(
     t0 = time.perf_counter()
     shortlist = {"evolution": top_records(evo, s.rescore_top, unit_key),
                  "random": top_records(rnd, s.rescore_top, unit_key)}
+    if phases is not None:
+        by_key = {_key(r["sample"]): r for r in records if r["kind"].startswith(PROGRESSIVE)}
+        shortlist["progressive"] = [by_key[_key(f["sample"])]
+                                    for f in progressive_shortlist(phases, s.rescore_top, unit_key)]
     unique: dict[tuple, dict[str, Any]] = {}
     for recs in shortlist.values():
         for r in recs:
@@ -362,8 +399,16 @@ def run_search(
         cands = [f for f in rescored if f["kind"] == kind]
         return max(cands, key=lambda f: (round(f["rescore"]["accuracy"], 9), -f[unit_key])) if cands else None
 
-    best, rnd_best = winner("evolution"), winner("random")
-    assert best is not None
+    joint, rnd_best = winner("evolution"), winner("random")
+    assert joint is not None
+    best = winner("progressive") if phases is not None else joint
+    if best is None:  # every phase was skipped or finished nothing: the joint search's result stands
+        best = joint
+    vs_joint = None
+    if phases is not None:
+        vs_joint = paired_comparison(per_episode[_key(best["sample"])], per_episode[_key(joint["sample"])])
+        vs_joint["same_subnet"] = _key(best["sample"]) == _key(joint["sample"])
+        vs_joint["trials"] = {"progressive": sum(p.trials for p in phases), "joint": len(evo)}
     comparison = None
     if rnd_best is not None:
         comparison = paired_comparison(per_episode[_key(best["sample"])],
@@ -390,6 +435,9 @@ def run_search(
         "random_search_best": _metrics_only(best_record(rnd, unit_key)) if rnd else None,
         "comparison": comparison,
         "rescored": rescored,
+        "progressive": None if phases is None else {
+            "phases": [p.to_dict() for p in phases], "trials": sum(p.trials for p in phases),
+            "joint_best": _metrics_only(joint), "vs_joint": vs_joint, "seconds": t_progressive},
         "search_seconds": t_search,
         "rescore_seconds": t_rescore,
     }
@@ -401,7 +449,8 @@ def run_search(
                "rescore": {**r, "first_episode": episodes["rescore"]["first"], "seed": s.seed,
                            "among": len(shortlist["evolution"])},
                "latency_table": table_rec, "head": head.to_dict(), "head_source": head_rec,
-               "vs_random": comparison}
+               "vs_random": comparison, "found_by": "progressive" if phases is not None else "evolution",
+               **({"vs_joint": vs_joint} if vs_joint is not None else {})}
     make_subnet(config, best["sample"], metrics, restriction).save(out / "best.json")
     write_csv(records, out / "trials.csv", rescored)
     write_plot(records, out / "pareto.png", unit_key, limit, rescored, best)

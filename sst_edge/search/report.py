@@ -87,21 +87,26 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
              f"{eps['search']['episodes']} validation episodes, re-scores of the top "
              f"{summary['settings']['rescore_top']} of each on {eps['rescore']['episodes']} other ones "
              f"(episodes {eps['rescore']['first']}.. of seed {eps['rescore']['seed']})"]
-    for name, f in (("best (evolution)", summary["best"]), ("random baseline", summary["random_best"])):
+    prog = summary.get("progressive")
+    rows = [("best (progressive)" if prog else "best (evolution)", summary["best"]),
+            *([("joint evolution", prog["joint_best"])] if prog else []),
+            ("random baseline", summary["random_best"])]
+    for name, f in rows:
         if f:
             se, re = f["search"], f["rescore"]
             lines.append(f"{name:<17} re-score {_pct(re['accuracy'])}% +- {_pct(re['ci95'])} "
                          f"({re['episodes']} ep.), search estimate {_pct(se['accuracy'])}% +- "
                          f"{_pct(se['ci95'])} ({se['episodes']} ep.), {f[cost]:.4g} {unit}")
-    c = summary.get("comparison")
-    if c:
-        p = "n/a" if c["p_value"] is None else f"{c['p_value']:.3g}"
-        ci = "n/a" if c["difference_ci95"] is None else _pct(c["difference_ci95"])
-        verdict = ("the same subnet" if c.get("same_subnet") else
-                   "significantly better than the random baseline" if c["significant"] else
-                   "NOT significantly better than the random baseline")
-        lines.append(f"best - random  {_pct(c['difference'])} +- {ci} points on the same {c['episodes']} "
-                     f"episodes (paired t-test p = {p}, {c['wins']} wins / {c['losses']} losses): {verdict}")
+    if prog:
+        for ph in prog["phases"]:
+            what = (f"skipped: {ph['skipped']}" if ph["skipped"] else
+                    f"{ph['trials']} trials over {len(ph['free_labels'])} labels, winner's phase re-score "
+                    f"{_pct(ph['winner']['phase_accuracy'])}%")
+            lines.append(f"phase {ph['phase']:<11} {what}")
+        if prog["vs_joint"]:
+            lines.append(_comparison_line("progressive - joint", prog["vs_joint"], "the joint evolution"))
+    if summary.get("comparison"):
+        lines.append(_comparison_line("best - random", summary["comparison"], "the random baseline"))
     h = summary.get("head") or {}
     used = h.get("used", {})
     lines.append(f"head           {used.get('kind')}, tau {used.get('tau')}, window {used.get('window')} "
@@ -113,6 +118,16 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _comparison_line(name: str, c: dict[str, Any], other: str) -> str:
+    p = "n/a" if c["p_value"] is None else f"{c['p_value']:.3g}"
+    ci = "n/a" if c["difference_ci95"] is None else _pct(c["difference_ci95"])
+    verdict = ("the same subnet" if c.get("same_subnet") else
+               f"significantly better than {other}" if c["significant"] else
+               f"NOT significantly better than {other}")
+    return (f"{name:<14} {_pct(c['difference'])} +- {ci} points on the same {c['episodes']} "
+            f"episodes (paired t-test p = {p}, {c['wins']} wins / {c['losses']} losses): {verdict}")
+
+
 def write_plot(records: list[dict[str, Any]], path: Path, cost_key: str, limit: float,
                rescored: list[dict[str, Any]] | None = None, best: dict[str, Any] | None = None) -> Path:
     """Accuracy vs cost: every trial's search estimate with its 95% CI, the evolution's Pareto front, the
@@ -120,8 +135,9 @@ def write_plot(records: list[dict[str, Any]], path: Path, cost_key: str, limit: 
     unit = "predicted latency (ms)" if cost_key == "latency_ms" else "GFLOPs (multiply-adds)"
     fig = Figure(figsize=(10.5, 4.8))
     ax = fig.subplots()
-    for kind, colour, marker in (("random", "tab:gray", "x"), ("evolution", "tab:blue", "o")):
-        rs = [r for r in records if r["kind"] == kind]
+    for kind, colour, marker in (("random", "tab:gray", "x"), ("evolution", "tab:blue", "o"),
+                                 ("progressive", "tab:orange", "^")):
+        rs = [r for r in records if r["kind"].startswith(kind)]
         if rs:
             ax.errorbar([r[cost_key] for r in rs], [r["accuracy"] for r in rs],
                         yerr=[r.get("ci95") or 0.0 for r in rs], fmt=marker, c=colour, alpha=0.5, ms=5,
@@ -131,7 +147,7 @@ def write_plot(records: list[dict[str, Any]], path: Path, cost_key: str, limit: 
         front = pareto_front(evo, cost_key)
         ax.plot([r[cost_key] for r in front], [r["accuracy"] for r in front], "-", c="tab:blue", alpha=0.6,
                 label="Pareto front (evolution, search estimates)")
-    for kind, colour in (("evolution", "tab:green"), ("random", "black")):
+    for kind, colour in (("evolution", "tab:green"), ("random", "black"), ("progressive", "tab:brown")):
         fs = [f for f in rescored or [] if f["kind"] == kind]
         if fs:
             ax.errorbar([f[cost_key] for f in fs], [f["rescore"]["accuracy"] for f in fs],

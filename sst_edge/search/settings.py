@@ -34,6 +34,7 @@ class SearchSettings:
     threads: int | None = None
     port: int = 8745
     device: str = "auto"                # where trials embed (train/device.py); several GPUs: one per trial
+    progressive: bool = False           # also search in phases (structure, ops, heads): search/progressive.py
 
 
 def check_settings(s: SearchSettings) -> None:

@@ -146,12 +146,13 @@ def read_records(workdir: str | Path) -> list[dict[str, Any]]:
     return sorted(recs, key=lambda r: r["finished"])
 
 
-def nni_trial(model: nn.Module, workdir: str) -> None:
-    """The NNI evaluator: score the subnet `model` stands for and report accuracy as the default metric."""
+def nni_trial(model: nn.Module, workdir: str, kind: str = "evolution") -> None:
+    """The NNI evaluator: score the subnet `model` stands for and report accuracy as the default metric;
+    its record is of `kind` (the joint search's, or a progressive phase's)."""
     c = _context(workdir)
     sample = sample_of(model, c["config"])
     metrics = score(sample, workdir)
     metrics["finished"] = time.time()
-    write_record(workdir, "evolution", sample, metrics)
+    write_record(workdir, kind, sample, metrics)
     nni.report_final_result({"default": metrics["accuracy"],
                              **{k: v for k, v in metrics.items() if isinstance(v, float)}})
