@@ -1,4 +1,7 @@
-"""Does a search over sst_plus_tiny (tab, sab + tps, tam, msq) beat one over sst_tiny (tab, sab)?
+"""Does a search over one space beat one over another, under one latency budget? By default sst_plus_tiny
+(tab, sab + tps, tam, msq) against sst_tiny (tab, sab); `--spaces sst_plus_tiny sst_plus_bl_tiny` asks
+whether the per-stage big-little structure pays, and `--progressive` also runs each side's search in phases
+(search --progressive) and compares it with the joint evolution at the same trial count.
 
 Same synthetic set, same training budget (epochs x episodes, seed: the same episode sequence), same
 latency budget (ms, each space's own table, both profiled here in this run with one timing policy), same
@@ -14,7 +17,7 @@ Wilcoxon signed-rank p beside it). One training run per side: the CIs cover epis
 Writes OUT/results.json and OUT/comparison.md; the runs, searches and tables stay under OUT.
 
 Run: .venv/bin/python bench/operators_search.py --out runs/operators_search [--epochs 6 --episodes 80
-     --eval-episodes 300 --seed 0] [--data DIR] [--quick]
+     --eval-episodes 300 --seed 0] [--data DIR] [--quick] [--spaces REFERENCE OTHER] [--progressive]
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from sst_edge.train.config import TrainConfig
 from sst_edge.train.evaluate import evaluate
 from sst_edge.train.loop import train_supernet
 
-SPACES = ("sst_tiny", "sst_plus_tiny")
+SPACES = ("sst_tiny", "sst_plus_tiny")  # the default pair: (reference, other)
 TARGET = "cpu-fp32"
 T0 = time.perf_counter()
 # Shorter than the shipped tables' policy (8 rounds): both tables are timed here, one after the other,
@@ -56,9 +59,9 @@ def say(msg: str) -> None:
     print(f"[operators_search {s // 60:02d}:{s % 60:02d}] {msg}", flush=True)
 
 
-def tables(out: Path, quick: bool) -> dict[str, Path]:
+def tables(out: Path, quick: bool, spaces: tuple[str, ...]) -> dict[str, Path]:
     paths = {}
-    for name in SPACES:
+    for name in spaces:
         path = out / "tables" / f"{name}.{TARGET}.json"
         if not path.is_file() or read_table(path).space_hash != load_space(name).hash:
             say(f"profiling {name} on {TARGET} (onnxruntime)")
@@ -69,10 +72,11 @@ def tables(out: Path, quick: bool) -> dict[str, Path]:
     return paths
 
 
-def latency_budget(paths: dict[str, Path], frac: float) -> float:
-    """`frac` of the way from sst_tiny's least-FLOPs subnet to its most-FLOPs one, in its table's ms."""
-    config = load_space("sst_tiny")
-    table = load_table(paths["sst_tiny"], config)
+def latency_budget(paths: dict[str, Path], frac: float, reference: str) -> float:
+    """`frac` of the way from the reference space's least-FLOPs subnet to its most-FLOPs one, in its
+    table's ms."""
+    config = load_space(reference)
+    table = load_table(paths[reference], config)
     lo = table.predict_ms(extreme_sample(config))
     hi = table.predict_ms(extreme_sample(config, largest=True))
     return round(lo + frac * (hi - lo), 4)
@@ -89,7 +93,7 @@ def side(name: str, args: argparse.Namespace, data: Path, out: Path, table: Path
     settings = SearchSettings(trials=args.trials, population=args.population, sample_size=args.sample_size,
                               episodes=args.search_episodes, seed=args.seed, budget_ms=budget_ms,
                               table=str(table), rescore_top=args.rescore_top,
-                              rescore_episodes=args.rescore_episodes)
+                              rescore_episodes=args.rescore_episodes, progressive=args.progressive)
     say(f"{name}: search, {settings.trials} trials + as many random, budget {budget_ms} ms")
     summary = run_search(name, run, data, out / "search" / name, settings)
     best = json.loads((out / "search" / name / "best.json").read_text())["sample"]
@@ -100,7 +104,13 @@ def side(name: str, args: argparse.Namespace, data: Path, out: Path, table: Path
                      reversed_pairs=rev, progress=False)
         scores["reversed" if rev else "all"] = np.asarray(e.per_episode[0], dtype=np.float64)
     ops = [v for k, v in best.items() if k.endswith("_op")]
-    return {"train": {k: r.get(k) for k in ("first_epoch_loss", "last_epoch_loss", "seconds", "dropped",
+    prog = summary.get("progressive")
+    return {"structures": {k: v for k, v in best.items() if k.endswith("_structure")},
+            "progressive": None if prog is None else {
+                "vs_joint": prog["vs_joint"], "joint_rescore": prog["joint_best"]["rescore"],
+                "progressive_rescore": summary["best"]["rescore"],
+                "phases": [{k: ph[k] for k in ("phase", "trials", "skipped")} for ph in prog["phases"]]},
+            "train": {k: r.get(k) for k in ("first_epoch_loss", "last_epoch_loss", "seconds", "dropped",
                                             "space_size", "full_space_size")},
             "best": best, "ops": {op: ops.count(op) for op in dict.fromkeys(ops)},
             "latency_ms": load_table(table, load_space(name)).predict_ms(best),
@@ -115,8 +125,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--episodes", type=int, default=80)
     ap.add_argument("--val-episodes", type=int, default=20)
     ap.add_argument("--eval-episodes", type=int, default=300)
+    ap.add_argument("--spaces", nargs=2, default=list(SPACES), metavar=("REFERENCE", "OTHER"),
+                    help="the two spaces; the budget comes from the reference's table")
+    ap.add_argument("--progressive", action="store_true",
+                    help="each side's search also runs in phases; compare it with the joint evolution")
     ap.add_argument("--budget-frac", type=float, default=0.5,
-                    help="latency budget: this fraction of the way from sst_tiny's cheapest to its largest")
+                    help="latency budget: this fraction of the way from the reference space's cheapest to "
+                         "its largest")
     ap.add_argument("--trials", type=int, default=24)
     ap.add_argument("--population", type=int, default=8)
     ap.add_argument("--sample-size", type=int, default=3)
@@ -142,23 +157,37 @@ def main(argv: list[str] | None = None) -> int:
         say(f"generating the synthetic dataset into {data}")
         generate_synthetic(data, clips=5 if args.quick else 10, seed=args.seed, overwrite=True,
                            progress=False)
-    paths = tables(out, args.quick)
-    budget = latency_budget(paths, args.budget_frac)
-    res = {name: side(name, args, data, out, paths[name], budget) for name in SPACES}
-    lines = ["| space | best subnet's ops | predicted ms | all classes % (95% CI) "
-             "| reversed pairs % (95% CI) |", "|---|---|---|---|---|"]
-    for name in SPACES:
+    spaces = tuple(args.spaces)
+    ref, other = spaces
+    paths = tables(out, args.quick, spaces)
+    budget = latency_budget(paths, args.budget_frac, ref)
+    res = {name: side(name, args, data, out, paths[name], budget) for name in spaces}
+    lines = ["| space | best subnet's ops | structure | predicted ms | all classes % (95% CI) "
+             "| reversed pairs % (95% CI) |", "|---|---|---|---|---|---|"]
+    for name in spaces:
         s = res[name]["scores"]
         acc = " | ".join(f"{100 * s[k].mean():.1f} +- {100 * ci95(s[k]):.1f}" for k in ("all", "reversed"))
-        lines.append(f"| {name} | {', '.join(f'{k} {v}' for k, v in res[name]['ops'].items())} | "
+        st = ", ".join(f"{k.split('_')[0]} {v}" for k, v in res[name]["structures"].items()) or "plain"
+        lines.append(f"| {name} | {', '.join(f'{k} {v}' for k, v in res[name]['ops'].items())} | {st} | "
                      f"{res[name]['latency_ms']:.3f} | {acc} |")
-    comp = {k: paired(res["sst_tiny"]["scores"][k], res["sst_plus_tiny"]["scores"][k])
-            for k in ("all", "reversed")}
+    comp = {k: paired(res[ref]["scores"][k], res[other]["scores"][k]) for k in ("all", "reversed")}
     for k, c in comp.items():
-        lines.append(f"\nsst_plus_tiny - sst_tiny, {k}: {100 * c['diff']:+.1f} points "
+        lines.append(f"\n{other} - {ref}, {k}: {100 * c['diff']:+.1f} points "
                      f"[{100 * c['lo']:+.1f}, {100 * c['hi']:+.1f}], "
                      f"{'significant' if c['significant'] else 'not significant'}, Wilcoxon p = "
                      f"{c['wilcoxon_p']:.3g} ({c['n']} episodes)")
+    for name in spaces:
+        pg = res[name]["progressive"]
+        if pg:
+            v, pr, jr = pg["vs_joint"], pg["progressive_rescore"], pg["joint_rescore"]
+            ci = "n/a" if v["difference_ci95"] is None else f"{100 * v['difference_ci95']:.1f}"
+            lines.append(f"\n{name}, progressive vs joint search ({v['trials']['progressive']} vs "
+                         f"{v['trials']['joint']} trials): {100 * pr['accuracy']:.1f} +- "
+                         f"{100 * pr['ci95']:.1f} vs {100 * jr['accuracy']:.1f} +- {100 * jr['ci95']:.1f} % "
+                         f"on {v['episodes']} "
+                         f"re-scoring episodes; difference {100 * v['difference']:+.1f} +- {ci} points, "
+                         f"{'significant' if v['significant'] else 'not significant'} (paired t-test p = "
+                         f"{v['p_value'] if v['p_value'] is None else round(v['p_value'], 4)})")
     note = (f"\nSynthetic set, both trained {args.epochs} epochs x {args.episodes} episodes, seed "
             f"{args.seed}; latency budget {budget} ms ({TARGET}, tables profiled in this run); search "
             f"{args.trials} trials; {args.eval_episodes} test episodes per figure; total "
