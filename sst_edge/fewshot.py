@@ -3,6 +3,7 @@
 The definitions, the head settings (`HeadConfig`) and the numpy twin the device runs live in
 `sst_edge.device.heads`; both agree to 1e-5 (tests/test_fewshot.py). The idea of a non-parametric,
 query-specific prototype is the paper's; the formula, tau and the window are ours (see device/heads.py).
+The learned cca head (RENet's cross-correlational attention over frames) is in `sst_edge.fewshot_cca`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .device.heads import _EPS, _check, _window_mask
 from .device.settings import DEFAULT_TAU, DEFAULT_WINDOW, HeadConfig
+from .errors import SSTEdgeError
+from .fewshot_cca import CCAHead, cca_logits, torch_params
 
 
 def prototype_logits(query: torch.Tensor, support: torch.Tensor, tau: float = DEFAULT_TAU) -> torch.Tensor:
@@ -40,7 +44,19 @@ def alignment_logits(query: torch.Tensor, support: torch.Tensor, tau: float = DE
     return -(q[:, None] - p).pow(2).sum(-1).mean(-1) / tau
 
 
-def head_logits(query: torch.Tensor, support: torch.Tensor, head: HeadConfig) -> torch.Tensor:
+def head_logits(query: torch.Tensor, support: torch.Tensor, head: HeadConfig,
+                module: nn.Module | None = None) -> torch.Tensor:
+    """The logits of `head`; a cca head takes its weights from `module` (a `CCAHead`, training) or else
+    from `head.params` (numpy arrays loaded from a run: evaluation, search)."""
     if head.kind == "prototype":
         return prototype_logits(query, support, head.tau)
+    if head.kind == "cca":
+        if module is not None:
+            return module(query, support, head.tau)
+        if head.params is None:
+            raise SSTEdgeError("the cca head has no weights attached: they come from a cca run")
+        return cca_logits(query, support, torch_params(head.params, query), head.tau)
     return alignment_logits(query, support, head.tau, head.window)
+
+
+__all__ = ["CCAHead", "alignment_logits", "cca_logits", "head_logits", "prototype_logits"]

@@ -2,7 +2,9 @@
 
 The numpy implementation (the on-device runtime, which has no torch) and the head settings; the torch
 twin for training lives in `sst_edge.fewshot`. Both follow DESIGN.md and agree
-to 1e-5 (tests/test_fewshot.py). No learned parameters: a device builds prototypes from features alone.
+to 1e-5 (tests/test_fewshot.py). prototype and alignment have no learned parameters: a device builds
+prototypes from features alone. cca (RENet's cross-correlational attention over frames) has learned
+weights, which ship with the model: device/cca.py.
 
 Shapes: query ``[Q, T, C]``, support ``[N, K, T, C]`` (N classes, K shots, class-major like `Episode`),
 logits ``[Q, N]`` (higher is closer).
@@ -30,6 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import SSTEdgeError
+from .cca import cca_logits_np
 from .settings import DEFAULT_HEAD, DEFAULT_TAU, DEFAULT_WINDOW, HEADS, HeadConfig
 
 _EPS = 1e-12
@@ -83,8 +87,13 @@ def alignment_logits_np(query: np.ndarray, support: np.ndarray, tau: float = DEF
 def head_logits_np(query: np.ndarray, support: np.ndarray, head: HeadConfig) -> np.ndarray:
     if head.kind == "prototype":
         return prototype_logits_np(query, support, head.tau)
+    if head.kind == "cca":
+        if head.params is None:
+            raise SSTEdgeError("the cca head has no weights attached: they come from a cca run or a model "
+                               "exported from one")
+        return cca_logits_np(query, support, head.params, head.tau)
     return alignment_logits_np(query, support, head.tau, head.window)
 
 
 __all__ = ["DEFAULT_HEAD", "DEFAULT_TAU", "DEFAULT_WINDOW", "HEADS", "HeadConfig", "alignment_logits_np",
-           "head_logits_np", "prototype_logits_np"]
+           "cca_logits_np", "head_logits_np", "prototype_logits_np"]
