@@ -66,7 +66,8 @@ def brute_cca(query: np.ndarray, support: np.ndarray, p: dict, tau: float) -> np
 
     def reduced(frame: np.ndarray) -> list[float]:
         m = sum(frame) / c
-        return _unit([max(0.0, sum(float(w[j, i]) * (frame[i] - m) for i in range(c))) for j in range(w.shape[0])])
+        return _unit([max(0.0, sum(float(w[j, i]) * (frame[i] - m) for i in range(c)))
+                      for j in range(w.shape[0])])
 
     out = np.zeros((nq, n))
     for q in range(nq):

@@ -115,7 +115,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the episodes (default 0)")
     p.add_argument(
         "--head",
-        choices=["alignment", "prototype", "both"],
+        choices=["alignment", "prototype", "cca", "both"],
         help="few-shot head; both = the two on the same episodes and features (default: the "
         "run's, or the card's with --model)",
     )

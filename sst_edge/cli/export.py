@@ -88,7 +88,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--head",
-        choices=["alignment", "prototype"],
+        choices=["alignment", "prototype", "cca"],
         help="the runtime's few-shot head (default: the one the run trained through, from "
         "run.json beside the weights; a different one is reported and recorded in the card)",
     )

@@ -135,7 +135,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     c.add_argument("clips", nargs="+", help="video files (or folders of numbered jpg/png frames) to classify")
     c.add_argument(
         "--head",
-        choices=["alignment", "prototype"],
+        choices=["alignment", "prototype", "cca"],
         default="alignment",
         help="few-shot head (default alignment: frame-level, order-aware)",
     )
@@ -216,7 +216,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--span", type=positive_float, default=2.0, help="seconds each classification sees")
     w.add_argument("--stride", type=positive_float, default=1.0, help="seconds between spans")
     w.add_argument("--smooth", type=count(1), default=1, help="average this many consecutive spans")
-    w.add_argument("--head", choices=["alignment", "prototype"], default="alignment", help="few-shot head")
+    w.add_argument("--head", choices=["alignment", "prototype", "cca"], default="alignment",
+                   help="few-shot head (cca: the model must ship its weights)")
     w.add_argument("--threshold", type=unit_interval,
                    help="confidence below which a span is 'unknown' (replaces the calibrated rule)")
     w.add_argument("--margin", type=unit_interval, default=EVENT_MARGIN,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..device.settings import HeadConfig
+from ..device.settings import HEADS, HeadConfig
 from ..errors import SSTEdgeError
 from ..train.config import PRECISIONS, ShrinkConfig, TrainConfig
 from ._common import DefaultsFormatter, add_device_option, add_json, default, emit, fixed_window
@@ -140,19 +140,22 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument(
         "--head",
-        choices=["alignment", "prototype"],
+        choices=list(HEADS),
         default=default(h, "kind"),
-        help="few-shot head trained through",
+        help="few-shot head trained through; cca (RENet's cross-correlational attention over frames) has "
+        "weights of its own, trained with the supernet and saved beside its weights",
     )
     g.add_argument(
-        "--tau", type=float, default=default(h, "tau"), help="temperature of the head's softmax and logits"
+        "--tau", type=float, default=default(h, "tau"),
+        help="temperature of the head's softmax and logits (default: the head's, 0.1; cca 0.2)"
     )
     g.add_argument(
         "--window",
         type=fixed_window,
         default=default(h, "window"),
         metavar="W",
-        help="alignment: a query frame looks at support frames at most W segments away, or 'none' for all",
+        help="alignment: a query frame looks at support frames at most W segments away, or 'none' for all "
+        "(cca ignores it)",
     )
     g.add_argument("--resize", type=int, help="shorter side before the crop (default size x 8/7)")
     g.add_argument(

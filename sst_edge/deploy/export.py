@@ -46,6 +46,8 @@ from ..cost.latency import load_table
 from ..cost.onnx_export import agreement, convert_fp16, export_onnx
 from ..cost.profile import ort_opener, resolve_clock, timed
 from ..device.card import CARD_FILE, ENGINE_FILE, MODEL_FILE, ModelCard, file_record, load_card
+from ..device.cca import HEAD_FILE, save_head_file
+from ..device.cca import card_record as cca_card_record
 from ..device.evaluation import head_notes
 from ..device.session import (
     INPUT_NAME,
@@ -438,6 +440,10 @@ def export_model(subnet: str | Path, weights: str | Path, target: str | Path | T
         if meta.get("metrics"):
             extra["subnet_metrics"] = meta["metrics"]
         extra["head_source"] = head_source
+        if head.kind == "cca":  # the learned head ships beside the graph, read on the device by numpy
+            head_file = save_head_file(tmp / HEAD_FILE, head.params)
+            extra["head_weights"] = {**cca_card_record(head_file, head.params, config.stages[-1].channels),
+                                     "source": str(meta["path"])}
         files = {p.name: file_record(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         io = ({"name": INPUT_NAME, "shape": ["batch", *config.input_shape(1)[1:]], "dtype": "float32"},
               {"name": OUTPUT_NAME, "shape": ["batch", config.frames, config.stages[-1].channels],

@@ -2,7 +2,9 @@
 
 A model directory holds `model.onnx`, `card.json`, the training features of the
 out-of-distribution check (`train_features.safetensors`, device/ood.py, when export had the training data)
-and, for TensorRT targets built where TensorRT exists, `model.engine`. The card names the subnet and its
+and, for TensorRT targets built where TensorRT exists, `model.engine`; a model with a learned few-shot head
+(cca) ships its weights too (`head.safetensors`, the card's "head_weights": file, sha256, shapes, constants).
+The card names the subnet and its
 space (with the YAML's hash), the preprocessing, the input and output shapes, the head, FLOPs and params,
 predicted and measured latency, and the sha256 of every file: the runtime refuses a model whose file no
 longer matches (tampered or corrupted), and a gallery remembers the model's sha256 so features of two
@@ -82,6 +84,15 @@ SECTION_SCHEMAS: dict[str, dict[str, Any]] = {
     "checks": {"type": "array", "items": {"type": "object", "required": ["graph", "checked"],
                                           "properties": {"graph": TEXT, "checked": {"type": "boolean"},
                                                          "min_cosine": {"type": "number"}}}},
+    # a learned few-shot head's weights (cca, device/cca.py): the file (also in `files`), its sha256, the
+    # shape of each tensor, and the constants the numpy head was written for (checked when it loads)
+    "head_weights": {"type": "object", "additionalProperties": False,
+                     "required": ["kind", "file", "sha256", "shapes", "constants"],
+                     "properties": {"kind": {"enum": ["cca"]},
+                                    "file": {"type": "string", "pattern": _FILE_NAME}, "sha256": HEX64,
+                                    "shapes": {"type": "object",
+                                               "additionalProperties": {"type": "array", "items": POS_INT}},
+                                    "constants": {"type": "object"}, "source": TEXT}},
     # the out-of-distribution check's training features (device/ood.py), or why export stored none
     "ood": {"type": "object",
             "properties": {"version": POS_INT, "file": {"type": "string", "pattern": _FILE_NAME},
@@ -189,6 +200,7 @@ class ModelCard:
     ood: OODRecord | None = None  # None: a card from before the check (no training features)
     openvino: dict[str, Any] | None = None  # OpenVINO targets: version, precision hint and why
     checks: list[dict[str, Any]] | None = None  # the shipped graph(s) against PyTorch, by feature cosine
+    head_weights: dict[str, Any] | None = None  # a cca model's head file (device/cca.py: card_head)
     path: Path | None = None
 
     @property

@@ -167,3 +167,44 @@ def save_head_file(path: str | Path, params: Mapping[str, np.ndarray]) -> Path:
     path = Path(path)
     stn.save_file({k: np.ascontiguousarray(params[k], np.float32) for k in CCA_NAMES}, str(path))
     return path
+
+
+def card_record(path: str | Path, params: Mapping[str, np.ndarray], channels: int) -> dict[str, Any]:
+    """The card's "head_weights" for the head file `path` that export wrote from `params`."""
+    from ..fileio import sha256_file
+    return {"kind": "cca", "file": Path(path).name, "sha256": sha256_file(path),
+            "shapes": {k: list(np.shape(params[k])) for k in CCA_NAMES}, "constants": cca_constants(channels)}
+
+
+def card_params(card: Any) -> dict[str, np.ndarray]:
+    """The cca weights a model card ships, checked: the card records them (else: not a cca model), the
+    file's sha256 and size are the card's (else: tampered), its shapes and constants the card's and ours."""
+    from .card import CARD_FILE, verify_files
+    where = card.path or CARD_FILE
+    rec = card.head_weights
+    if not isinstance(rec, dict) or rec.get("kind") != "cca":
+        raise SSTEdgeError("the model ships no cca head weights (its card has no \"head_weights\"): export a "
+                           "run trained with `sst-edge train --head cca`", where)
+    name = rec["file"]
+    if name not in card.files:
+        raise SSTEdgeError(f"the cca head file {name} is not among the card's files", where)
+    folder = Path(card.path).parent if card.path is not None else Path(".")
+    verify_files(card, (name,))
+    if rec["sha256"] != card.files[name]["sha256"]:
+        raise SSTEdgeError(f"{name}: the sha256 in \"head_weights\" differs from the one in `files`", where)
+    channels = card.feature_dim
+    if rec.get("constants") != cca_constants(channels):
+        raise SSTEdgeError(f"the cca head in the card was made with other constants than this runtime's "
+                           f"({rec.get('constants')} vs {cca_constants(channels)}): re-export it", where)
+    params = load_head_file(folder / name, channels)
+    shapes = {k: list(v.shape) for k, v in params.items()}
+    if shapes != rec["shapes"]:
+        raise SSTEdgeError(f"{name} holds shapes {shapes}, the card says {rec['shapes']}", folder / name)
+    return params
+
+
+def card_head(card: Any, kind: str | None = None) -> Any:
+    """The head `kind` (default: the card's) as the card defines it (`HeadConfig.as_kind`), with the
+    model's cca weights attached when it is cca (`card_params`: an error naming the file without them)."""
+    head = card.head if kind in (None, card.head.kind) else card.head.as_kind(kind)
+    return head.with_params(card_params(card)) if head.kind == "cca" else head

@@ -1,7 +1,9 @@
 """Calibrated confidence and the open-set ("unknown") threshold of a gallery, and the logits they rest on.
 
 The open-set rule (version 2). A query is "unknown" when its best logit, the negative aligned distance to
-its nearest label, is below the gallery's score threshold. Leave-one-out over the enrolled clips gives
+its nearest label, is below the gallery's score threshold. (The cca head's logit is cosine / tau: its
+distance is (1 - cosine) / tau = 1/tau - logit, `distance_offset`; everything else is the same.)
+Leave-one-out over the enrolled clips gives
 the reference scores without any unknown data: each clip of a label with >= 2 clips is a query against
 the gallery without it.
 - known scores: its own label's logit (that label keeps K-1 clips), one per clip (n in all);
@@ -225,13 +227,19 @@ def prediction_bound(distances: np.ndarray) -> float:
     return float(math.exp(d.mean() + t95(len(d) - 1) * d.std(ddof=1) * math.sqrt(1 + 1 / len(d))))
 
 
-def distance_floor(own: np.ndarray) -> float:
+def distance_offset(head: HeadConfig) -> float:
+    """The logit of a perfect match: distance = offset - logit >= 0. The prototype and alignment logits
+    are negative squared distances (offset 0); cca's is cosine / tau, so its distance is (1 - cos) / tau."""
+    return 1.0 / float(head.tau) if head.kind == "cca" else 0.0
+
+
+def distance_floor(own: np.ndarray, offset: float = 0.0) -> float:
     """The floor of the score threshold from n >= 2 own-label leave-one-out logits: the prediction bound
-    of a new one's distance (-logit)."""
+    of a new one's distance (offset - logit, `distance_offset`)."""
     own = np.asarray(own, np.float64)
     if len(own) < 2:
         raise ValueError("the floor needs >= 2 leave-one-out scores")
-    return -prediction_bound(-own)
+    return offset - prediction_bound(offset - own)
 
 
 def calibrate(supports: Sequence[np.ndarray], head: HeadConfig, key: str = "") -> dict[str, Any]:
@@ -250,7 +258,7 @@ def calibrate(supports: Sequence[np.ndarray], head: HeadConfig, key: str = "") -
     unknown_rows = full[others].reshape(len(ys), n - 1)  # the clip's own label removed
     correct = logits.argmax(1) == ys
     t = fit_temperature(logits, ys, unknown_rows if n >= 3 else None) if n >= 2 else DEFAULT_TEMPERATURE
-    floor = distance_floor(own)
+    floor = distance_floor(own, distance_offset(head))
     accuracy = round(float(correct.mean()), 4)
     cal: dict[str, Any] = {"method": METHOD, "version": VERSION, "temperature": t,
                            "threshold": DEFAULT_THRESHOLD, "key": key, "head": head.to_dict(),

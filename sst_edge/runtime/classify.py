@@ -2,7 +2,8 @@
 
 Unequal shots. The heads take ``[N, K, T, C]``, one K for all classes, but a gallery grows label by label.
 Labels are grouped by their number of clips and each group runs the head on its own ``[n, K, T, C]``.
-That is exact (a class's logit only ever depends on its own support clips, in both heads), so with equal
+That is exact (a class's logit only ever depends on its own support clips, in every head: cca too, whose
+attention is per support clip and averaged over a class's shots), so with equal
 shots the result is the heads' own, to the last bit of arithmetic order. Padding to the largest K would
 be cheaper to write but wrong: padded frames would take a share of the alignment head's softmax (or need
 a mask the heads do not have) and would shift the prototype head's mean.
@@ -116,7 +117,8 @@ class Prediction:
 class Classifier:
     """The gallery's labels, supports and calibration, ready for queries (built once, used many times).
 
-    head: 'alignment' (default) or 'prototype', with the gallery model's tau and window, or a HeadConfig.
+    head: 'alignment' (default), 'prototype' or 'cca' (the model's weights), with the gallery model's tau
+    and window, or a HeadConfig.
     min_shots: labels with fewer clips are left out and listed in `excluded`.
     threshold: a confidence below which the answer is "unknown", replacing the calibrated score threshold
     (0: every clip gets its nearest label). temperature: overrides the calibration's.
@@ -154,8 +156,7 @@ class Classifier:
             raise SSTEdgeError(f"the confidence threshold must lie in [0, 1], got {threshold}")
         if temperature is not None and not temperature > 0:
             raise SSTEdgeError(f"the temperature must be > 0, got {temperature}")
-        hc = head if isinstance(head, HeadConfig) else HeadConfig(head or "alignment", gallery.head.tau,
-                                                                    gallery.head.window)
+        hc = gallery.head_config(head or "alignment")  # cca: the model's weights, or an error naming them
         counts = {label: len(recs) for label, recs in gallery.labels.items()}
         excluded = {lb: f"{k} clip{'s' * (k != 1)}, fewer than the minimum of {min_shots} shots"
                     for lb, k in counts.items() if k < min_shots}

@@ -41,9 +41,10 @@ import safetensors.numpy as stn
 from tqdm import tqdm
 
 from ..device.card import ModelCard
+from ..device.cca import card_params
 from ..device.frames import clip_sha256, is_folder
 from ..device.ood import FeatureDistribution
-from ..device.settings import HEADS, HeadConfig
+from ..device.settings import HEADS, PARAMETRIC_HEADS, HeadConfig
 from ..errors import SSTEdgeError
 from ..fileio import (
     TEMP_NAME,
@@ -189,6 +190,9 @@ class Gallery:
         # the model's training features (set by `enroll` from its runtime): each commit then stores the
         # threshold of the check of clips unlike them with the calibration
         self.ood: FeatureDistribution | None = None
+        # the model's card (from open, create or enroll): a cca head's weights ship with it
+        self.card: ModelCard | None = None
+        self._head_params: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------------------------ open/create
     @property
@@ -206,6 +210,7 @@ class Gallery:
         g = cls(path, _validate(read_json(index, "gallery index"), index), True)
         if card is not None:
             g.check_model(card)
+            g.card = card
         return g
 
     @classmethod
@@ -221,7 +226,9 @@ class Gallery:
                "model": {"name": card.name, "sha256": card.sha256}, "space": card.space,
                "space_hash": card.space_hash, "feature_shape": [card.frames, card.feature_dim],
                "head": card.head.to_dict(), "labels": {}, "calibration": {}}
-        return cls(path, doc, False)
+        g = cls(path, doc, False)
+        g.card = card
+        return g
 
     @classmethod
     def open_or_create(cls, path: str | Path, card: ModelCard) -> Gallery:
@@ -248,6 +255,28 @@ class Gallery:
     @property
     def head(self) -> HeadConfig:
         return HeadConfig(**self.doc["head"])
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The heads this gallery's model can run: every non-parametric one, and cca when the model ships
+        its weights (the card's "head_weights"); each is calibrated at every change."""
+        cca = self.card is not None and isinstance(self.card.head_weights, dict)
+        return tuple(k for k in HEADS if k not in PARAMETRIC_HEADS or cca)
+
+    def head_config(self, kind: str | HeadConfig, weights: bool = True) -> HeadConfig:
+        """The head `kind` with the gallery model's constants (`HeadConfig.as_kind`) and, for cca with
+        `weights`, the model's weights (device/cca.py `card_params`: verified against the card; an error
+        naming the file when the model has none)."""
+        head = kind if isinstance(kind, HeadConfig) else \
+            self.head if kind == self.head.kind else self.head.as_kind(kind)
+        if not weights or head.kind not in PARAMETRIC_HEADS or head.params is not None:
+            return head
+        if self.card is None:
+            raise SSTEdgeError("the cca head's weights come with the model: open the gallery with its model",
+                               self.path)
+        if self._head_params is None:
+            self._head_params = card_params(self.card)
+        return head.with_params(self._head_params)
 
     @property
     def feature_shape(self) -> tuple[int, int]:
@@ -349,8 +378,8 @@ class Gallery:
         groups = group_ids(self.labels, keep)
         okey = ood_key(groups, self.ood.digest) if self.ood is not None else None
         return all(isinstance(stored.get(k), dict) and stored[k].get("key") == calibration_key(
-            groups, HeadConfig(k, self.head.tau, self.head.window))
-            and (okey is None or (stored[k].get("ood") or {}).get("key") == okey) for k in HEADS)
+            groups, self.head_config(k, weights=False))
+            and (okey is None or (stored[k].get("ood") or {}).get("key") == okey) for k in self.kinds)
 
     def summary(self) -> dict[str, Any]:
         return {"gallery": str(self.path), "model": self.model, "space": self.doc["space"],
@@ -408,8 +437,8 @@ class Gallery:
         groups = group_ids(labels, keep)
         ood = calibrate_ood(supports, self.ood, ood_key(groups, self.ood.digest)) \
             if self.ood is not None and supports else None
-        for kind in HEADS:
-            head = HeadConfig(kind, self.head.tau, self.head.window)
+        for kind in self.kinds:
+            head = self.head_config(kind)
             out[kind] = calibrate(supports, head, calibration_key(groups, head))
             if ood is not None:
                 out[kind]["ood"] = dict(ood)
@@ -533,6 +562,7 @@ class Gallery:
 
         self.check_model(runtime.card)
         self.ood = runtime.ood
+        self.card = runtime.card
         label = check_label(label)
         if not clips:
             raise SSTEdgeError("no clips given to enroll")

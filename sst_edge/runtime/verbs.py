@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..device.card import load_card
+from ..device.cca import card_head
 from ..device.datasets import load_splits
 from ..device.evaluation import EvalResult, array_scorer, head_notes, score_episodes
 from ..device.preprocess import Preprocess
@@ -214,9 +215,9 @@ def eval_model_episodes(model: str | Path | FewShotRuntime, data: str | Path, *,
         raise SSTEdgeError("evaluation needs episodes >= 1, way >= 2, shot >= 1 and query >= 1")
     rt = _runtime(model, threads, decoder)
     card = rt.card
-    head_cfgs = [HeadConfig(h, card.head.tau if tau is None else tau,
-                            card.head.window if window == "card" else window)
-                 for h in (heads or [card.head.kind])]
+    bases = [card_head(card, h) for h in (heads or [card.head.kind])]  # cca: the model's weights
+    head_cfgs = [HeadConfig(b.kind, b.tau if tau is None else tau, b.window if window == "card" else window,
+                            b.params) for b in bases]
     clips = load_splits(data, split_dir)[split]
     pre = card.preprocess if decoder is None else _with_decoder(card.preprocess, rt.decoder_name)
     sample = card.subnet.get("sample", card.subnet) if isinstance(card.subnet, dict) else {}

@@ -27,7 +27,7 @@ from ..device.evaluation import confidence_interval
 from ..device.settings import HeadConfig
 from ..fileio import atomic_write, atomic_write_json
 from ..space.config import SpaceConfig, heads_label, load_space, op_label
-from ..train.artifacts import load_supernet
+from ..train.artifacts import attach_params, load_supernet
 from ..train.device import resolve_device
 from ..train.evaluate import episode_accuracies
 
@@ -113,7 +113,8 @@ def _context(workdir: str) -> dict[str, Any]:
     built = {
         "config": config, "supernet": supernet, "table": table, "ctx": ctx,
         "episodes": CachedEpisodes.load(Path(workdir) / EPISODES_FILE),
-        "head": HeadConfig.from_dict(ctx["head"]),
+        # a cca head's weights are the run's, beside the supernet's (errors name the file without them)
+        "head": attach_params(HeadConfig.from_dict(ctx["head"]), ctx["weights"]),
     }
     _CACHE[workdir] = built
     return built

@@ -14,9 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..device.cca import check_params
 from ..device.evaluation import head_notes
-from ..device.settings import FROM_RUN, HeadConfig
+from ..device.settings import FROM_RUN, PARAMETRIC_HEADS, HeadConfig
 from ..errors import SSTEdgeError
+from ..fewshot_cca import PREFIX as HEAD_PREFIX
+from ..fewshot_cca import prefixed
 from ..fileio import read_json
 from ..space.config import SpaceConfig
 from ..space.restriction import load_restriction, run_restriction_file
@@ -65,6 +68,7 @@ def load_weights(weights: str | Path,
     if problems:
         raise SSTEdgeError("weights do not fit the space", path, problems)
     state = model_state(tensors) if any(k.startswith("model.") for k in tensors) else tensors
+    state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}  # a cca head's: head_params
     return state, meta, path
 
 
@@ -145,10 +149,15 @@ class HeadChoice:
     source: str
     given: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    used: list[HeadConfig] = field(default_factory=list)  # each kind asked for (cca: weights attached)
+    weights: Path | None = None  # where a cca head's weights come from
 
     def configs(self, kinds: Sequence[str] | None = None) -> list[HeadConfig]:
-        """The head for each of `kinds` (default: the chosen kind) with the chosen tau and window."""
-        return [HeadConfig(k, self.head.tau, self.head.window) for k in (kinds or [self.head.kind])]
+        """The head for each of `kinds` (default: the chosen kind) with the chosen tau and window (a cca
+        head with the run's weights attached)."""
+        by_kind = {h.kind: h for h in [self.head, *self.used]}
+        return [by_kind.get(k) or attach_params(self.head.as_kind(k), self.weights)
+                for k in (kinds or [self.head.kind])]
 
     def to_dict(self) -> dict[str, Any]:
         return {"used": self.head.to_dict(), "trained": self.trained.to_dict() if self.trained else None,
@@ -170,9 +179,16 @@ def choose_head(weights: str | Path, kinds: Sequence[str] | None = None, tau: fl
         given["tau"] = tau
     if window != FROM_RUN:
         given["window"] = window
-    head = HeadConfig(kinds[0] if kinds else base.kind, base.tau if tau is None else tau,
-                      base.window if window == FROM_RUN else window)  # type: ignore[arg-type]
-    used = [HeadConfig(k, head.tau, head.window) for k in (kinds or [head.kind])]
+
+    def kind_head(kind: str) -> HeadConfig:
+        """The run's constants where they mean the same for `kind` (`as_kind`), then what was given."""
+        start = base.as_kind(kind)
+        return attach_params(HeadConfig(kind, start.tau if tau is None else tau,
+                                        start.window if window == FROM_RUN else window),  # type: ignore[arg-type]
+                             weights)
+
+    used = [kind_head(k) for k in (kinds or [base.kind])]
+    head = used[0]
     if trained is None:
         source = f"defaults (no {RUN_FILE} beside {weights})"
         notes = [f"no {RUN_FILE} beside {weights}: the head the weights were trained with is unknown; using "
@@ -185,6 +201,30 @@ def choose_head(weights: str | Path, kinds: Sequence[str] | None = None, tau: fl
     if warn:
         for n in notes:
             warnings.warn(n, stacklevel=2)
-    return HeadChoice(head, trained, source, given, notes)
+    return HeadChoice(head, trained, source, given, notes, used, Path(weights))
+
+
+def head_params(weights: str | Path) -> dict[str, Any]:
+    """The cca head's weights ("fewshot.*") in the weights file of a run folder or safetensors file, as
+    float32 numpy arrays; weights without them (a run not trained with --head cca) are an error naming the
+    file."""
+    path = resolve_weights(weights)
+    tensors, _ = load_tensors(path)
+    found = prefixed(tensors)
+    if not found:
+        raise SSTEdgeError(f"holds no cca head weights ({HEAD_PREFIX}*): the cca head is learned, so it "
+                           "needs weights trained with `sst-edge train --head cca`", path)
+    params = {k: v.float().numpy() for k, v in found.items()}
+    check_params(params, None, path)
+    return params
+
+
+def attach_params(head: HeadConfig, weights: str | Path | None) -> HeadConfig:
+    """`head` with the run's cca weights attached (other kinds, or weights already there: as it is)."""
+    if head.kind not in PARAMETRIC_HEADS or head.params is not None:
+        return head
+    if weights is None:
+        raise SSTEdgeError("the cca head needs the weights of a cca run, and none were given")
+    return head.with_params(head_params(weights))
 
 

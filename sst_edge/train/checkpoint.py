@@ -3,6 +3,7 @@
     OUT/checkpoint-e0003.safetensors   model.<name>        supernet parameters and buffers
                                        optim.<i>.<key>     optimizer state of parameter i (AdamW: step,
                                                            exp_avg, exp_avg_sq)
+                                       fewshot.<name>      a learned few-shot head's weights (cca runs)
                                        rng.torch           torch's CPU generator state (uint8)
     OUT/checkpoint-e0003.json          {"format": "sst-edge/checkpoint", "epoch", "step", "weights",
                                         "weights_sha256", "space", "space_hash", "seed", "world_size",
@@ -113,13 +114,15 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 
 def save_checkpoint(out: str | Path, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    sidecar: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
+                    sidecar: dict[str, Any], meta: dict[str, Any] | None = None,
+                    extra: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the pair for `epoch` (weights, then sidecar) and delete all but the newest `KEEP` pairs.
 
     `meta` goes into the safetensors metadata too (the space and its hash, so the file alone can be
-    checked by evaluation)."""
+    checked by evaluation); `extra`: more tensors under their own names (a few-shot head's "fewshot.*")."""
     weights, side = checkpoint_paths(out, epoch)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update(extra or {})
     opt, groups = optimizer_tensors(optimizer)
     tensors.update(opt)
     tensors["rng.torch"] = torch.get_rng_state()

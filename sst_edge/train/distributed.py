@@ -115,6 +115,17 @@ def wrap(model: nn.Module, d: Dist, find_unused: bool = True) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
 
 
+def average_gradients(module: nn.Module, d: Dist) -> None:
+    """Average `module`'s gradients over the ranks: for parameters DDP does not own (the cca head runs
+    outside the wrapped supernet), called once per optimizer step, after the last backward."""
+    if not d.active:
+        return
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= d.world
+
+
 def in_sync(model: nn.Module, d: Dist) -> bool:
     """True if every rank holds the same weights (compares a float64 checksum of all parameters)."""
     if not d.active:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import SSTEdgeError
+from ..fewshot_cca import prefixed
 from ..space.config import SpaceConfig
 from ..space.restriction import run_restriction_file
 from ..space.subnet import Subnet, load_subnet, sample_problems
@@ -37,6 +38,7 @@ class FineTune:
     init_weights: Path | None = None  # None on resumption: the checkpoint holds the weights
     init_meta: dict[str, Any] = field(default_factory=dict)
     state: dict[str, torch.Tensor] | None = None
+    head_state: dict[str, torch.Tensor] = field(default_factory=dict)  # the init run's cca head, if any
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -98,6 +100,7 @@ def load_finetune(cfg: TrainConfig, config: SpaceConfig, *, with_init: bool = Tr
                              f"{'it' if len(outside) == 1 else 'them'}, so those weights were trained less")
     tune.init_weights, tune.init_meta = path, meta
     tune.state = model_state(tensors) if any(k.startswith("model.") for k in tensors) else tensors
+    tune.head_state = prefixed(tensors)  # a cca fine-tune starts from the init run's head when it had one
     return tune
 
 

@@ -52,8 +52,11 @@ from ..cost.latency import load_table
 from ..data.episodes import EpisodeDataset, EpisodeSubset, episode_loader, to_device
 from ..device.datasets import load_splits
 from ..device.preprocess import Preprocess
+from ..device.settings import HeadConfig
 from ..errors import DatasetError, SSTEdgeError
 from ..fewshot import head_logits
+from ..fewshot_cca import PREFIX as HEAD_PREFIX
+from ..fewshot_cca import CCAHead, prefixed
 from ..fileio import atomic_write, atomic_write_json, read_json, refuse_foreign, utc_now, written_by_us
 from ..space.config import SpaceConfig, load_space
 from ..space.restriction import FILE as RESTRICTION_FILE
@@ -64,7 +67,7 @@ from . import checkpoint as ckpt
 from .artifacts import SUPERNET_FORMAT, WEIGHTS_FILE, single_path
 from .config import TrainConfig
 from .device import Precision, full_precision, resolve_precision
-from .distributed import Dist, configure_threads, in_sync, init_distributed, shutdown, wrap
+from .distributed import Dist, average_gradients, configure_threads, in_sync, init_distributed, shutdown, wrap
 from .estimate import Estimate
 from .evaluate import episode_accuracies, split_features
 from .finetune import FineTune, load_finetune, load_init
@@ -251,7 +254,13 @@ class _Trainer:
         # lives beside the parameters
         self.supernet = build_supernet(s, tune.restriction if tune else None).to(self.device)
         self.model = wrap(self.supernet, d, find_unused=tune is None)
-        self.optimizer = torch.optim.AdamW(param_groups(self.supernet, cfg.weight_decay), lr=cfg.lr)
+        # a learned head (cca) trains with the supernet, in param groups of its own after the supernet's
+        # two; built after the supernet, so the supernet's initial weights are those of any other run
+        self.fewshot = CCAHead(s.out_channels).to(self.device) if cfg.head.kind == "cca" else None
+        groups = param_groups(self.supernet, cfg.weight_decay)
+        if self.fewshot is not None:
+            groups += param_groups(self.fewshot, cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
         self.skipped_steps = 0  # consecutive steps with non-finite gradients
         self.step_times: list[float] = []  # wall seconds of this process's first steps (the estimate)
         self.estimate: Estimate | None = None
@@ -285,6 +294,8 @@ class _Trainer:
         if found is None:
             if self.tune is not None:
                 load_init(self.supernet, self.tune)  # every rank: the same file, the same weights
+                if self.fewshot is not None and self.tune.head_state:
+                    self.fewshot.load(self.tune.head_state)  # the init run's cca head, when it had one
             if self.d.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)
                 self.log.reset()  # what a run killed before its first checkpoint left
@@ -313,6 +324,13 @@ class _Trainer:
         restriction and shrink records, its precision. The optimizer and the RNGs are `start`'s alone: a
         dry run needs neither."""
         self.supernet.load_state_dict(ckpt.model_state(tensors), strict=True)
+        if self.fewshot is not None:
+            head = prefixed(tensors)
+            if not head:
+                where = ckpt.checkpoint_paths(self.out, doc["epoch"])[0]
+                raise SSTEdgeError(f"the checkpoint holds no cca head weights ({HEAD_PREFIX}*): it was not "
+                                   "trained with --head cca", where)
+            self.fewshot.load(head)
         self._resume_precision(doc)
         self.epoch, self.step = doc["epoch"], doc["step"]
         self.restriction = Restriction(self.space.name, self.space.hash,
@@ -354,6 +372,22 @@ class _Trainer:
     def restriction_size(self) -> int:
         return space_size(self.restriction.choices)
 
+    def head_tensors(self) -> dict[str, torch.Tensor]:
+        """The learned head's tensors as the weights files hold them ("fewshot.*"; none without one)."""
+        return self.fewshot.tensors() if self.fewshot is not None else {}
+
+    def eval_head(self) -> HeadConfig:
+        """The head as evaluation takes it: with the current weights attached (cca)."""
+        return self.cfg.head.with_params(self.fewshot.arrays()) if self.fewshot is not None else self.cfg.head
+
+    def head_weights_record(self) -> dict[str, Any] | None:
+        """run.json's note of where a learned head's weights are (stages after training read them)."""
+        if self.fewshot is None:
+            return None
+        return {"kind": self.cfg.head.kind, "files": [WEIGHTS_FILE, "checkpoint-eNNNN.safetensors"],
+                "prefix": HEAD_PREFIX,
+                "shapes": {k: list(v.shape) for k, v in self.fewshot.params().items()}}
+
     def _write_run_record(self, resumed: bool, result: dict[str, Any] | None = None) -> None:
         path = self.out / RUN_FILE
         now = utc_now()
@@ -365,6 +399,8 @@ class _Trainer:
                "command": sys.argv, "started": old.get("started", now),
                "resumed": old.get("resumed", []) + ([now] if resumed else []),
                "status": "finished" if result is not None else "running"}
+        if self.fewshot is not None:
+            rec["head_weights"] = self.head_weights_record()
         if self.tune is not None:  # the record of the fresh start names the init weights; keep it
             rec["finetune"] = {**self.tune.record(), **old.get("finetune", {})}
         if result is not None:
@@ -447,9 +483,12 @@ class _Trainer:
                 self.scaler.scale(loss / k).backward()
             loss_sum += loss.item()
             acc_sum += acc
+        params = list(self.supernet.parameters())
+        if self.fewshot is not None:  # not DDP's: averaged over the ranks here
+            average_gradients(self.fewshot, d)
+            params += list(self.fewshot.parameters())
         self.scaler.unscale_(self.optimizer)  # a no-op unless fp16
-        norm = nn.utils.clip_grad_norm_(self.supernet.parameters(),
-                                        cfg.clip_grad if cfg.clip_grad > 0 else math.inf)
+        norm = nn.utils.clip_grad_norm_(params, cfg.clip_grad if cfg.clip_grad > 0 else math.inf)
         finite = bool(torch.isfinite(norm))
         if finite:
             self.scaler.step(self.optimizer)
@@ -469,7 +508,7 @@ class _Trainer:
             features = self.model(torch.cat([ep.support, ep.query]))
         with full_precision(self.device):
             query, support = split_features(features.float(), self.cfg.way, self.cfg.shot)
-            logits = head_logits(query, support, self.cfg.head)
+            logits = head_logits(query, support, self.cfg.head, self.fewshot)
             loss = F.cross_entropy(logits, ep.query_labels)
         return loss, (logits.argmax(1) == ep.query_labels).double().mean().item()
 
@@ -510,7 +549,7 @@ class _Trainer:
             t0 = time.perf_counter()
             sample = extreme_sample(self.space, self.restriction.choices, largest=True)
             episode_accuracies(self.supernet, self.space, sample, EpisodeSubset(self.val, range(n)),
-                               [self.cfg.head], self.cfg.workers, self.d)
+                               [self.eval_head()], self.cfg.workers, self.d)
             val_s = (time.perf_counter() - t0) / n
         return self.estimate_from(times[1:] or times, val_s)
 
@@ -557,7 +596,7 @@ class _Trainer:
             return None
 
         sample = extreme_sample(self.space, self.restriction.choices, largest=True)
-        acc = episode_accuracies(self.supernet, self.space, sample, self.val, [self.cfg.head],
+        acc = episode_accuracies(self.supernet, self.space, sample, self.val, [self.eval_head()],
                                  self.cfg.workers, self.d)
         self.model.train()
         return float(acc[0].mean())
@@ -579,7 +618,7 @@ class _Trainer:
             "versions": {k: v for k, v in versions().items() if k != "platform"},
         }
         ckpt.save_checkpoint(self.out, self.epoch, self.supernet, self.optimizer, sidecar,
-                             self.weights_meta())
+                             self.weights_meta(), self.head_tensors())
 
     # ------------------------------------------------------------------------------------------- run
     def run(self) -> TrainResult:
@@ -626,7 +665,7 @@ class _Trainer:
             subnet=dict(self.tune.sample) if self.tune is not None else None,
         )
         if self.d.is_main:
-            ckpt.save_tensors(self.out / WEIGHTS_FILE, self.supernet.state_dict(),
+            ckpt.save_tensors(self.out / WEIGHTS_FILE, {**self.supernet.state_dict(), **self.head_tensors()},
                               {"format": SUPERNET_FORMAT, **self.weights_meta(), "epoch": self.epoch,
                                "step": self.step})
             self.restriction.save(self.out / RESTRICTION_FILE)
