@@ -167,3 +167,206 @@ def test_bad_weights_are_refused(tmp_path) -> None:
         load_head_file(f, 5)
     with pytest.raises(SSTEdgeError, match="missing"):
         load_head_file(tmp_path / "nope.safetensors", 5)
+
+
+# ------------------------------------------------------------------ training, storage and the device
+@pytest.fixture(scope="module")
+def cca_run(synth_dataset, tmp_path_factory: pytest.TempPathFactory):
+    """A tiny supernet trained through the cca head (2 epochs of 40 episodes, ~15 s on 2 cores)."""
+    from sst_edge.train.config import ShrinkConfig, TrainConfig
+    from sst_edge.train.loop import train_supernet
+
+    out = tmp_path_factory.mktemp("ccarun") / "tiny"
+    cfg = TrainConfig(space="sst_tiny", data=str(synth_dataset), episodes=40, epochs=2, val_episodes=6,
+                      lr_warmup=20, workers=0, threads=1, head=HeadConfig("cca"),
+                      shrink=ShrinkConfig(warmup=1, period=1, min_count=3))
+    train_supernet(cfg, out, progress=False)
+    return out, cfg
+
+
+@pytest.fixture(scope="module")
+def cca_model(cca_run, tmp_path_factory: pytest.TempPathFactory):
+    from sst_edge.cost.flops import extreme_sample
+    from sst_edge.deploy.export import export_model
+    from sst_edge.space.config import load_space
+    from sst_edge.space.subnet import make_subnet
+    from sst_edge.train.artifacts import run_restriction
+
+    run, _ = cca_run
+    config = load_space("sst_tiny")
+    sample = extreme_sample(config, run_restriction(run, config), largest=True)
+    subnet = make_subnet(config, sample).save(tmp_path_factory.mktemp("ccasubnet") / "best.json")
+    out = tmp_path_factory.mktemp("ccamodels") / "tiny"
+    export_model(subnet, run, "cpu-fp32", out, measure=False, progress=False)
+    return out
+
+
+def _head_tensors(path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return {k[len("fewshot."):]: v for k, v in load_file(str(path)).items() if k.startswith("fewshot.")}
+
+
+def test_the_head_trains_and_is_saved_with_the_run(cca_run) -> None:
+    import json
+
+    from sst_edge.train.artifacts import choose_head, head_params
+    from sst_edge.train.checkpoint import checkpoint_paths
+
+    run, _ = cca_run
+    final = _head_tensors(run / "supernet.safetensors")
+    first = _head_tensors(checkpoint_paths(run, 1)[0])
+    last = _head_tensors(checkpoint_paths(run, 2)[0])
+    assert set(final) == set(first) == {"reduce", "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"}
+    assert all(np.array_equal(final[k], last[k]) for k in final)  # the final file is the last checkpoint's
+    assert max(np.abs(final[k] - first[k]).max() for k in final) > 1e-4  # it trained between epochs
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["config"]["head"] == {"kind": "cca", "tau": 0.2, "window": None}
+    assert rec["head_weights"]["prefix"] == "fewshot." and rec["head_weights"]["shapes"]["reduce"] == [64, 64]
+    head = choose_head(run).head
+    assert head.kind == "cca" and all(np.array_equal(head.params[k], final[k]) for k in final)
+    assert all(np.array_equal(head_params(checkpoint_paths(run, 1)[0])[k], first[k]) for k in first)
+
+
+def test_resume_keeps_the_head(cca_run, tmp_path) -> None:
+    import shutil
+    from dataclasses import replace
+
+    from sst_edge.train.checkpoint import checkpoint_paths, load_checkpoint
+    from sst_edge.train.distributed import init_distributed
+    from sst_edge.train.loop import _Trainer
+
+    run, cfg = cca_run
+    out = tmp_path / "copy"
+    shutil.copytree(run, out)
+    doc, tensors = load_checkpoint(out)
+    trainer = _Trainer(replace(cfg, epochs=3), out, init_distributed("cpu"), None, None, False)
+    trainer.start((doc, tensors))
+    saved = _head_tensors(checkpoint_paths(out, 2)[0])
+    assert all(np.array_equal(trainer.fewshot.arrays()[k], saved[k]) for k in saved)
+    assert len(trainer.optimizer.param_groups) == 4  # the supernet's two, the head's two
+    # a checkpoint without the head's tensors is refused, naming the file
+    from sst_edge.train.checkpoint import save_tensors
+
+    weights = checkpoint_paths(out, 2)[0]
+    bare = {k: v for k, v in tensors.items() if not k.startswith("fewshot.")}
+    save_tensors(weights, bare, {})
+    fresh = _Trainer(replace(cfg, epochs=3), out, init_distributed("cpu"), None, None, False)
+    with pytest.raises(SSTEdgeError, match="no cca head weights") as e:
+        fresh.load_position(doc, bare)
+    assert str(weights) in str(e.value)
+
+
+def test_weights_without_a_cca_head_are_a_named_error(cca_run, tmp_path) -> None:
+    import json
+    import shutil
+
+    from sst_edge.train.artifacts import choose_head
+    from sst_edge.train.checkpoint import load_tensors, save_tensors
+
+    run, _ = cca_run
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    tensors, meta = load_tensors(run / "supernet.safetensors")
+    save_tensors(bare / "supernet.safetensors", {k: v for k, v in tensors.items()
+                                                 if not k.startswith("fewshot.")}, meta)
+    shutil.copy(run / "run.json", bare / "run.json")
+    with pytest.raises(SSTEdgeError, match="no cca head weights") as e:
+        choose_head(bare, warn=False)
+    assert str(bare / "supernet.safetensors") in str(e.value)
+    rec = json.loads((bare / "run.json").read_text())
+    rec["config"]["head"] = {"kind": "alignment", "tau": 0.1, "window": 1}
+    (bare / "run.json").write_text(json.dumps(rec))
+    assert choose_head(bare, warn=False).head.kind == "alignment"  # the other heads need no weights
+    with pytest.raises(SSTEdgeError, match="train --head cca"):
+        choose_head(bare, ["cca"], warn=False)
+
+
+def test_export_ships_the_head_and_the_device_runs_it(cca_run, cca_model, synth_dataset, tmp_path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from sst_edge.cli import main
+    from sst_edge.device.card import load_card
+    from sst_edge.device.datasets import load_splits
+    from sst_edge.fileio import sha256_file
+
+    run, _ = cca_run
+    card = load_card(cca_model)
+    assert card.head.to_dict() == {"kind": "cca", "tau": 0.2, "window": None}
+    rec = card.head_weights
+    assert rec["file"] == "head.safetensors" and rec["sha256"] == sha256_file(cca_model / "head.safetensors")
+    assert card.files["head.safetensors"]["sha256"] == rec["sha256"]
+    assert rec["shapes"]["conv2.weight"] == [1, 16, 3, 3]
+    assert rec["constants"]["temperature_attn"] == 5.0 and rec["constants"]["variance"] == "population"
+    shipped = load_head_file(cca_model / "head.safetensors")
+    trained = _head_tensors(run / "supernet.safetensors")
+    assert all(np.array_equal(shipped[k], trained[k]) for k in trained)
+
+    test = load_splits(synth_dataset).test
+    labels = test.classes[:3]
+    gallery = tmp_path / "gallery"
+    for label in labels:
+        assert main(["enroll", "--model", str(cca_model), "--gallery", str(gallery), "--label", label,
+                     *[str(p) for p in test.clips[label][:4]], "--no-progress"]) == 0
+    index = json.loads((gallery / "gallery.json").read_text())
+    assert set(index["calibration"]) == {"alignment", "prototype", "cca"}
+    assert index["calibration"]["cca"]["loo_accuracy"] is not None
+    queries = [(lb, str(p)) for lb in labels for p in test.clips[lb][4:]]
+    capsys.readouterr()
+    assert main(["classify", "--model", str(cca_model), "--gallery", str(gallery), "--head", "cca",
+                 "--threshold", "0", "--json", "--no-progress", *[q for _, q in queries]]) == 0
+    out = json.loads(capsys.readouterr().out)
+    hits = [r["label"] == lb for (lb, _), r in zip(queries, out["results"], strict=True)]
+    assert np.mean(hits) > 1 / 3 + 0.1, np.mean(hits)  # 3-way: chance is 1/3
+    # the gallery's calibration of the cca head is the one a fresh calibration computes
+    from sst_edge.runtime.calibration import calibrate, calibration_key, group_ids
+    from sst_edge.runtime.gallery import Gallery
+
+    g = Gallery.open(gallery, card)
+    head = g.head_config("cca")
+    supports = g.supports(labels)
+    key = calibration_key(group_ids(g.labels, labels), head)
+    fresh = calibrate([supports[lb] for lb in labels], head, key)
+    assert fresh["score_threshold"] == index["calibration"]["cca"]["score_threshold"]
+    assert fresh["score_threshold"] < 1 / 0.2  # below a perfect match's logit (cosine 1 / tau)
+
+    capsys.readouterr()
+    assert main(["eval", "--model", str(cca_model), "--data", str(synth_dataset), "--episodes", "6",
+                 "--no-progress", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert "cca" in r["accuracy"] and r["heads"]["cca"]["kind"] == "cca"
+
+
+def test_a_tampered_or_missing_head_file_is_refused(cca_model, synth_dataset, tmp_path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    import json
+    import shutil
+
+    from sst_edge.cli import main
+    from sst_edge.device.datasets import load_splits
+
+    clip = str(load_splits(synth_dataset).test.clips[load_splits(synth_dataset).test.classes[0]][0])
+    tampered = tmp_path / "tampered"
+    shutil.copytree(cca_model, tampered)
+    data = bytearray((tampered / "head.safetensors").read_bytes())
+    data[-1] ^= 1
+    (tampered / "head.safetensors").write_bytes(bytes(data))
+    assert main(["enroll", "--model", str(tampered), "--gallery", str(tmp_path / "g1"), "--label", "a",
+                 clip, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "head.safetensors" in err and "sha256" in err
+    # a model without cca weights: asking for the cca head names the card
+    plain = tmp_path / "plain"
+    shutil.copytree(cca_model, plain)
+    doc = json.loads((plain / "card.json").read_text())
+    doc.pop("head_weights")
+    doc["head"] = {"kind": "alignment", "tau": 0.1, "window": 1}
+    (plain / "card.json").write_text(json.dumps(doc))
+    assert main(["enroll", "--model", str(plain), "--gallery", str(tmp_path / "g2"), "--label", "a",
+                 clip, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["classify", "--model", str(plain), "--gallery", str(tmp_path / "g2"), "--head", "cca", clip,
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "ships no cca head weights" in err and "card.json" in err
