@@ -20,7 +20,7 @@ from fvcore.nn.jit_handles import get_shape
 from torch import nn
 
 from .._nni import FlopsParamsProfiler
-from ..space.config import Choices, SpaceConfig, heads_label, op_label
+from ..space.config import Choices, SpaceConfig, heads_label, op_label, structure_label
 from ..space.model import SSTSpace
 from ..space.restriction import restricted_choices
 
@@ -97,16 +97,36 @@ def predicted_cost(config: SpaceConfig, sample: Mapping[str, Any]) -> Cost:
 
 def extreme_sample(config: SpaceConfig, restriction: Choices | None = None, *,
                    largest: bool = False) -> dict[str, Any]:
-    """The subnet of least (or most) FLOPs: cost is a sum over layers, so choose each layer on its own."""
+    """The subnet of least (or most) FLOPs. Given the stages' structures, cost is a sum over layers, so
+    choose each layer on its own; each stage's structure is tried with its layers chosen that way (a
+    stage's cost depends only on its own structure and layers)."""
     ch = restricted_choices(config, restriction)
     sample = {k: v[0] for k, v in ch.items()}
     pick = max if largest else min
-    for s, l in config.layers():
-        ol, hl = op_label(s, l), heads_label(s, l)
 
-        def flops_with(op: str, heads: int, ol: str = ol, hl: str = hl) -> float:
-            return predicted_cost(config, {**sample, ol: op, hl: heads}).flops
+    def choose_layers(stage: int) -> None:
+        for s, l in config.layers():
+            if s != stage:
+                continue
+            ol, hl = op_label(s, l), heads_label(s, l)
 
-        op, heads = pick(itertools.product(ch[ol], ch[hl]), key=lambda c: flops_with(*c))
-        sample[ol], sample[hl] = op, heads
+            def flops_with(op: str, heads: int, ol: str = ol, hl: str = hl) -> float:
+                return predicted_cost(config, {**sample, ol: op, hl: heads}).flops
+
+            op, heads = pick(itertools.product(ch[ol], ch[hl]), key=lambda c: flops_with(*c))
+            sample[ol], sample[hl] = op, heads
+
+    for stage in range(1, len(config.stages) + 1):
+        if not config.structures(stage):
+            choose_layers(stage)
+            continue
+        sl = structure_label(stage)
+        best: tuple[float, dict[str, Any]] | None = None
+        for structure in ch[sl]:
+            sample[sl] = structure
+            choose_layers(stage)
+            flops = predicted_cost(config, sample).flops
+            if best is None or (flops > best[0] if largest else flops < best[0]):
+                best = (flops, dict(sample))
+        sample.update(best[1])  # type: ignore[index]
     return sample

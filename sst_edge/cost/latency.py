@@ -8,6 +8,10 @@ is available as a Python call (`predict_ms`) and as an NNI expression over the s
 Plain sums under-estimate whole models (cache and memory effects between blocks), so validation against
 measured subnets fits a correction (scale and offset) that `predict_ms` applies unless asked for `raw`.
 
+A stage that may be big_little has the rows of both structures (parts.py): with `s{stage}_structure` =
+big_little it costs its "little" row plus one "big.{op}" row per layer; plain, one "{op}" row per layer.
+A table of a space without structure labels reads and predicts exactly as before.
+
 A table measured for another space, target or device predicts the wrong numbers silently, so loading
 refuses one unless the caller allows it (`allow_foreign=True`, `--allow-foreign-table`).
 """
@@ -35,7 +39,8 @@ from ..errors import SSTEdgeError
 from ..fileio import atomic_write_json, read_json
 from ..resources import resolve
 from ..schema import POS_INT, POS_NUMBER, TEXT, check, header_schema
-from ..space.config import SpaceConfig, heads_label, load_space, op_label
+from ..space.config import SpaceConfig, heads_label, load_space, op_label, structure_label
+from .parts import BIG, LITTLE, stage_block_keys
 
 FORMAT = "sst-edge/latency-table"
 VERSION = 1
@@ -139,14 +144,29 @@ class LatencyTable:
     def block_ms(self, stage: int, op: str, heads: int) -> float:
         return self._lookup[(stage, op, int(heads))]
 
+    def structured(self, stage: StageEntry) -> bool:
+        """Whether this stage's entry has big_little rows (then its sample has a structure label)."""
+        return LITTLE in stage.blocks
+
     def sample_problems(self, sample: Mapping[str, Any]) -> list[str]:
         problems = []
         for st in self.stages:
+            prefix = ""
+            if self.structured(st):
+                sl = structure_label(st.stage)
+                if sl not in sample:
+                    problems.append(f"missing label '{sl}'")
+                    continue
+                if sample[sl] not in ("plain", "big_little"):
+                    problems.append(f"no timing for {sl}={sample[sl]!r}")
+                    continue
+                prefix = BIG if sample[sl] == "big_little" else ""
             for l in range(1, st.depth + 1):
                 ol, hl = op_label(st.stage, l), heads_label(st.stage, l)
                 if ol not in sample or hl not in sample:
                     problems.append(f"missing label '{ol if ol not in sample else hl}'")
-                elif not _known(self._lookup, (st.stage, sample[ol], sample[hl])):
+                elif not isinstance(sample[ol], str) or not _known(
+                        self._lookup, (st.stage, prefix + sample[ol], sample[hl])):
                     problems.append(f"no timing for {ol}={sample[ol]!r}, {hl}={sample[hl]!r}")
         return problems
 
@@ -156,8 +176,16 @@ class LatencyTable:
         try:
             for st in self.stages:
                 s = st.stage
+                if not self.structured(st):
+                    for l in range(1, st.depth + 1):
+                        total += self._lookup[(s, sample[f"s{s}_l{l}_op"], sample[f"s{s}_l{l}_heads"])]
+                    continue
+                big = sample[structure_label(s)] == "big_little"  # same sums as expression()
+                prefix = BIG if big else ""
+                part = self._lookup[(s, LITTLE, next(iter(st.blocks[LITTLE])))] if big else 0.0
                 for l in range(1, st.depth + 1):
-                    total += self._lookup[(s, sample[f"s{s}_l{l}_op"], sample[f"s{s}_l{l}_heads"])]
+                    part += self._lookup[(s, prefix + sample[f"s{s}_l{l}_op"], sample[f"s{s}_l{l}_heads"])]
+                total += part
         except (KeyError, TypeError):
             raise SSTEdgeError(f"cannot predict this sample with the table for '{self.space}'", self.path,
                                self.sample_problems(sample)) from None
@@ -168,26 +196,44 @@ class LatencyTable:
     def expression(self, raw: bool = False, restriction: Mapping[str, Any] | None = None) -> Any:
         """An NNI expression over the space's labels that freezes to `predict_ms(sample, raw)`.
 
-        Nested `MutableExpression.switch_case` (op, then heads) per layer, summed in forward order.
+        Nested `MutableExpression.switch_case` (op, then heads) per layer, summed in forward order. A stage
+        with big_little rows is a switch_case over its structure label of the two structures' sums (the
+        same op and heads labels in both: one sample decides both).
         `restrict` narrows the values of labels, so the Categoricals equal those of a restricted space.
         """
 
         restriction = dict(restriction or {})
         total: Any = self._fixed_ms
         for st in self.stages:
-            for l in range(1, st.depth + 1):
-                ol, hl = op_label(st.stage, l), heads_label(st.stage, l)
-                ops = list(restriction.get(ol, st.blocks))
-                heads = list(restriction.get(hl, next(iter(st.blocks.values()))))
-                op_c = Categorical(ops, label=ol)
-                heads_c = Categorical(heads, label=hl)
-                try:
-                    cases = {op: MutableExpression.switch_case(
-                        heads_c, {h: self._lookup[(st.stage, op, h)] for h in heads}) for op in ops}
-                except KeyError as e:
-                    raise SSTEdgeError(f"the table has no timing for {e.args[0]} ({ol}, {hl})",
-                                       self.path) from None
-                total = total + MutableExpression.switch_case(op_c, cases)
+            structures = [""]  # a stage without structure rows: its layers added to the total, as before
+            if self.structured(st):
+                structures = list(restriction.get(structure_label(st.stage), ["big_little", "plain"]))
+            sums: dict[str, Any] = {}
+            for structure in structures:
+                prefix = BIG if structure == "big_little" else ""
+                part: Any = total if not structure else (
+                    self._lookup[(st.stage, LITTLE, next(iter(st.blocks[LITTLE])))] if prefix else 0.0)
+                for l in range(1, st.depth + 1):
+                    ol, hl = op_label(st.stage, l), heads_label(st.stage, l)
+                    ops = list(restriction.get(ol, [op for op in st.blocks
+                                                    if not op.startswith(BIG) and op != LITTLE]))
+                    heads = list(restriction.get(hl, next(iter(st.blocks.values()))))
+                    op_c = Categorical(ops, label=ol)
+                    heads_c = Categorical(heads, label=hl)
+                    try:
+                        cases = {op: MutableExpression.switch_case(
+                            heads_c, {h: self._lookup[(st.stage, prefix + op, h)] for h in heads})
+                            for op in ops}
+                    except KeyError as e:
+                        raise SSTEdgeError(f"the table has no timing for {e.args[0]} ({ol}, {hl})",
+                                           self.path) from None
+                    part = part + MutableExpression.switch_case(op_c, cases)
+                sums[structure] = part
+            if self.structured(st):
+                total = total + MutableExpression.switch_case(
+                    Categorical(structures, label=structure_label(st.stage)), sums)
+            else:
+                total = sums[""]
         if raw or self.correction is None:
             return total
         return total * self.correction.scale + self.correction.offset_ms
@@ -326,7 +372,7 @@ def missing_entries(table: LatencyTable, config: SpaceConfig) -> list[str]:
             continue
         if entry.depth != st.depth:
             out.append(f"stage {s}: depth {entry.depth}, the space has {st.depth}")
-        out += [f"stage {s} block {op}/{h} heads" for op in config.stage_ops(s) for h in config.heads
+        out += [f"stage {s} block {op}/{h} heads" for op, h, _ in stage_block_keys(config, s)
                 if h not in entry.blocks.get(op, {})]
     return out
 

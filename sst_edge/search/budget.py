@@ -32,8 +32,9 @@ def budget_constraint(space: SSTSpace, config: SpaceConfig, budget: Budget,
         if budget.table is None:
             raise ValueError("a latency budget needs a latency table")
         table = load_table(budget.table, config=config, allow_foreign=budget.allow_foreign_table)
-        # The table's rows are per stage; a layer may allow fewer ops (layer_ops): narrow to the space's.
-        layers = {k: v for k, v in config.choices().items() if k.endswith("_op")}
+        # The table's rows are per stage; a layer may allow fewer ops (layer_ops): narrow to the space's
+        # (and structure labels to the space's values, in its order).
+        layers = {k: v for k, v in config.choices().items() if k.endswith(("_op", "_structure"))}
         expr = table.expression(restriction={**layers, **dict(restriction or {})}) <= budget.latency_ms
         return ExpressionConstraint(expr, label="latency_budget")
     if budget.gflops is not None:

@@ -29,6 +29,9 @@ Choices = Mapping[str, Sequence[Any]]
 OPS = ("tab", "sab", "tps", "tam", "msq")  # every op a space file may name (sst_edge/space/ops.py)
 DEFAULT_OPS = ("tab", "sab")  # a space file without choices.ops: the paper's two blocks
 HEADLESS_OPS = frozenset({"tam", "msq"})  # no attention: the layer's heads label does not change them
+# A stage's macro structure (space/big_little.py): `plain` runs the stage's layers on every frame at full
+# resolution; `big_little` is bLVNet's split (odd frames big at half resolution, even frames little).
+STRUCTURES = ("plain", "big_little")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class StageConfig:
     head_dim: int
     ops: tuple[str, ...] = ()
     layer_ops: tuple[tuple[int, tuple[str, ...]], ...] = ()
+    structures: tuple[str, ...] = ()  # () = plain only, no structure label (and no change to the hash)
 
 
 @dataclass(frozen=True)
@@ -83,26 +87,38 @@ class SpaceConfig:
         used = {op for s in range(1, len(self.stages) + 1) for op in self.stage_ops(s)}
         return tuple(op for op in OPS if op in used)
 
+    def structures(self, stage: int) -> tuple[str, ...]:
+        """The structures stage `stage` may take; () when it has no structure label (plain only)."""
+        return self.stages[stage - 1].structures
+
+    def structured_stages(self) -> list[int]:
+        """Stages with a structure label, in order."""
+        return [s for s in range(1, len(self.stages) + 1) if self.structures(s)]
+
     def labels(self) -> list[str]:
-        out = []
-        for s, l in self.layers():
-            out += [op_label(s, l), heads_label(s, l)]
-        return out
+        return list(self.choices())
 
     def choices(self) -> dict[str, list]:
-        """{label: allowed values} of the full (unrestricted) space, in forward order."""
+        """{label: allowed values} of the full (unrestricted) space, in forward order (a stage's structure
+        label before its layers' labels)."""
         out: dict[str, list] = {}
         for s, l in self.layers():
+            if l == 1 and self.structures(s):
+                out[structure_label(s)] = list(self.structures(s))
             out[op_label(s, l)] = list(self.layer_ops(s, l))
             out[heads_label(s, l)] = list(self.heads)
         return out
+
+    def grids(self) -> list[int]:
+        """The token grid side of each stage (H/16, then halved by each downsample block)."""
+        return stage_grids(self.size, len(self.stages))
 
     def canonical(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("source")
         d.pop("description")
         for st in d["stages"]:
-            for key in ("ops", "layer_ops"):
+            for key in ("ops", "layer_ops", "structures"):
                 if not st[key]:
                     del st[key]  # absent = the space's ops: keeps the hash of spaces that predate them
         return d
@@ -128,6 +144,47 @@ def op_label(stage: int, layer: int) -> str:
 
 def heads_label(stage: int, layer: int) -> str:
     return f"s{stage}_l{layer}_heads"
+
+
+def structure_label(stage: int) -> str:
+    """The label of a stage's macro structure (plain | big_little)."""
+    return f"s{stage}_structure"
+
+
+def stage_grids(size: int, stages: int) -> list[int]:
+    """Token grid side per stage: 4 stride-2 convolutions, then one per downsample block (3x3, pad 1)."""
+    g = size
+    for _ in range(4):
+        g = (g - 1) // 2 + 1
+    out = []
+    for _ in range(stages):
+        out.append(g)
+        g = (g - 1) // 2 + 1
+    return out
+
+
+def _structures(value: Any, where: str, problems: list[str]) -> tuple[str, ...]:
+    got = tuple(value) if isinstance(value, list) else ()
+    if not got or any(v not in STRUCTURES for v in got) or len(set(got)) != len(got):
+        problems.append(f"{where}: expected a non-empty subset of {list(STRUCTURES)}, got {value!r}")
+    return got
+
+
+def big_little_problems(frames: int, grid: int, ops: Sequence[str], where: str) -> list[str]:
+    """Why a stage of `grid` x `grid` tokens at `frames` frames cannot be big_little (empty: it can).
+
+    The frame split pairs frames (T even); the big branch pools 2x2 tokens by a reshape (grid even, >= 2);
+    msq on the big branch correlates adjacent frames of the T/2 it sees (T/2 >= 2)."""
+    out = []
+    if frames % 2:
+        out.append(f"{where}: big_little needs an even number of frames (pairs of frames), "
+                   f"the input has {frames}")
+    if grid < 2 or grid % 2:
+        out.append(f"{where}: big_little needs an even token grid >= 2 (the big branch pools 2x2 tokens), "
+                   f"this stage has {grid}x{grid}")
+    if "msq" in ops and frames // 2 < 2:
+        out.append(f"{where}: msq on the big branch needs at least 2 of its frames (T/2), got {frames // 2}")
+    return out
 
 
 def _need(d: dict, key: str, kind: type | tuple, where: str, problems: list[str]) -> Any:
@@ -167,7 +224,8 @@ def _layer_ops(value: Any, depth: int | None, where: str,
 _KEYS = {"space": {"name", "description", "input", "patch_embed", "head_dim", "mlp_ratio", "choices",
                    "downsample", "stages"},
          "input": {"frames", "size"}, "patch_embed": {"channels"}, "choices": {"ops", "heads"},
-         "downsample": {"heads"}, "stage": {"channels", "depth", "head_dim", "ops", "layer_ops"}}
+         "downsample": {"heads"},
+         "stage": {"channels", "depth", "head_dim", "ops", "layer_ops", "structures"}}
 
 
 def _unknown_keys(d: Any, kind: str, where: str, problems: list[str]) -> None:
@@ -213,13 +271,22 @@ def parse_space(doc: Any, source: str = "<memory>") -> SpaceConfig:
         hd = st.get("head_dim", head_dim)
         st_ops = _ops(st["ops"], f"stages[{i}].ops", problems) if "ops" in st else ()
         layer_ops = _layer_ops(st.get("layer_ops", {}), depth, f"stages[{i}].layer_ops", problems)
+        structures = (_structures(st["structures"], f"stages[{i}].structures", problems)
+                      if "structures" in st else ())
+        if structures == ("plain",):
+            structures = ()  # plain only is no choice: no label, the hash of the space without the key
         if ch is not None and depth is not None:
             stages.append(StageConfig(channels=ch, depth=depth, head_dim=int(hd), ops=st_ops,
-                                      layer_ops=layer_ops))
+                                      layer_ops=layer_ops, structures=structures))
     if stages_raw and len(stages_raw) < 1:
         problems.append("stages: at least one stage")
     if size is not None and size % 16:
         problems.append(f"input.size: must be a multiple of 16 (patch embedding to H/16), got {size}")
+    if isinstance(frames, int) and isinstance(size, int) and size > 0 and not size % 16:
+        for i, (st, grid) in enumerate(zip(stages, stage_grids(size, len(stages)), strict=True), 1):
+            if "big_little" in st.structures:
+                used = set(st.ops or ops) | {o for _, lo in st.layer_ops for o in lo}
+                problems += big_little_problems(frames, grid, sorted(used), f"stages[{i}].structures")
     if problems:
         raise SSTEdgeError("invalid search space", source, problems)
     return SpaceConfig(
