@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
-from ..space.config import SpaceConfig, heads_label, load_space, op_label
+from ..space.config import SpaceConfig, heads_label, load_space, op_label, structure_label
 from ..space.restriction import load_restriction, restricted_choices, space_size
 from ..space.shift import shift_pattern
 from ..space.subnet import load_subnet, make_subnet
@@ -44,6 +44,10 @@ class SpaceSummary:
         if "tps" in c.all_ops():
             out.append(f"tps offsets at {c.frames} frames (rows h mod P, columns w mod P): "
                        f"{[list(r) for r in shift_pattern(c.frames)]}")
+        for st in c.structured_stages():
+            sl = structure_label(st)
+            out.append(f"stage {st} structure label {sl}: {','.join(self.choices[sl])} "
+                       "(big_little: bLVNet's odd frames big at half resolution, even frames little)")
         labels = Table(title="choice blocks")
         for col in ("stage", "layer", "op label", "ops", "heads label", "heads"):
             labels.add_column(col)
@@ -62,12 +66,15 @@ class SpaceSummary:
             "GFLOPs (NNI expr.)",
             "params (M)",
             f"ops {'/'.join(all_ops)}",
+            *(["structures"] if c.structured_stages() else []),
         ):
             table.add_column(col, justify="right")
         for name, f in self.subnets.items():
             ops = [v for k, v in f["sample"].items() if k.endswith("_op")]
+            bl = ([",".join("bl" if f["sample"][structure_label(st)] == "big_little" else "plain"
+                            for st in c.structured_stages())] if c.structured_stages() else [])
             table.add_row(name, f"{f['gflops']:.4g}", f"{f['gflops_expr']:.4g}", f"{f['mparams']:.4g}",
-                          "/".join(str(ops.count(op)) for op in all_ops))
+                          "/".join(str(ops.count(op)) for op in all_ops), *bl)
         lo, hi = self.subnets["smallest"], self.subnets["largest"]
         return (
             out

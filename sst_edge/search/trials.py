@@ -26,7 +26,7 @@ from ..cost.latency import load_table
 from ..device.evaluation import confidence_interval
 from ..device.settings import HeadConfig
 from ..fileio import atomic_write, atomic_write_json
-from ..space.config import SpaceConfig, heads_label, load_space, op_label
+from ..space.config import SpaceConfig, heads_label, load_space, op_label, structure_label
 from ..train.artifacts import attach_params, load_supernet
 from ..train.device import resolve_device
 from ..train.evaluate import episode_accuracies
@@ -49,11 +49,14 @@ def sample_of(model: nn.Module, config: SpaceConfig) -> dict[str, Any]:
             return {k: known[k] for k in labels}
     sample: dict[str, Any] = {}
     for (s, l) in config.layers():
-        block = model.stages[s - 1][l - 1]
+        stage = model.stages[s - 1]
+        if config.structures(s):  # a big_little stage holds its searched blocks in its big branch
+            sample[structure_label(s)] = "big_little" if hasattr(stage, "big") else "plain"
+        block = stage.big[l - 1] if hasattr(stage, "big") else stage[l - 1]
         sample[op_label(s, l)] = block.mode
         q = getattr(block, "q", None)
         sample[heads_label(s, l)] = q.out_features // block.head_dim if q is not None else config.heads[0]
-    return sample
+    return {k: sample[k] for k in labels}
 
 
 @dataclass

@@ -12,9 +12,10 @@ Ours (a transformer reading of it, seed_systems.md section 2 "As a macro choice"
   labels, so one sample decides both; they are built for the big branch's own shape (T/2 frames, grid/2)
   with their OWN weights (tps and msq bake frames and grid into index buffers, and one module cannot sit
   at two places of NNI's module tree).
-- Pooling 2x2 tokens is reshape + mean, upsampling is reshape + expand, the frame split is reshape +
-  slice, the copy to two frames is unsqueeze + expand + reshape, all with explicit sizes: exported as
-  Reshape/ReduceMean/Slice/Expand, never Gather, Resize or ScatterND.
+- Pooling 2x2 tokens is reshape + mean, upsampling is reshape + a copy, the frame split is reshape +
+  slice, the copy to two frames is unsqueeze + a copy + reshape, all with the block's own sizes: exported
+  as Reshape/ReduceMean/Slice/Concat, never Gather, Resize or ScatterND. (The copies are Concats, not
+  `expand`: with a dynamic batch `expand` exports as int64 ConstantOfShape * -1 + Where.)
 - The little branch: Linear C -> C/alpha, sab SpaceTimeBlocks at C/alpha with a fixed head count
   (C/alpha // head_dim, at least 1), Linear back to C. The fusion block: `tam` (TemporalAggregation at
   width C over the T/2 merged frames), our stand-in for bLVNet's fusion Bottleneck; it also restores the
@@ -55,25 +56,32 @@ def frame_pair(x: torch.Tensor, which: int, frames: int, tokens: int, dim: int) 
     return pairs[:, :, which:which + 1].reshape(b, frames // 2, tokens, dim)
 
 
-def pool2x2(x: torch.Tensor, grid: int, dim: int) -> torch.Tensor:
-    """Mean over 2x2 tokens: [B, T', g*g, C] -> [B, T', (g/2)^2, C] (reshape + mean)."""
-    b, t = x.shape[0], x.shape[1]
+def pool2x2(x: torch.Tensor, frames: int, grid: int, dim: int) -> torch.Tensor:
+    """Mean over 2x2 tokens: [B, T', g*g, C] -> [B, T', (g/2)^2, C] (reshape + mean). T', g and C are the
+    block's ints, never traced sizes (those export as int64 arithmetic and dynamic dims, which TensorRT
+    refuses)."""
+    b, t = x.shape[0], frames
     h = grid // 2
     return x.reshape(b, t, h, 2, h, 2, dim).mean(dim=(3, 5)).reshape(b, t, h * h, dim)
 
 
-def upsample2x2(x: torch.Tensor, grid: int, dim: int) -> torch.Tensor:
-    """Nearest upsampling: [B, T', (g/2)^2, C] -> [B, T', g*g, C] (reshape + expand, no Resize)."""
-    b, t = x.shape[0], x.shape[1]
+def _twice(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """x with its size-1 axis `dim` doubled by copy. A Concat of x with itself: `expand` with a dynamic
+    batch exports as ConstantOfShape * -1 + Where (int64 arithmetic, which TensorRT refuses)."""
+    return torch.cat([x, x], dim=dim)
+
+
+def upsample2x2(x: torch.Tensor, frames: int, grid: int, dim: int) -> torch.Tensor:
+    """Nearest upsampling: [B, T', (g/2)^2, C] -> [B, T', g*g, C] (reshape + copy, no Resize)."""
+    b, t = x.shape[0], frames
     h = grid // 2
-    return x.reshape(b, t, h, 1, h, 1, dim).expand(b, t, h, 2, h, 2, dim).reshape(b, t, grid * grid, dim)
+    y = _twice(_twice(x.reshape(b, t, h, 1, h, 1, dim), 3), 5)
+    return y.reshape(b, t, grid * grid, dim)
 
 
 def repeat_frames(x: torch.Tensor, frames: int, tokens: int, dim: int) -> torch.Tensor:
     """Each of T/2 frames copied to two: [B, T/2, N, C] -> [B, T, N, C] (no index assignment)."""
-    b = x.shape[0]
-    half = frames // 2
-    return x.unsqueeze(2).expand(b, half, 2, tokens, dim).reshape(b, frames, tokens, dim)
+    return _twice(x.unsqueeze(2), 2).reshape(x.shape[0], frames, tokens, dim)
 
 
 @profiler_leaf_module
@@ -87,7 +95,7 @@ class BigInput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         odd = frame_pair(x, 1, self.frames, self.grid * self.grid, self.dim)
-        return pool2x2(odd, self.grid, self.dim)
+        return pool2x2(odd, self.frames // 2, self.grid, self.dim)
 
     def _shape_forward(self, x: Any) -> Any:
         s = x.real_shape
@@ -119,7 +127,7 @@ class LittleMerge(nn.Module):
         n = self.grid * self.grid
         even = frame_pair(x, 0, self.frames, n, self.dim)
         little = self.up(self.little(self.down(even)))
-        merged = upsample2x2(big, self.grid, self.dim) + little
+        merged = upsample2x2(big, self.frames // 2, self.grid, self.dim) + little
         return repeat_frames(self.fusion(merged), self.frames, n, self.dim)
 
     def _shape_forward(self, x: Any, big: Any) -> Any:

@@ -74,7 +74,7 @@ def plot_scores(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
                   if c.get("diff") is not None and c.get("value") != c.get("best")]
         for i, c in enumerate(tested):
             kind = c.get("kind") or ("op" if c["label"].endswith("_op") else "heads")
-            ax = kinds[kind]
+            ax = kinds.get(kind, kinds["op"])  # structure candidates (big_little | plain) beside the ops
             x = event["step"] + gap * 0.3 * ((i + 0.5) / max(1, len(tested)) - 0.5)
             colour = _VALUE_COLOURS.get(c["value"], "tab:gray")
             key = (kind, c["value"])

@@ -68,12 +68,19 @@ def space_size(restriction: Choices) -> int:
 
 
 def label_kind(label: str) -> str:
+    if label.endswith("_structure"):
+        return "structure"
     return "op" if label.endswith("_op") else "heads"
 
 
 def layer_of(label: str) -> str:
-    """'s1_l2_op' and 's1_l2_heads' -> 's1_l2'."""
+    """'s1_l2_op' and 's1_l2_heads' -> 's1_l2'; 's1_structure' -> 's1'."""
     return label.rsplit("_", 1)[0]
+
+
+def stage_of(layer: str) -> str:
+    """'s1_l2' -> 's1' (the prefix of the stage's structure label)."""
+    return layer.split("_", 1)[0]
 
 
 # ----------------------------------------------------------------------------------------------- records
@@ -133,23 +140,45 @@ def candidate_costs(restriction: Choices, cost_fn: Callable[[dict[str, Any]], fl
                     unit: str = "cost") -> CandidateCosts:
     """Each candidate's own block cost from a subnet cost function (one layer changed at a time).
 
-    `keep` holds `sN_lM_op` / `sN_lM_heads` label pairs. Calls cost_fn 1 + sum over layers of
-    |ops| x |heads| times. Exact for a cost that is a sum over layers plus a constant.
+    `keep` holds `sN_lM_op` / `sN_lM_heads` label pairs, and maybe `sN_structure` labels. Calls cost_fn
+    1 + sum over layers of |ops| x |heads| times (x |structures| in a stage with a structure label).
+    Exact for a cost that is a sum over layers plus a constant.
+
+    A stage with a structure label (ours, for big_little): its layers' blocks cost differently in each
+    structure, so a layer's block cost is the mean over the stage's surviving structures (as uniform
+    draws mix them); a structure's own cost is the stage's EXPECTED cost under it (its fixed part, from
+    the reference subnet, plus every layer's mean block cost in that structure), so plain vs big_little
+    compares whole stages as training draws them, not the reference's cheapest layers.
     """
     ref = {label: values[0] for label, values in restriction.items()}
     base = float(cost_fn(dict(ref)))
     layers: dict[str, dict[str, str]] = {}
+    structures = {layer_of(label): label for label in restriction if label_kind(label) == "structure"}
     for label in restriction:
-        layers.setdefault(layer_of(label), {})[label_kind(label)] = label
+        if label_kind(label) != "structure":
+            layers.setdefault(layer_of(label), {})[label_kind(label)] = label
     extra: dict[tuple[str, Any], float] = {}
     mean = base
+    stage_fixed = {sl: {v: float(cost_fn({**ref, sl: v})) for v in restriction[sl]}
+                   for sl in structures.values()}  # the reference subnet with each structure
+    stage_cost = {sl: {v: c - base for v, c in per_v.items()} for sl, per_v in stage_fixed.items()}
     for layer, labels in layers.items():
         if set(labels) != {"op", "heads"}:
             raise SSTEdgeError(f"layer {layer} needs both an _op and a _heads label to cost its candidates")
         ol, hl = labels["op"], labels["heads"]
-        block = {(o, h): float(cost_fn({**ref, ol: o, hl: h})) - base
-                 for o in restriction[ol] for h in restriction[hl]}
-        mean += sum(block.values()) / len(block)
+        sl = structures.get(stage_of(layer))
+        if sl is None:
+            block = {(o, h): float(cost_fn({**ref, ol: o, hl: h})) - base
+                     for o in restriction[ol] for h in restriction[hl]}
+            mean += sum(block.values()) / len(block)
+        else:
+            block = dict.fromkeys(((o, h) for o in restriction[ol] for h in restriction[hl]), 0.0)
+            for v in restriction[sl]:
+                in_v = {k: float(cost_fn({**ref, sl: v, ol: k[0], hl: k[1]})) - stage_fixed[sl][v]
+                        for k in block}
+                stage_cost[sl][v] += sum(in_v.values()) / len(in_v)  # -> the stage's expected cost
+                for k, c in in_v.items():
+                    block[k] += c / len(restriction[sl])
         per = {
             (ol, o): sum(block[(o, h)] for h in restriction[hl]) / len(restriction[hl])
             for o in restriction[ol]
@@ -161,6 +190,10 @@ def candidate_costs(restriction: Choices, cost_fn: Callable[[dict[str, Any]], fl
         for label in (ol, hl):
             cheapest = min(c for (lb, _), c in per.items() if lb == label)
             extra |= {key: c - cheapest for key, c in per.items() if key[0] == label}
+    for sl, per_v in stage_cost.items():
+        mean += sum(per_v.values()) / len(per_v)
+        cheapest = min(per_v.values())
+        extra |= {(sl, v): c - cheapest for v, c in per_v.items()}
     return CandidateCosts(extra, mean, unit)
 
 
@@ -253,7 +286,7 @@ def holm(pvalues: list[float]) -> list[float]:
 class CandidateTest:
     label: str
     value: Any
-    kind: str                   # op | heads
+    kind: str                   # op | heads | structure
     n: int
     mean_loss: float | None
     sd_loss: float | None
