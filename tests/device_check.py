@@ -11,11 +11,13 @@ end to end on a real model and compared with the full install.
    may be in it; the size on disk of the venv and of .venv is printed with the ratio.
 2. The full install (this interpreter, .venv) plays the host: `sst-edge data synth` (and a query clip
    written with a display-rotation flag, as phone videos have), a short `sst-edge train`, `sst-edge space
-   sample`, `sst-edge export --no-measure`, the device verbs (`VERBS`) and `profile --bundle`. With
+   sample`, `sst-edge export --no-measure` (and a cca run and model), the device verbs (`VERBS`) and
+   `profile --bundle`. With
    --host-work all of this is kept in DIR and reused while nothing it depends on changed (`fingerprint`):
    `make device-check` and `make device-check-lowest` share one, so the second runs only the device's part.
 3. The venv's `sst-edge` runs the device verbs as the README shows them (`VERBS`: enroll, classify,
-   classify --json, classify --stream, gallery list / rename / remove, eval --model) and the device step
+   classify --json, classify --stream, gallery list / rename / remove, eval --model, and enroll + classify
+   --head cca with the cca model: the numpy cca head from its head.safetensors) and the device step
    of profiling (`profile --run-bundle`, between the host's --bundle and --from-bundle).
 4. The two installs must agree (each verb's `same`): every enrolled clip's features (max abs diff <=
    1e-5), the classify labels and confidences, the stream windows, the calibrations, the eval accuracies;
@@ -53,6 +55,7 @@ FEATURE_TOL = 1e-5
 SIZE_GOAL = 0.2  # the device venv under a fifth of the full one
 DEVICE_EXTRAS = ("cpu", "openvino")  # the device half as the README installs it: '.[cpu,openvino]'
 OPENVINO_MODEL = "models/tiny-ov"  # the same subnet and weights exported for cpu-openvino (hint: auto)
+CCA_MODEL = "models/tiny-cca"  # the same subnet of a run trained through the cca head (cpu-fp32)
 # ... and with the bf16 hint fixed (a copy of the target), where the host runs bf16 natively (AMX or
 # AVX512-BF16): auto keeps fp32 for sst_tiny where bf16 is not faster, and bf16 is where OpenVINO differs
 OPENVINO_BF16_MODEL = "models/tiny-ov-bf16"
@@ -295,6 +298,11 @@ def host_half(work: Path, full: Path) -> dict[str, Any]:
     run("train", [full, "train", "--space", "sst_tiny", "--data", "data", "--out", "runs/tiny", "--way", "3",
                   "--episodes", "12", "--epochs", "1", "--lr-warmup", "4", "--val-episodes", "0",
                   "--workers", "0", "--no-progress"], cwd=work)
+    # the learned head: a run trained through cca ships its weights (head.safetensors) for numpy on the device
+    run("train --head cca", [full, "train", "--space", "sst_tiny", "--data", "data", "--out", "runs/tiny-cca",
+                             "--way", "3", "--episodes", "12", "--epochs", "1", "--lr-warmup", "4",
+                             "--val-episodes", "0", "--workers", "0", "--head", "cca", "--no-progress"],
+        cwd=work)
     run("space sample", [full, "space", "sample", "--space", "sst_tiny", "--seed", "3", "--out", "best.json"],
         cwd=work)
     from sst_edge.device.openvino import native_bf16
@@ -311,6 +319,8 @@ def host_half(work: Path, full: Path) -> dict[str, Any]:
         run(f"export {Path(target).stem}", [full, "export", "--subnet", "best.json", "--weights",
                                             "runs/tiny", "--target", target, "--out", out, "--no-measure",
                                             "--no-progress"], cwd=work)
+    run("export cca", [full, "export", "--subnet", "best.json", "--weights", "runs/tiny-cca", "--target",
+                       "cpu-fp32", "--out", CCA_MODEL, "--no-measure", "--no-progress"], cwd=work)
 
     from sst_edge.data.encode import write_video
     from sst_edge.device.datasets import load_splits
@@ -375,6 +385,25 @@ def do_classify(v: VerbRun) -> Any:
     if v.full_check:
         v.run("classify", [*args, v.scene["queries"][0], "--no-progress"])
     return v.json("classify --json", [*args, *v.scene["queries"], "--json", "--no-progress"])
+
+
+def do_cca(v: VerbRun) -> Any:
+    """enroll and classify with the cca model: the numpy cca head from the model's head.safetensors."""
+    gallery = f"{v.tag}/cca-gallery"
+    for lb, clips in v.scene["enroll"].items():
+        v.run("cca enroll", ["enroll", "--model", CCA_MODEL, "--gallery", gallery, "--label", lb, *clips,
+                             "--no-progress"])
+    out = v.json("cca classify --json", ["classify", "--model", CCA_MODEL, "--gallery", gallery, "--head",
+                                         "cca", *v.scene["queries"], "--json", "--no-progress"])
+    cal = json.loads((v.work / gallery / "gallery.json").read_text())["calibration"]
+    if "cca" not in cal:
+        raise CheckFailed(f"cca: the gallery of {CCA_MODEL} holds no calibration of the cca head")
+    return out
+
+
+def same_cca(work: Path, scene: dict[str, Any], dev: Any, ful: Any) -> str:
+    line = same_classify(work, scene, dev, ful).split(" (queries")[0]  # the same comparison
+    return f"cca {line}, numpy cca head from {CCA_MODEL}/head.safetensors (queries of {scene['labels']})"
 
 
 def do_stream(v: VerbRun) -> Any:
@@ -539,6 +568,7 @@ VERBS: tuple[Verb, ...] = (
     Verb("gallery", do_gallery, same_gallery),
     Verb("eval --model", do_eval, same_eval),
     Verb("watch", do_watch, same_watch),
+    Verb("cca", do_cca, same_cca),
 )
 
 
