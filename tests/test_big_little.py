@@ -204,6 +204,15 @@ def test_fvcore_equals_nni_expression(bl) -> None:
             predicted_cost(bl, heavy).flops
 
 
+def test_paper_scale_space_fvcore_equals_expression() -> None:
+    """sst_plus_bl (8 frames of 224x224): big_little in stages 1 (14x14 -> 7x7 big) and 3 (4x4 -> 2x2)."""
+    paper = load_space("sst_plus_bl")
+    sample = _sample(paper, {1: "big_little", 3: "big_little"}, ["msq", "tps", "sab", "tab", "tam"], 16)
+    ref, expr = subnet_cost(paper, sample), predicted_cost(paper, sample)
+    assert (ref.flops, ref.params) == (expr.flops, expr.params)
+    assert expr.flops < predicted_cost(paper, {**sample, "s1_structure": "plain"}).flops
+
+
 # ------------------------------------------------------------------------------------ latency table
 def _table(config) -> tuple[LatencyTable, dict]:
     ms: dict = {}
