@@ -91,8 +91,8 @@ def test_head_and_loss_stay_fp32_under_bf16(synth_dataset, tmp_path, monkeypatch
     seen = {}
     head = fewshot.head_logits
 
-    def spy(query, support, cfg):
-        logits = head(query, support, cfg)
+    def spy(query, support, cfg, module=None):
+        logits = head(query, support, cfg, module)
         seen.update(query=query.dtype, support=support.dtype, logits=logits.dtype,
                     autocast=torch.is_autocast_enabled("cpu"))
         return logits
@@ -172,8 +172,8 @@ def test_the_meta_harness_catches_a_planted_tensor_without_a_device(synth_datase
     for) is caught at the first step."""
     head = fewshot.head_logits
 
-    def planted(query, support, cfg):
-        return head(query, support, cfg) + torch.arange(support.shape[0])  # made on the default device
+    def planted(query, support, cfg, module=None):
+        return head(query, support, cfg, module) + torch.arange(support.shape[0])  # made on the default device
 
     monkeypatch.setattr(loop, "head_logits", planted)
     with pytest.raises((RuntimeError, NotImplementedError)):
