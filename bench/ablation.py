@@ -7,6 +7,7 @@ same episode and subnet-draw sequence) and differs from the base run in one thin
     noshrink  shrinking off (warm-up beyond the last epoch: no shrink event ever happens)
     proto     trained with the prototype (ProtoNet mean) head
     nowindow  trained with the alignment head without a window (every support frame)
+    cca       trained with the cca head (RENet's cross-correlational attention; its weights train too)
 
 Everything is scored on the same --eval-episodes fixed episodes of the held-out TEST classes (5-way 1-shot,
 seed --seed; the reversed pairs: 2-way episodes of the test classes that are each other played backwards),
@@ -20,7 +21,11 @@ with the protocol of `sst-edge eval` (`sst_edge.train.evaluate.evaluate`). Compa
     episodes (the summary's "comparison", where it has one) is printed beside it;
 (c) alignment vs prototype: the same features with the head swapped at evaluation (base run), and each
     head trained and scored (proto run vs base run), on all test classes and on the reversed pairs;
-(d) window none vs window 1, the same two ways (base run; nowindow run vs base run).
+(d) window none vs window 1, the same two ways (base run; nowindow run vs base run);
+(e) cca vs alignment and cca vs prototype: on the same features (the cca run's backbone, the two
+    non-parametric heads swapped in at evaluation), and each head trained and scored (cca run vs base
+    and proto runs), on all test classes and, reported apart, on the reversed pairs, where a head that
+    attends both ways should help.
 
 Statistics: each accuracy with its 95% CI over episodes (1.96 sd / sqrt(n), `sst-edge eval`'s). Every
 comparison is paired on the same episodes (the same seed and settings give identical episodes): the
@@ -88,6 +93,7 @@ def train_configs(args: argparse.Namespace, data: Path) -> dict[str, TrainConfig
         "noshrink": dataclasses.replace(base, shrink=dataclasses.replace(shrink, warmup=args.epochs)),
         "proto": dataclasses.replace(base, head=HeadConfig("prototype")),
         "nowindow": dataclasses.replace(base, head=HeadConfig("alignment", window=None)),
+        "cca": dataclasses.replace(base, head=HeadConfig("cca")),
     }
 
 
@@ -250,6 +256,14 @@ COMPARISONS = [
     ("d2", "window 1 vs none, same features, reversed pairs", "window none (eval) rev", "alignment w1 rev"),
     ("d3", "window 1 vs none, each trained, all classes", "window none (trained)", "alignment w1"),
     ("d4", "window 1 vs none, each trained, reversed pairs", "window none (trained) rev", "alignment w1 rev"),
+    ("e1", "cca vs alignment, same features (cca run), all classes", "alignment (cca run)", "cca"),
+    ("e2", "cca vs alignment, same features (cca run), reversed pairs", "alignment (cca run) rev", "cca rev"),
+    ("e3", "cca vs prototype, same features (cca run), all classes", "prototype (cca run)", "cca"),
+    ("e4", "cca vs prototype, same features (cca run), reversed pairs", "prototype (cca run) rev", "cca rev"),
+    ("e5", "cca vs alignment, each trained, all classes", "alignment w1", "cca"),
+    ("e6", "cca vs alignment, each trained, reversed pairs", "alignment w1 rev", "cca rev"),
+    ("e7", "cca vs prototype, each trained, all classes", "prototype (trained)", "cca"),
+    ("e8", "cca vs prototype, each trained, reversed pairs", "prototype (trained) rev", "cca rev"),
 ]
 
 
@@ -265,6 +279,10 @@ def evaluate_all(sc: Scores, searches: dict[str, dict]) -> None:
                reversed_pairs=rev, what="proto run, largest subnet")
         sc.run({"alignment": f"window none (trained){t}"}, "nowindow", heads=("alignment",), window=None,
                reversed_pairs=rev, what="nowindow run, largest subnet")
+        sc.run({"cca": f"cca{t}", "alignment": f"alignment (cca run){t}",
+                "prototype": f"prototype (cca run){t}"}, "cca", heads=("cca", "alignment", "prototype"),
+               window=1, reversed_pairs=rev,
+               what="cca run, largest subnet")
     sc.acc["shrink largest"], sc.info["shrink largest"] = sc.acc["alignment w1"], sc.info["alignment w1"]
     sc.run({"alignment": "noshrink largest"}, "noshrink", heads=("alignment",), window=1,
            what="noshrink run, largest subnet")
@@ -307,6 +325,16 @@ def table(sc: Scores) -> tuple[list[dict[str, Any]], str, str]:
     return rows, "\n".join(md) + "\n", "\n".join(txt)
 
 
+def verdict(c: dict) -> str:
+    """run_search's `significant` is one-sided (winner better than random): say which way a failure went."""
+    if c.get("significant"):
+        return "search significantly better"
+    p = c.get("p_value")
+    if isinstance(p, float) and p < 0.05 and c["difference"] < 0:
+        return "search significantly worse"
+    return "not significantly different"
+
+
 def search_comparison(summary: dict) -> str:
     """run_search's own search-vs-random figure on its (re-scoring) validation episodes, if it has one."""
     c = summary.get("comparison")
@@ -316,7 +344,7 @@ def search_comparison(summary: dict) -> str:
     ci = f" [{100 * (c['difference'] - half):+.1f}, {100 * (c['difference'] + half):+.1f}]" if half else ""
     return (f"search - random {100 * c['difference']:+.1f} points{ci} on {c.get('episodes', '?')} episodes, "
             f"{c.get('test', 'test ?')}, p = {c.get('p_value', float('nan')):.3g}, "
-            f"{'significant' if c.get('significant') else 'not significant'}"
+            f"{verdict(c)}"
             + (" (the same subnet)" if c.get("same_subnet") else ""))
 
 
@@ -418,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                                             "full_space_size", "dropped", "seconds", "val_acc")}
                  for k, v in runs.items()},
         "search_comparison_val": val,
-        "searches": {k: {"summary": v["summary"], "best_sample": v["best_sample"],
+        "searches": {k: {"summary": dict(v["summary"]), "best_sample": v["best_sample"],
                          "random_sample": v["random_sample"]} for k, v in searches.items()},
         "train_configs": {k: v.to_dict() for k, v in cfgs.items()}, "seconds": time.perf_counter() - T0})
     print()

@@ -358,3 +358,22 @@ def test_supernet_trains_a_few_steps_through_the_cli(synth_dataset: Path, tmp_pa
     shrink = [r for r in rows if r["kind"] == "shrink"]
     kinds = {c["label"]: c["kind"] for e in shrink for c in e["candidates"]}
     assert kinds["s1_structure"] == "structure"
+    # the progressive search on this supernet: phase 1 moves only the structure labels, every layer at the
+    # cheapest subnet's op; best.json carries the structures phase 1 fixed (phase 2 does not move them)
+    found = tmp_path / "search"
+    assert main(["search", "--space", "sst_plus_bl_tiny", "--weights", str(out), "--data", str(synth_dataset),
+                 "--out", str(found), "--budget-gflops", "10", "--trials", "6", "--population", "3",
+                 "--sample-size", "2", "--episodes", "3", "--rescore-top", "2", "--rescore-episodes", "4",
+                 "--progressive", "--no-baseline"]) == 0
+    summary = json.loads((found / "search.json").read_text())
+    phases = {p["phase"]: p for p in summary["progressive"]["phases"]}
+    assert phases["structure"]["skipped"] is None and phases["structure"]["trials"] >= 2
+    assert phases["structure"]["free_labels"] == ["s1_structure", "s2_structure"]
+    trials = [json.loads(p.read_text()) for p in (found / "trials").glob("*.json")]
+    first = [t["sample"] for t in trials if t["kind"] == "progressive-structure"]
+    assert len({(s["s1_structure"], s["s2_structure"]) for s in first}) == len(first) >= 2
+    cheapest_ops = {k: v for k, v in first[0].items() if k.endswith("_op")}
+    assert all({k: v for k, v in s.items() if k.endswith("_op")} == cheapest_ops for s in first)
+    fixed = phases["structure"]["winner"]["sample"]
+    best = json.loads((found / "best.json").read_text())["sample"]
+    assert (best["s1_structure"], best["s2_structure"]) == (fixed["s1_structure"], fixed["s2_structure"])

@@ -173,7 +173,8 @@ def test_the_meta_harness_catches_a_planted_tensor_without_a_device(synth_datase
     head = fewshot.head_logits
 
     def planted(query, support, cfg, module=None):
-        return head(query, support, cfg, module) + torch.arange(support.shape[0])  # made on the default device
+        # made on the default device
+        return head(query, support, cfg, module) + torch.arange(support.shape[0])
 
     monkeypatch.setattr(loop, "head_logits", planted)
     with pytest.raises((RuntimeError, NotImplementedError)):
