@@ -65,6 +65,7 @@ from sst_edge.device.settings import HeadConfig
 from sst_edge.errors import SSTEdgeError
 from sst_edge.fileio import atomic_write_json, atomic_write_text, read_json
 from sst_edge.search.experiment import run_search
+from sst_edge.search.report import comparison_verdict
 from sst_edge.search.settings import SearchSettings
 from sst_edge.space.config import load_space
 from sst_edge.train.config import ShrinkConfig, TrainConfig
@@ -326,13 +327,8 @@ def table(sc: Scores) -> tuple[list[dict[str, Any]], str, str]:
 
 
 def verdict(c: dict) -> str:
-    """run_search's `significant` is one-sided (winner better than random): say which way a failure went."""
-    if c.get("significant"):
-        return "search significantly better"
-    p = c.get("p_value")
-    if isinstance(p, float) and p < 0.05 and c["difference"] < 0:
-        return "search significantly worse"
-    return "not significantly different"
+    """Which way run_search's search-vs-random comparison went (a significant loss is named as one)."""
+    return comparison_verdict(c, "random").replace("significantly", "search significantly", 1)
 
 
 def search_comparison(summary: dict) -> str:

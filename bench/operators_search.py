@@ -39,6 +39,7 @@ from sst_edge.device.targets import load_target
 from sst_edge.device.timing import TimingPolicy
 from sst_edge.fileio import atomic_write_json, atomic_write_text
 from sst_edge.search.experiment import run_search
+from sst_edge.search.report import comparison_verdict
 from sst_edge.search.settings import SearchSettings
 from sst_edge.space.config import load_space
 from sst_edge.train.config import TrainConfig
@@ -180,14 +181,17 @@ def main(argv: list[str] | None = None) -> int:
         pg = res[name]["progressive"]
         if pg:
             v, pr, jr = pg["vs_joint"], pg["progressive_rescore"], pg["joint_rescore"]
-            ci = "n/a" if v["difference_ci95"] is None else f"{100 * v['difference_ci95']:.1f}"
+            h = v["difference_ci95"]
+            ci = ("n/a" if h is None else
+                  f"[{100 * (v['difference'] - h):+.1f}, {100 * (v['difference'] + h):+.1f}]")
+            p = "n/a" if v["p_value"] is None else f"{v['p_value']:.3g}"
             lines.append(f"\n{name}, progressive vs joint search ({v['trials']['progressive']} vs "
                          f"{v['trials']['joint']} trials): {100 * pr['accuracy']:.1f} +- "
                          f"{100 * pr['ci95']:.1f} vs {100 * jr['accuracy']:.1f} +- {100 * jr['ci95']:.1f} % "
                          f"on {v['episodes']} "
-                         f"re-scoring episodes; difference {100 * v['difference']:+.1f} +- {ci} points, "
-                         f"{'significant' if v['significant'] else 'not significant'} (paired t-test p = "
-                         f"{v['p_value'] if v['p_value'] is None else round(v['p_value'], 4)})")
+                         f"re-scoring episodes; difference {100 * v['difference']:+.1f} points {ci}, "
+                         f"progressive {comparison_verdict(v, 'joint')} (two-sided paired t-test p = {p})"
+                         + (" (the same subnet)" if v.get("same_subnet") else ""))
     note = (f"\nSynthetic set, both trained {args.epochs} epochs x {args.episodes} episodes, seed "
             f"{args.seed}; latency budget {budget} ms ({TARGET}, tables profiled in this run); search "
             f"{args.trials} trials; {args.eval_episodes} test episodes per figure; total "

@@ -152,7 +152,7 @@ def run_demo(out: str | Path = "demo_out", space: str = "sst_tiny", seed: int = 
         st.output = f"{out / 'search'} (best.json, trials.csv, pareto.png)"
         st.figures = {"budget ms": budget, "best acc (re-scored)": best["rescore"]["accuracy"],
                       "random acc (re-scored)": rnd["rescore"]["accuracy"],
-                      "significant": "yes" if cmp["significant"] else "no",
+                      "vs random": cmp["direction"],
                       "best ms": best["latency_ms"], "over budget": summary["over_budget"]}
 
     def export_stage(st: Stage) -> None:

@@ -319,6 +319,12 @@ def test_export_ships_the_head_and_the_device_runs_it(cca_run, cca_model, synth_
     out = json.loads(capsys.readouterr().out)
     hits = [r["label"] == lb for (lb, _), r in zip(queries, out["results"], strict=True)]
     assert np.mean(hits) > 1 / 3 + 0.1, np.mean(hits)  # 3-way: chance is 1/3
+    # without --head, classify uses the model's own head: the same answers as --head cca
+    assert main(["classify", "--model", str(cca_model), "--gallery", str(gallery),
+                 "--threshold", "0", "--json", "--no-progress", *[q for _, q in queries]]) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert [r["label"] for r in default["results"]] == [r["label"] for r in out["results"]]
+    assert [r["confidence"] for r in default["results"]] == [r["confidence"] for r in out["results"]]
     # the gallery's calibration of the cca head is the one a fresh calibration computes
     from sst_edge.runtime.calibration import calibrate, calibration_key, group_ids
     from sst_edge.runtime.gallery import Gallery

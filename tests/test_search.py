@@ -207,6 +207,14 @@ def test_paired_comparison():
     assert not same["significant"] and same["p_value"] == 1.0 and same["ties"] == 8
     worse = paired_comparison(a - 0.2, a)
     assert not worse["significant"]  # significantly worse is not "better"
+    assert (c["direction"], same["direction"], worse["direction"]) == (
+        "better", "no significant difference", "worse")
+    from sst_edge.search.report import comparison_verdict
+
+    assert comparison_verdict(worse, "random") == "significantly worse than random"
+    assert comparison_verdict(same, "random") == "not significantly different from random"
+    noisy = paired_comparison(a, a[::-1])  # differences +-, mean 0: no direction
+    assert noisy["direction"] == "no significant difference"
     assert paired_comparison(a[:1], a[:1] - 0.1)["p_value"] is None
 
 

@@ -136,8 +136,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--head",
         choices=["alignment", "prototype", "cca"],
-        default="alignment",
-        help="few-shot head (default alignment: frame-level, order-aware)",
+        help="few-shot head (default: the one the model was trained and exported with; alignment is "
+        "frame-level and order-aware, cca needs the model's head weights)",
     )
     c.add_argument(
         "--threshold",
@@ -216,8 +216,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--span", type=positive_float, default=2.0, help="seconds each classification sees")
     w.add_argument("--stride", type=positive_float, default=1.0, help="seconds between spans")
     w.add_argument("--smooth", type=count(1), default=1, help="average this many consecutive spans")
-    w.add_argument("--head", choices=["alignment", "prototype", "cca"], default="alignment",
-                   help="few-shot head (cca: the model must ship its weights)")
+    w.add_argument("--head", choices=["alignment", "prototype", "cca"],
+                   help="few-shot head (default: the model's; cca: the model must ship its weights)")
     w.add_argument("--threshold", type=unit_interval,
                    help="confidence below which a span is 'unknown' (replaces the calibrated rule)")
     w.add_argument("--margin", type=unit_interval, default=EVENT_MARGIN,

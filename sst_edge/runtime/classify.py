@@ -156,7 +156,7 @@ class Classifier:
             raise SSTEdgeError(f"the confidence threshold must lie in [0, 1], got {threshold}")
         if temperature is not None and not temperature > 0:
             raise SSTEdgeError(f"the temperature must be > 0, got {temperature}")
-        hc = gallery.head_config(head or "alignment")  # cca: the model's weights, or an error naming them
+        hc = gallery.head_config(head or gallery.head.kind)  # default: the model's head; cca: its weights
         counts = {label: len(recs) for label, recs in gallery.labels.items()}
         excluded = {lb: f"{k} clip{'s' * (k != 1)}, fewer than the minimum of {min_shots} shots"
                     for lb, k in counts.items() if k < min_shots}

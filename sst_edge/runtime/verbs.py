@@ -74,7 +74,7 @@ class ClassifyReport:
 
 
 def classify(model: str | Path | FewShotRuntime, gallery: str | Path, clips: Sequence[str | Path], *,
-             head: str = "alignment", threshold: float | None = None, min_shots: int = 1, top: int = 5,
+             head: str | None = None, threshold: float | None = None, min_shots: int = 1, top: int = 5,
              threads: int | None = None, decoder: str | None = None, progress: bool = True) -> ClassifyReport:
     """`sst-edge classify`: the ranked labels and calibrated confidence of each clip ("unknown" below the
     threshold). An unreadable clip stops with an error naming it before any clip is classified."""
@@ -106,7 +106,7 @@ class StreamReport:
 
 
 def stream(model: str | Path | FewShotRuntime, gallery: str | Path, video: str | Path, *, span: float = 2.0,
-           stride: float = 1.0, unit: str = "seconds", smooth: int = 1, head: str = "alignment",
+           stride: float = 1.0, unit: str = "seconds", smooth: int = 1, head: str | None = None,
            threshold: float | None = None, min_shots: int = 1, threads: int | None = None,
            decoder: str | None = None) -> StreamReport:
     """Sliding-window classification of a long video (see stream.py); `stream_video` yields the same

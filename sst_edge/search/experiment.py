@@ -51,7 +51,7 @@ from ..train.device import resolve_device
 from ..train.evaluate import compare_embeddings
 from .budget import Budget, BudgetedSpace
 from .progressive import PhaseResult, progressive_shortlist, run_phases
-from .report import SearchSummary, best_record, write_csv, write_plot
+from .report import SearchSummary, best_record, direction, write_csv, write_plot
 from .settings import SearchSettings, check_settings
 from .trials import CONTEXT_FILE, EPISODES_FILE, CachedEpisodes, nni_trial, read_records, score, write_record
 
@@ -276,7 +276,8 @@ def paired_comparison(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> dict
     return {"test": "paired t-test on per-episode accuracies, two-sided", "episodes": n,
             "difference": mean, "difference_ci95": half, "p_value": p, "alpha": alpha,
             "wins": int((d > 0).sum()), "losses": int((d < 0).sum()), "ties": int((d == 0).sum()),
-            "significant": bool(p is not None and p < alpha and mean > 0)}
+            "significant": bool(p is not None and p < alpha and mean > 0),  # one-sided: `a` is better
+            "direction": direction(mean, p, alpha)}
 
 
 def _table_record(table: Any, s: SearchSettings) -> dict[str, Any] | None:

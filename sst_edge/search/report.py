@@ -118,12 +118,24 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def direction(mean: float, p: float | None, alpha: float = 0.05) -> str:
+    """"better", "worse" or "no significant difference": a significant loss is reported as one."""
+    if p is None or p >= alpha or mean == 0:
+        return "no significant difference"
+    return "better" if mean > 0 else "worse"
+
+
+def comparison_verdict(c: dict[str, Any], other: str) -> str:
+    """Which way a paired comparison went, in words; a significant loss is named as one."""
+    d = c.get("direction") or direction(c["difference"], c.get("p_value"), c.get("alpha", 0.05))
+    return {"better": f"significantly better than {other}", "worse": f"significantly worse than {other}"}.get(
+        d, f"not significantly different from {other}")
+
+
 def _comparison_line(name: str, c: dict[str, Any], other: str) -> str:
     p = "n/a" if c["p_value"] is None else f"{c['p_value']:.3g}"
     ci = "n/a" if c["difference_ci95"] is None else _pct(c["difference_ci95"])
-    verdict = ("the same subnet" if c.get("same_subnet") else
-               f"significantly better than {other}" if c["significant"] else
-               f"NOT significantly better than {other}")
+    verdict = "the same subnet" if c.get("same_subnet") else comparison_verdict(c, other)
     return (f"{name:<14} {_pct(c['difference'])} +- {ci} points on the same {c['episodes']} "
             f"episodes (paired t-test p = {p}, {c['wins']} wins / {c['losses']} losses): {verdict}")
 

@@ -59,7 +59,7 @@ class WatchSettings:
     realtime: bool = False  # files at their own frame rate (live sources always are)
     max_fps: float | None = None
     policy: EventPolicy = field(default_factory=EventPolicy)
-    head: str = "alignment"
+    head: str | None = None  # the model's head
     threshold: float | None = None
     min_shots: int = 1
     status_every: float | None = None
