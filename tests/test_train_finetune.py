@@ -194,3 +194,31 @@ def test_resume_continues_a_finetuning_run_without_the_init_run(finetuned: tuple
     assert (cut / "supernet.safetensors").read_bytes() == (out / "supernet.safetensors").read_bytes()
     record = json.loads((cut / "run.json").read_text())
     assert len(record["resumed"]) == 1 and record["finetune"]["init_weights"]  # the fresh start's record
+
+
+def test_finetuning_trains_through_the_init_runs_head_and_records_an_override(
+        init_run: Path, subnet_doc: Path, synth_dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "tau02"  # the run, as if trained with --tau 0.2 --window none (its record counts)
+    shutil.copytree(init_run, run)
+    doc = json.loads((run / "run.json").read_text())
+    doc["config"]["head"] = {"kind": "alignment", "tau": 0.2, "window": None}
+    (run / "run.json").write_text(json.dumps(doc))
+    base = ["train", "--data", str(synth_dataset), "--subnet", str(subnet_doc), "--init", str(run),
+            "--way", "3", "--shot", "1", "--query", "1", "--episodes", "2", "--epochs", "1",
+            "--val-episodes", "0", "--workers", "0", "--threads", "1", "--no-progress"]
+    with pytest.warns(UserWarning, match="tau"):  # the override is reported at the start, too
+        assert main([*base, "--out", str(tmp_path / "given"), "--tau", "0.3"]) == 0
+    assert main([*base, "--out", str(tmp_path / "inherited")]) == 0
+    inherited = json.loads((tmp_path / "inherited" / "run.json").read_text())
+    assert inherited["config"]["head"] == {"kind": "alignment", "tau": 0.2, "window": None}
+    assert inherited["finetune"]["head"]["init_head"]["tau"] == 0.2
+    assert inherited["finetune"]["head"]["overrides"] == {}
+    given = json.loads((tmp_path / "given" / "run.json").read_text())
+    assert given["config"]["head"] == {"kind": "alignment", "tau": 0.3, "window": None}
+    assert given["finetune"]["head"]["overrides"] == {"tau": {"init": 0.2, "used": 0.3}}
+    # a supernet run (no --init) still takes the defaults
+    from sst_edge.cli import build_parser
+    from sst_edge.cli.train import _head
+
+    args = build_parser().parse_args(["train", "--space", "sst_tiny", "--data", "d", "--out", "o"])
+    assert _head(args).to_dict() == {"kind": "alignment", "tau": 0.1, "window": 1}

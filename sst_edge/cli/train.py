@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..device.settings import HEADS, HeadConfig
+from ..device.settings import DEFAULT_HEAD, DEFAULT_WINDOW, FROM_RUN, HEADS, HeadConfig
 from ..errors import SSTEdgeError
 from ..train.config import PRECISIONS, ShrinkConfig, TrainConfig
 from ._common import DefaultsFormatter, add_device_option, add_json, default, emit, fixed_window
@@ -36,7 +36,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         lr_warmup=args.lr_warmup,
         weight_decay=args.weight_decay,
         clip_grad=args.clip_grad,
-        head=HeadConfig(args.head, args.tau, args.window),
+        head=_head(args),
         shrink=ShrinkConfig(
             warmup=args.warmup,
             period=args.shrink_period,
@@ -60,6 +60,19 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         subnet=str(Path(args.subnet).resolve()) if args.subnet else None,
         init=str(Path(args.init).resolve()) if args.init else None,
     )
+
+
+def _head(args: argparse.Namespace) -> HeadConfig:
+    """The head trained through: what was given, the rest from the defaults, or when fine-tuning (--subnet
+    with --init) from the init run, as search, eval and export read it (a value given is a recorded
+    override; the fine-tune's run.json keeps both)."""
+    window = getattr(args, "window", FROM_RUN)  # absent: not given
+    if args.subnet and args.init:
+        from ..train.artifacts import choose_head  # host: torch
+
+        used = choose_head(args.init, [args.head] if args.head else None, args.tau, window).head
+        return HeadConfig(used.kind, used.tau, used.window)
+    return HeadConfig(args.head or DEFAULT_HEAD, args.tau, DEFAULT_WINDOW if window == FROM_RUN else window)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -141,21 +154,22 @@ def add(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--head",
         choices=list(HEADS),
-        default=default(h, "kind"),
-        help="few-shot head trained through; cca (RENet's cross-correlational attention over frames) has "
-        "weights of its own, trained with the supernet and saved beside its weights",
+        help=f"few-shot head trained through (default {default(h, 'kind')}; fine-tuning: the --init run's); "
+        "cca (RENet's cross-correlational attention over frames) has weights of its own, trained with the "
+        "supernet and saved beside its weights",
     )
     g.add_argument(
-        "--tau", type=float, default=default(h, "tau"),
-        help="temperature of the head's softmax and logits (default: the head's, 0.1; cca 0.2)"
+        "--tau", type=float,
+        help="temperature of the head's softmax and logits (default: the head's, 0.1; cca 0.2; "
+        "fine-tuning: the --init run's)"
     )
     g.add_argument(
         "--window",
         type=fixed_window,
-        default=default(h, "window"),
+        default=argparse.SUPPRESS,
         metavar="W",
-        help="alignment: a query frame looks at support frames at most W segments away, or 'none' for all "
-        "(cca ignores it)",
+        help=f"alignment: a query frame looks at support frames at most W segments away, or 'none' for all "
+        f"(default {DEFAULT_WINDOW}; fine-tuning: the --init run's; cca ignores it)",
     )
     g.add_argument("--resize", type=int, help="shorter side before the crop (default size x 8/7)")
     g.add_argument(

@@ -23,7 +23,7 @@ from ..space.config import SpaceConfig
 from ..space.restriction import run_restriction_file
 from ..space.subnet import Subnet, load_subnet, sample_problems
 from ..space.supernet import load_shared_weights
-from .artifacts import resolve_weights, run_restriction, single_path, weights_problems
+from .artifacts import resolve_weights, run_restriction, single_path, trained_head, weights_problems
 from .checkpoint import load_tensors, model_state
 from .config import TrainConfig
 
@@ -40,6 +40,7 @@ class FineTune:
     state: dict[str, torch.Tensor] | None = None
     head_state: dict[str, torch.Tensor] = field(default_factory=dict)  # the init run's cca head, if any
     warnings: list[str] = field(default_factory=list)
+    head: dict[str, Any] = field(default_factory=dict)  # the init run's head and what this run overrode
 
     @property
     def sample(self) -> dict[str, Any]:
@@ -51,7 +52,8 @@ class FineTune:
 
     def record(self) -> dict[str, Any]:
         """What run.json keeps of it (the init weights only when this run started from them)."""
-        rec: dict[str, Any] = {"subnet": str(self.document), "sample": dict(self.sample), "init": self.init}
+        rec: dict[str, Any] = {"subnet": str(self.document), "sample": dict(self.sample), "init": self.init,
+                               "head": dict(self.head)}
         if self.init_weights is not None:
             rec |= {"init_weights": str(self.init_weights), "init_epoch": self.init_meta.get("epoch"),
                     "init_step": self.init_meta.get("step"), "warnings": list(self.warnings)}
@@ -61,6 +63,16 @@ class FineTune:
 def subnet_space(document: str | Path) -> str:
     """The space a subnet document names (checked), so `train --subnet` needs no `--space`."""
     return load_subnet(document)[0].space
+
+
+def head_record(cfg: TrainConfig) -> dict[str, Any]:
+    """The init run's head (None for bare weights) and each field this fine-tune trains differently."""
+    trained, run = trained_head(cfg.init)  # type: ignore[arg-type]
+    used = cfg.head.to_dict()
+    init = trained.to_dict() if trained is not None else None
+    overrides = ({} if init is None else
+                 {k: {"init": init[k], "used": v} for k, v in used.items() if init[k] != v})
+    return {"init_head": init, "init_run": str(run) if trained is not None else None, "overrides": overrides}
 
 
 def load_finetune(cfg: TrainConfig, config: SpaceConfig, *, with_init: bool = True) -> FineTune:
@@ -74,7 +86,7 @@ def load_finetune(cfg: TrainConfig, config: SpaceConfig, *, with_init: bool = Tr
         raise SSTEdgeError("fine-tuning needs a subnet document and an init run")
     document = Path(cfg.subnet)
     subnet, _ = load_subnet(document, config)
-    tune = FineTune(subnet, document, cfg.init)
+    tune = FineTune(subnet, document, cfg.init, head=head_record(cfg))
     if not with_init:
         return tune
     path = resolve_weights(cfg.init)
