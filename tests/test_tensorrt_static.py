@@ -104,3 +104,46 @@ def test_relative_engine_cache_in_a_target_is_refused(tmp_path):
     (tmp_path / "t.yaml").write_text(text)
     with pytest.raises(SSTEdgeError, match="trt_engine_cache_path must be an absolute path"):
         load_target(tmp_path / "t.yaml")
+
+
+def test_a_bundles_tensorrt_cache_lies_inside_it_whatever_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`profile --run-bundle` caches TensorRT's engines in the bundle: a bundle read by a relative path
+    opens its sessions (bundle_openers -> make_session) with the bundle's own absolute cache folder, not
+    $SST_EDGE_TRT_CACHE nor the working directory, and the provider options point there."""
+    import hashlib
+
+    import sst_edge.device.bundle as bundle_mod
+    from sst_edge.cost.profile import BUNDLE_FOLDER
+    from sst_edge.device.bundle import TRT_CACHE_DIR, Bundle, BundleItem, bundle_openers
+    from sst_edge.device.session import TRT_CACHE_ENV, provider_list
+    from sst_edge.device.targets import load_target
+
+    bundle_dir = tmp_path / "work" / "bundle_orin"
+    bundle_dir.mkdir(parents=True)
+    part = bundle_dir / "embed.onnx"
+    part.write_bytes(b"a part's bytes")
+    monkeypatch.setenv(TRT_CACHE_ENV, str(tmp_path / "elsewhere"))
+    monkeypatch.chdir(tmp_path / "work")
+    target = load_target("jetson-trt-fp16")
+    item = BundleItem("embed", "part", "embed.onnx", "0" * 64, 14, (1, 4, 3, 64, 64), 0)
+    bundle = Bundle(Path("bundle_orin"), {}, "0" * 64, target, None, [item])  # type: ignore[arg-type]
+    opened: dict = {}
+
+    def spy(path, tgt, input_shape=None, hint=None, trt_cache=None):  # no TensorRT here: see what it gets
+        opened.update(path=path, trt_cache=trt_cache)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(bundle_mod, "make_session", spy)
+    opener = bundle_openers(bundle)["embed"]
+    monkeypatch.chdir(tmp_path)  # the cache does not move with the working directory
+    with pytest.raises(RuntimeError, match="stop"), opener():
+        pass
+    cache = (bundle_dir / TRT_CACHE_DIR).resolve()
+    assert opened["trt_cache"] == cache and cache.is_absolute()
+    got = dict(provider_list(target.execution_providers, {}, part, True, None,
+                             opened["trt_cache"]))["TensorrtExecutionProvider"]
+    want = str(cache / hashlib.sha256(part.read_bytes()).hexdigest()[:16])
+    assert got["trt_engine_cache_path"] == want and got["trt_timing_cache_path"] == want
+    # the host's --from-bundle / --bundle --overwrite accept the folder the device added, and no other
+    assert BUNDLE_FOLDER(TRT_CACHE_DIR, True) and not BUNDLE_FOLDER("other", True)

@@ -32,6 +32,7 @@ from ..device.bundle import (
     FORMAT,
     MANIFEST,
     TIMINGS,
+    TRT_CACHE_DIR,
     VERSION,
     Bundle,
     BundleItem,
@@ -191,7 +192,7 @@ def _manifest(config: SpaceConfig, target: Target, seed: int, policy: TimingPoli
 
 
 # what a bundle folder holds: its manifest, the device's timings and one ONNX file per part or subnet
-BUNDLE_FOLDER = written_by_us({MANIFEST, TIMINGS},
+BUNDLE_FOLDER = written_by_us({MANIFEST, TIMINGS}, {TRT_CACHE_DIR},
                               pattern=r"(embed|head|downsample\d+|s\d+(\.big)?\.[a-z]+(\.h\d+)?|subnet\d{3,})"
                                       r"(\.fp32)?\.onnx")
 

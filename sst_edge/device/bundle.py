@@ -47,6 +47,7 @@ VERSION = 1
 TIMINGS_FORMAT = "sst-edge/profile-timings"
 TIMINGS_VERSION = 1
 MANIFEST = "bundle.json"
+TRT_CACHE_DIR = "tensorrt-cache"  # inside a bundle: TensorRT's engines of its files (profile --run-bundle)
 TIMINGS = "timings.json"
 BACKEND = "onnxruntime"  # a torch-free backend that times ONNX files; an OpenVINO target's is openvino
 FILE_BACKENDS = ("onnxruntime", "openvino")
@@ -110,12 +111,12 @@ def make_policy(base: TimingPolicy, rounds: int | None = None, clock: str = "aut
     return policy
 
 
-def ort_opener(path: Path, target: Target, x: np.ndarray) -> Opener:
+def ort_opener(path: Path, target: Target, x: np.ndarray, trt_cache: Path | None = None) -> Opener:
     """Opens one session per round (ONNX Runtime's, or OpenVINO's for an OpenVINO target) and drops it
-    after: only one may exist at a time."""
+    after: only one may exist at a time. `trt_cache`: where TensorRT keeps the engine it builds."""
     @contextlib.contextmanager
     def opener() -> Iterator[Run]:
-        box = {"sess": make_session(path, target)}
+        box = {"sess": make_session(path, target, trt_cache=trt_cache)}
         feeds = {box["sess"].get_inputs()[0].name: x}
 
         def run() -> object:
@@ -191,6 +192,12 @@ class Bundle:
     @property
     def timings_path(self) -> Path:
         return self.directory / TIMINGS
+
+    @property
+    def trt_cache(self) -> Path:
+        """TensorRT's engine and timing caches for this bundle's files: inside the bundle, absolute, so
+        a second run from any working directory reuses them (and they travel with the bundle)."""
+        return (self.directory / TRT_CACHE_DIR).resolve()
 
     @property
     def seed(self) -> int:
@@ -307,7 +314,8 @@ def read_bundle(directory: str | Path, check_files: bool = True) -> Bundle:
 # --------------------------------------------------------------------------------------------- timing
 def bundle_openers(bundle: Bundle) -> dict[str, Opener]:
     return {it.key: ort_opener(bundle.directory / it.file, bundle.target,
-                               make_input(it.input_shape, it.input_seed)) for it in bundle.items}
+                               make_input(it.input_shape, it.input_seed), bundle.trt_cache)
+            for it in bundle.items}
 
 
 def run_bundle(bundle: Bundle | str | Path, policy: TimingPolicy | None = None,

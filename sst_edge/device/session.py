@@ -95,16 +95,18 @@ def session_options(target: Target) -> ort.SessionOptions:
     return make_session_options(target.graph_optimization, target.threads)
 
 
-def tensorrt_cache_dir(model_path: str | Path) -> Path:
-    """Where the TensorRT provider caches the engine of this model file: $SST_EDGE_TRT_CACHE (default
-    ~/.cache/sst-edge/tensorrt)/<first 16 hex of the file's sha256>, absolute. Never relative to the
-    working directory, and never inside a model folder (its card lists every file in it)."""
-    root = os.environ.get(TRT_CACHE_ENV) or Path.home() / ".cache" / "sst-edge" / "tensorrt"
+def tensorrt_cache_dir(model_path: str | Path, root: str | Path | None = None) -> Path:
+    """Where the TensorRT provider caches the engine of this model file: `root` (a profile bundle's own
+    cache), else $SST_EDGE_TRT_CACHE (default ~/.cache/sst-edge/tensorrt), /<first 16 hex of the file's
+    sha256>, absolute. Never relative to the working directory, and never inside a model folder (its
+    card lists every file in it)."""
+    root = root or os.environ.get(TRT_CACHE_ENV) or Path.home() / ".cache" / "sst-edge" / "tensorrt"
     return (Path(root) / sha256_file(model_path)[:16]).resolve()
 
 
 def tensorrt_options(model_path: str | Path, fp16: bool, input_shape: Sequence[int] | None = None,
-                     given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                     given: Mapping[str, Any] | None = None,
+                     cache_root: str | Path | None = None) -> dict[str, Any]:
     """The TensorRT provider's options for one model, the same for export, profiling and the runtime:
 
     - fp16 engines keep LayerNorm's Pow and ReduceMean in fp32 (`trt_layer_norm_fp32_fallback`): they
@@ -113,7 +115,7 @@ def tensorrt_options(model_path: str | Path, fp16: bool, input_shape: Sequence[i
     - with a clip shape [T, 3, H, W] (`input_shape` with or without its batch), one optimisation profile
       for batches 1..TRT_MAX_BATCH, so a batch of support clips does not rebuild the engine.
     `given` (the target's provider_options) overrides any of them."""
-    cache = str(tensorrt_cache_dir(model_path))
+    cache = str(tensorrt_cache_dir(model_path, cache_root))
     opts: dict[str, Any] = {"device_id": 0, "trt_fp16_enable": bool(fp16),
                             "trt_layer_norm_fp32_fallback": True, "trt_engine_cache_enable": True,
                             "trt_engine_cache_path": cache,
@@ -127,11 +129,12 @@ def tensorrt_options(model_path: str | Path, fp16: bool, input_shape: Sequence[i
 
 
 def provider_list(providers: Sequence[str], options: Mapping[str, Mapping[str, Any]], model_path: str | Path,
-                  fp16: bool, input_shape: Sequence[int] | None = None) -> list[tuple[str, dict[str, Any]]]:
+                  fp16: bool, input_shape: Sequence[int] | None = None,
+                  cache_root: str | Path | None = None) -> list[tuple[str, dict[str, Any]]]:
     """(provider, options) pairs as InferenceSession takes them: the given options, and for TensorRT
     `tensorrt_options` under them."""
-    return [(p, tensorrt_options(model_path, fp16, input_shape, options.get(p)) if p == TRT_PROVIDER
-             else dict(options.get(p, {}))) for p in providers]
+    return [(p, tensorrt_options(model_path, fp16, input_shape, options.get(p), cache_root)
+             if p == TRT_PROVIDER else dict(options.get(p, {}))) for p in providers]
 
 
 def backend_available(target: Target) -> bool:
@@ -145,11 +148,13 @@ def backend_available(target: Target) -> bool:
 
 
 def make_session(path: str | Path, target: Target, input_shape: Sequence[int] | None = None,
-                 hint: str | None = None) -> ort.InferenceSession | ov_backend.OpenVINOSession:
+                 hint: str | None = None,
+                 trt_cache: str | Path | None = None) -> ort.InferenceSession | ov_backend.OpenVINOSession:
     """An InferenceSession with the target's providers (in order), options, threads and optimisation;
     `input_shape` (a clip's) fixes TensorRT's optimisation profile. An OpenVINO target gets an
     `OpenVINOSession` (the same interface) with `hint` (default: the target's precision_hint, as this
-    machine resolves it: device/openvino.py).
+    machine resolves it: device/openvino.py). `trt_cache`: the TensorRT engine cache's root
+    (`tensorrt_cache_dir`).
 
     Refuses rather than silently falling back when the target's main provider is missing or fails to load
     (ORT would run everything on the CPU and every timing would be of the wrong device).
@@ -167,7 +172,7 @@ def make_session(path: str | Path, target: Target, input_shape: Sequence[int] | 
                            f"({rt.__version__}) does not have (available: {', '.join(have)})",
                            target.source or None)
     chosen = provider_list([p for p in target.execution_providers if p in have], target.provider_options,
-                           path, target.precision == "fp16", input_shape)
+                           path, target.precision == "fp16", input_shape, trt_cache)
     try:
         sess = rt.InferenceSession(str(path), session_options(target), providers=[p for p, _ in chosen],
                                    provider_options=[o for _, o in chosen])
