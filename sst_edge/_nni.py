@@ -6,8 +6,12 @@ NNI has had no release since 3.0; keeping every import here makes a future swap 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 _NOISE = r".*is found to be not a nn\.Module"
 warnings.filterwarnings("ignore", message=_NOISE, category=RuntimeWarning)
@@ -26,6 +30,33 @@ from nni.nas.profiler.pytorch.flops import FlopsParamsProfiler, FlopsResult  # n
 from nni.nas.profiler.pytorch.utils import MutableShape, profiler_leaf_module  # noqa: E402
 from nni.nas.space import current_model  # noqa: E402
 from nni.nas.strategy import RandomOneShot, RegularizedEvolution  # noqa: E402
+from nni.runtime import log as _nni_log  # noqa: E402
+
+
+@contextlib.contextmanager
+def nni_log_to(path: Path | None) -> Iterator[None]:
+    """While inside, NNI's log lines (logger `nni`: INFO and up, in colour, on stdout by NNI's default:
+    a config warning, one `[Metric]` line per trial) go to `path` only, without colour codes; our own
+    progress and results stay the only output. `path` None (`--verbose`): NNI prints as it does."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(_nni_log._LogFileFormatter())  # NNI's own file format, colour escapes dropped
+    root = _nni_log._root_logger
+    stdout = _nni_log._handlers.pop("_stdout_", None)  # NNI's stdout handler (runtime/log.py)
+    if stdout is not None:
+        root.removeHandler(stdout)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        if stdout is not None and "_stdout_" not in _nni_log._handlers:
+            _nni_log._handlers["_stdout_"] = stdout
+            root.addHandler(stdout)
 
 __all__ = [
     "nni",
@@ -50,4 +81,5 @@ __all__ = [
     "MutableShape",
     "profiler_leaf_module",
     "current_model",
+    "nni_log_to",
 ]

@@ -17,7 +17,7 @@ from sst_edge.cli import main
 from sst_edge.cost.flops import extreme_sample, predicted_cost
 from sst_edge.errors import SSTEdgeError
 from sst_edge.fileio import sha256_file
-from sst_edge.search.experiment import run_search
+from sst_edge.search.experiment import NNI_LOG, run_search
 from sst_edge.search.settings import SearchSettings
 from sst_edge.space.config import load_space
 from sst_edge.space.subnet import load_subnet
@@ -330,3 +330,30 @@ def test_space_with_fewer_subnets_than_trials(trained_run, synth_dataset, tmp_pa
     randoms = [json.loads(f.read_text()) for f in (tmp_path / "s" / "trials").glob("random-*.json")]
     assert len(randoms) == 4
     assert len({tuple(r["sample"].values()) for r in randoms}) == 4
+
+
+def test_the_search_verb_prints_no_nni_log_line_and_no_escape_code(trained_run, synth_dataset, tmp_path):
+    """`sst-edge search > file`: our progress and results only; NNI's own lines (its config warning, one
+    `[Metric]` line per trial) go to OUT/nni/nni.log, colourless; `--verbose` puts them back on stdout."""
+    import subprocess
+    import sys
+
+    def search(out: Path, *extra: str) -> str:
+        log = tmp_path / f"{out.name}.log"
+        with log.open("wb") as f:  # a file, not a terminal, as in `make demo > demo.log 2>&1`
+            cmd = [sys.executable, "-m", "sst_edge.cli", "search", "--space", "sst_tiny",
+                   "--weights", str(trained_run), "--data", str(synth_dataset), "--out", str(out),
+                   "--trials", "3", "--population", "2", "--sample-size", "2", "--episodes", "2",
+                   "--rescore-top", "1", "--rescore-episodes", "2",
+                   "--budget-gflops", str(_budget(trained_run, 0.7)), "--no-baseline", *extra]
+            subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=True, timeout=600)
+        return log.read_text(errors="replace")
+
+    text = search(tmp_path / "quiet")
+    assert "[Metric]" not in text and "training_service" not in text, text
+    assert "\x1b" not in text  # no colour codes or cursor moves in a file
+    assert "best" in text  # our own summary is there
+    nni_log = (tmp_path / "quiet" / NNI_LOG).read_text()
+    assert nni_log.count("[Metric]") == 3 and "\x1b" not in nni_log
+    loud = search(tmp_path / "loud", "--verbose")
+    assert loud.count("[Metric]") == 3

@@ -42,6 +42,7 @@ def _search(args: argparse.Namespace) -> int:
         port=args.port,
         device=args.device,
         progressive=args.progressive,
+        verbose=args.verbose,
     )
     return emit(
         run_search(
@@ -139,6 +140,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         "all. best.json is its result, compared with the joint evolution's (same trial count) on the "
         "re-scoring episodes",
     )
+    p.add_argument("--verbose", action="store_true",
+                   help="also print NNI's own log lines (by default they go only to OUT/nni/nni.log)")
     p.add_argument("--threads", type=int, help="torch threads")
     add_device_option(p, "the trials embed their episodes (with --concurrency > 1 on a machine of "
                       "several GPUs, NNI gives each trial a GPU of its own)")

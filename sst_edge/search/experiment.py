@@ -34,7 +34,7 @@ import torch
 from scipy import stats
 from tqdm import tqdm
 
-from .._nni import FunctionalEvaluator, NasExperiment, NasExperimentConfig, RegularizedEvolution
+from .._nni import FunctionalEvaluator, NasExperiment, NasExperimentConfig, RegularizedEvolution, nni_log_to
 from ..cost.flops import extreme_sample, predicted_cost
 from ..cost.latency import load_table
 from ..data.episodes import EpisodeDataset, episode_loader
@@ -56,6 +56,7 @@ from .settings import SearchSettings, check_settings
 from .trials import CONTEXT_FILE, EPISODES_FILE, CachedEpisodes, nni_trial, read_records, score, write_record
 
 log = logging.getLogger(__name__)
+NNI_LOG = Path("nni") / "nni.log"  # NNI's log lines of every experiment of a search (unless --verbose)
 PROGRESSIVE = "progressive-"  # trial kinds of a progressive search's phases: progressive-structure, ...
 
 
@@ -116,6 +117,12 @@ def _run_nni(
     """The NNI experiment: RegularizedEvolution; in-process engine, or local trial processes. Its trials
     write records of `kind` (the joint search's "evolution", or a progressive phase's)."""
 
+    with nni_log_to(None if s.verbose else out / NNI_LOG):
+        _run_experiment(config, restriction, budget, out, s, kind)
+
+
+def _run_experiment(config: SpaceConfig, restriction: Choices | None, budget: Budget, out: Path,
+                    s: SearchSettings, kind: str) -> None:
     space = BudgetedSpace(config, restriction, budget)
     evaluator = FunctionalEvaluator(nni_trial, workdir=str(out), kind=kind)
     strategy = RegularizedEvolution(population_size=s.population, sample_size=s.sample_size, seed=s.seed,

@@ -65,7 +65,8 @@ class SearchSummary(Mapping[str, Any]):
         return self.data
 
     def lines(self) -> list[str]:
-        return summary_lines(self.data) + [f"wrote {self.out}/best.json, trials.csv, pareto.png, search.json"]
+        return summary_lines(self.data) + [f"wrote {self.out}/best.json, trials.csv, pareto.png, search.json "
+                                           "(NNI's own log: nni/nni.log)"]
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]

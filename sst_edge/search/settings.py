@@ -35,6 +35,7 @@ class SearchSettings:
     port: int = 8745
     device: str = "auto"                # where trials embed (train/device.py); several GPUs: one per trial
     progressive: bool = False           # also search in phases (structure, ops, heads): search/progressive.py
+    verbose: bool = False               # NNI's log lines on stdout too (else only OUT/nni/nni.log)
 
 
 def check_settings(s: SearchSettings) -> None:
