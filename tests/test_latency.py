@@ -21,6 +21,7 @@ from sst_edge.cost.latency import (
     fixed_keys,
     foreign_problems,
     load_table,
+    load_table_for,
     read_table,
 )
 from sst_edge.cost.profile import draw_validation, profile_space, profile_to_file, random_subnets
@@ -212,22 +213,28 @@ def test_foreign_target_refused(table_path: Path, tiny) -> None:
     assert any("target 'cpu-fp32' changed" in p for p in problems)
 
 
-def test_foreign_device_refused_unless_allowed(table_path: Path, tmp_path: Path, tiny) -> None:
+def test_a_table_from_another_device_is_used_as_it_is_but_not_re_timed_here(
+        table_path: Path, tmp_path: Path, tiny, capsys: pytest.CaptureFixture) -> None:
     doc = json.loads(table_path.read_text())
     doc["fingerprint"]["cpu_model"] = "ARMv8 Processor rev 1 (v8l)"
     doc["fingerprint"]["cpu_count"] = 6
     other = tmp_path / "jetson.json"
     other.write_text(json.dumps(doc))
-    with pytest.raises(SSTEdgeError) as e:
-        load_table(other, config=tiny)  # the training code's call
-    msg = str(e.value)
-    assert str(other) in msg and "device cpu_model: table has 'ARMv8 Processor rev 1 (v8l)'" in msg
-    assert "device cpu_count: table has 6" in msg
-    with pytest.warns(UserWarning, match="foreign latency table"):
-        t = load_table(other, config=tiny, allow_foreign=True)
-    assert len(t.foreign) == 2 and t.predict_ms(samples(tiny, 1)[0]) > 0
+    t = load_table_for(other, tiny)  # the training and search call: judged against its target, not this host
+    assert t.foreign == [] and t.target_name == "cpu-fp32"
+    s = samples(tiny, 1)[0]
+    assert t.predict_ms(s) == load_table(table_path, config=tiny).predict_ms(s)
+    assert main(["profile", "--table", str(other), "--validate", "2"]) == 2  # this host would re-time it
+    err = capsys.readouterr().err
+    assert str(other) in err and "which would re-time it" in err
+    assert "device cpu_model: table has 'ARMv8 Processor rev 1 (v8l)'" in err
+    assert "device cpu_count: table has 6" in err
+    with pytest.raises(SSTEdgeError) as e:  # ...and its target still binds: another one is refused
+        load_table_for(other, tiny, "cpu-int8")
+    assert "made for target 'cpu-fp32', not 'cpu-int8'" in e.value.problems
+    assert not any("cpu_model" in p for p in e.value.problems)
     with pytest.warns(UserWarning):
-        check_table(read_table(other), tiny, "cpu-fp32", allow_foreign=True)
+        check_table(read_table(other), tiny, "cpu-fp32", allow_foreign=True, retime=True)
 
 
 def test_cli_refuses_and_allows(table_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -261,19 +261,23 @@ def test_every_kind_of_foreign_table_is_named(shipped: dict, tiny) -> None:
     assert "settings now differ: " in foreign_problems(t, tiny, fp32, here=here)[0]
 
 
-def test_a_foreign_table_is_refused_unless_allowed(shipped: dict, tiny, tmp_path: Path) -> None:
+def test_a_table_timed_elsewhere_is_refused_only_by_a_machine_that_would_re_time_it(
+        shipped: dict, tiny, tmp_path: Path) -> None:
     shipped["fingerprint"]["cpu_model"] = "Other CPU"
     path = write(shipped, tmp_path / "other.json")
+    assert load_table(path, tiny, "cpu-fp32").foreign == []  # a search or a training run predicts with it
     with pytest.raises(SSTEdgeError) as e:
-        load_table(path, tiny, "cpu-fp32")
+        check_table(read_table(path), tiny, "cpu-fp32", retime=True)
     assert e.value.path == path and "--allow-foreign-table" in e.value.message
+    assert "than this machine, which would re-time it" in e.value.message
     assert e.value.problems == [f"device cpu_model: table has 'Other CPU', this machine has "
                                 f"{device_fingerprint(False)['cpu_model']!r}"]
     with pytest.warns(UserWarning, match=f"{path}: using a foreign latency table: device cpu_model"):
-        t = load_table(path, tiny, "cpu-fp32", allow_foreign=True)
+        t = check_table(read_table(path), tiny, "cpu-fp32", allow_foreign=True, retime=True)
     assert t.foreign == e.value.problems
     with pytest.warns(UserWarning, match="^using a foreign latency table"):  # no path: no prefix
-        check_table(LatencyTable.from_dict(shipped), tiny, load_target("cpu-fp32"), allow_foreign=True)
+        check_table(LatencyTable.from_dict(shipped), tiny, load_target("cpu-fp32"), allow_foreign=True,
+                    retime=True)
     with pytest.raises(SSTEdgeError, match="no such table"):
         read_table("no_such_table")
     path.write_text("{")
@@ -364,7 +368,7 @@ def test_the_warning_joins_every_problem(shipped: dict, tiny) -> None:
     shipped["fingerprint"]["cpu_model"] = "Other CPU"
     shipped["fingerprint"]["cpu_count"] = 999
     with pytest.warns(UserWarning) as record:
-        check_table(LatencyTable.from_dict(shipped), tiny, allow_foreign=True)
+        check_table(LatencyTable.from_dict(shipped), tiny, allow_foreign=True, retime=True)
     (w,) = record
     here = device_fingerprint(False)
     assert str(w.message) == (f"using a foreign latency table: device cpu_model: table has 'Other CPU', this "
@@ -399,8 +403,10 @@ def test_the_device_is_fingerprinted_with_its_gpu_when_the_table_used_one(
         return device_fingerprint(uses_gpu=False)
 
     monkeypatch.setattr(latency, "device_fingerprint", fingerprint)
-    foreign_problems(LatencyTable.from_dict(shipped))
+    assert foreign_problems(LatencyTable.from_dict(shipped)) == [] and asked == []  # nobody re-times it
+    check_table(LatencyTable.from_dict(shipped), retime=True)
     shipped["fingerprint"]["gpu"] = "Orin (nvgpu)"
-    assert foreign_problems(LatencyTable.from_dict(shipped))[-1] == \
-        "device gpu: table has 'Orin (nvgpu)', this machine has None"
+    with pytest.warns(UserWarning):
+        t = check_table(LatencyTable.from_dict(shipped), retime=True, allow_foreign=True)
+    assert t.foreign[-1] == "device gpu: table has 'Orin (nvgpu)', this machine has None"
     assert asked == [False, True]

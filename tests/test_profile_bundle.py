@@ -15,6 +15,7 @@ import pytest
 from hostless import run_hostless
 
 from sst_edge.cli import main
+from sst_edge.cost.flops import extreme_sample
 from sst_edge.cost.latency import check_table, fixed_keys, load_table
 from sst_edge.cost.parts import block_key, space_parts
 from sst_edge.cost.profile import describe, random_subnets, table_from_bundle
@@ -24,6 +25,8 @@ from sst_edge.device.timing import Timing
 from sst_edge.errors import SSTEdgeError
 from sst_edge.fileio import sha256_file
 from sst_edge.space.config import load_space
+from sst_edge.space.subnet import load_subnet
+from sst_edge.train.artifacts import run_restriction
 
 JETSON = {"cpu_model": "ARMv8 Processor rev 1 (v8l)", "cpu_count": 6, "gpu": "Orin", "machine": "aarch64"}
 
@@ -118,27 +121,49 @@ def test_round_trip_table_has_the_device_timings(timed_dir: Path, tmp_path: Path
     assert "measured on this machine (native here" in describe(table)
 
 
-def test_other_device_fingerprint_goes_into_the_table_and_is_foreign_here(timed_dir: Path, tmp_path: Path,
-                                                                          tiny) -> None:
+def test_a_jetson_table_drives_a_search_here_and_binds_its_target_and_space(
+        timed_dir: Path, tmp_path: Path, tiny, trained_run: Path, synth_dataset: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    """The device-then-host workflow: the bundle timed "on an Orin" (its fingerprint rewritten), the table
+    built here and searched with here, with no --allow-foreign-table. Foreign only to what it does not
+    describe."""
     d = copy(timed_dir, tmp_path)
     doc = json.loads((d / "timings.json").read_text())
     doc["fingerprint"].update(JETSON)  # as if a Jetson had run the bundle
     (d / "timings.json").write_text(json.dumps(doc))
-    table = table_from_bundle(d)  # not refused: building a table for another machine is the point
-    assert table.fingerprint == doc["fingerprint"] and table.fingerprint["gpu"] == "Orin"
-    text = describe(table)
-    assert "measured on another machine (foreign here" in text and "ARMv8 Processor rev 1 (v8l)" in text
-    with pytest.raises(SSTEdgeError) as e:  # ...and on this host it is foreign
-        check_table(table, tiny, "cpu-fp32")
-    msg = str(e.value)
-    assert "device cpu_model: table has 'ARMv8 Processor rev 1 (v8l)'" in msg and "device gpu" in msg
-    with pytest.warns(UserWarning, match="foreign latency table"):
-        check_table(table, tiny, "cpu-fp32", allow_foreign=True)
-    assert any("cpu_model" in p for p in table.foreign)
     out = tmp_path / "jetson.json"
     assert main(["profile", "--from-bundle", str(d), "--out", str(out), "--no-progress"]) == 0
-    with pytest.raises(SSTEdgeError, match="another space, target or device"):
-        load_table(out, config=tiny, target="cpu-fp32")
+    table = load_table(out, config=tiny)
+    assert table.fingerprint == doc["fingerprint"] and table.foreign == []  # the device it records
+    text = describe(table)
+    assert "measured on another machine" in text and "ARMv8 Processor rev 1 (v8l)" in text
+    assert "drives a search here as it is" in text
+    budget = 1.05 * table.predict_ms(extreme_sample(tiny, run_restriction(trained_run, tiny)))
+    search = ["search", "--space", "sst_tiny", "--weights", str(trained_run), "--data", str(synth_dataset),
+              "--budget-ms", f"{budget:.6f}", "--latency-table", str(out), "--trials", "2",
+              "--population", "2", "--sample-size", "2", "--episodes", "3", "--no-baseline",
+              "--rescore-top", "1", "--rescore-episodes", "2"]
+    assert main([*search, "--out", str(tmp_path / "s")]) == 0
+    best = load_subnet(tmp_path / "s" / "best.json")[0]
+    assert best.metrics["latency_ms"] == table.predict_ms(best.sample) <= budget
+    rec = json.loads((tmp_path / "s" / "search.json").read_text())["latency_table"]
+    assert rec["target"] == "cpu-fp32" and rec["foreign"] == []
+    assert rec["timed_on"] == {k: JETSON.get(k) for k in ("cpu_model", "cpu_count", "gpu", "machine")}
+    assert "timed on ARMv8 Processor rev 1 (v8l), Orin" in capsys.readouterr().out
+    assert main([*search, "--out", str(tmp_path / "int8"), "--target", "cpu-int8"]) == 2  # another target
+    err = capsys.readouterr().err
+    assert str(out) in err and "made for target 'cpu-fp32', not 'cpu-int8'" in err and "cpu_model" not in err
+    assert not (tmp_path / "int8" / "best.json").exists()
+    with pytest.raises(SSTEdgeError) as e:  # another space
+        check_table(table, load_space("sst_plus_tiny"), "cpu-fp32")
+    assert e.value.problems == ["made for space 'sst_tiny', not 'sst_plus_tiny'"]
+    with pytest.raises(SSTEdgeError) as e:  # this host re-timing it: there the device counts
+        check_table(table, tiny, "cpu-fp32", retime=True)
+    assert "device cpu_model: table has 'ARMv8 Processor rev 1 (v8l)'" in str(e.value)
+    assert "device gpu" in str(e.value)
+    with pytest.warns(UserWarning, match="foreign latency table"):
+        check_table(table, tiny, "cpu-fp32", allow_foreign=True, retime=True)
+    assert any("cpu_model" in p for p in table.foreign)
 
 
 # ------------------------------------------------------------------------------------------- refusals

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -269,28 +270,30 @@ def test_the_nni_manager_is_stopped_on_ctrl_c_and_on_errors(how, trained_run, sy
 
 
 def test_latency_budget_through_the_table(trained_run, synth_dataset, tmp_path):
-    """The shipped table made foreign on purpose (another CPU), so the test means the same on any host:
-    refused, then searched under with allow_foreign_table."""
-    from sst_edge.cost.latency import load_table
+    """The shipped table as if a Jetson had timed it (another CPU): it drives the search as it is, since a
+    table is judged against its target, not this host; for another target it is refused unless allowed."""
+    from sst_edge.cost.latency import load_table, load_table_for
     from sst_edge.resources import resolve
 
     doc = json.loads(resolve("table", "sst_tiny.cpu-fp32").read_text())
     doc["fingerprint"]["cpu_model"] = "ARMv8 Processor rev 1 (v8l)"
-    foreign = tmp_path / "foreign.json"
+    foreign = tmp_path / "jetson.json"
     foreign.write_text(json.dumps(doc))
-    with pytest.warns(UserWarning, match="foreign latency table"):
-        table = load_table(foreign, config=TINY, allow_foreign=True)
-    assert len(table.foreign) == 1 and table.foreign[0].startswith("device cpu_model")
+    table = load_table(foreign, config=TINY)
+    assert table.foreign == []
     keep = run_restriction(trained_run, TINY)
     lo = table.predict_ms(extreme_sample(TINY, keep))
     budget = lo * 1.05
     settings = SearchSettings(trials=4, population=2, sample_size=2, episodes=4, budget_ms=budget,
                               table=str(foreign), baseline=False, rescore_top=2, rescore_episodes=3)
-    with pytest.raises(SSTEdgeError, match="another space, target or device"):
-        run_search("sst_tiny", trained_run, synth_dataset, tmp_path / "refused", settings)
-    settings.allow_foreign_table = True
-    with pytest.warns(UserWarning, match="foreign latency table"):
-        run_search("sst_tiny", trained_run, synth_dataset, tmp_path / "lat", settings)
+    refused = dataclasses.replace(settings, target="cpu-int8")
+    with pytest.raises(SSTEdgeError, match="another space, target or device") as e:
+        run_search("sst_tiny", trained_run, synth_dataset, tmp_path / "refused", refused)
+    assert "made for target 'cpu-fp32', not 'cpu-int8'" in e.value.problems
+    assert not (tmp_path / "refused" / "trials").exists()
+    with pytest.warns(UserWarning, match="foreign latency table"):  # what the trials load under the flag
+        assert load_table_for(foreign, TINY, "cpu-int8", allow_foreign=True).foreign == e.value.problems
+    run_search("sst_tiny", trained_run, synth_dataset, tmp_path / "lat", settings)  # no warning, no flag
     files = sorted((tmp_path / "lat" / "trials").glob("*.json"))
     assert len(files) == 4  # every trial left its record (no baseline)
     for f in files:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sst_edge.cli import main
-from sst_edge.cost.latency import load_table
+from sst_edge.cost.latency import load_table_for
 from sst_edge.resources import resolve
 from sst_edge.space.config import load_space
 from sst_edge.train.config import ShrinkConfig, TrainConfig
@@ -46,10 +46,11 @@ def event_keep(event: dict) -> dict[str, list]:
 
 def test_latency_table_from_the_command_line(synth_dataset: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture) -> None:
-    """The shipped sst_tiny.cpu-fp32 table, made foreign on purpose (another CPU in its fingerprint), so the
-    test means the same on any host: refused, then used with --allow-foreign-table."""
+    """The shipped sst_tiny.cpu-fp32 table, timed on another CPU (no matter) with 4 threads where its target
+    runs 1 (foreign to its target): refused, naming only the threads, then used with --allow-foreign-table."""
     doc = json.loads(resolve("table", "sst_tiny.cpu-fp32").read_text())
     doc["fingerprint"]["cpu_model"] = "ARMv8 Processor rev 1 (v8l)"
+    doc["fingerprint"]["threads"] = 4
     table = tmp_path / "foreign.json"
     table.write_text(json.dumps(doc))
     out = tmp_path / "run"
@@ -60,14 +61,14 @@ def test_latency_table_from_the_command_line(synth_dataset: Path, tmp_path: Path
         args += [f"--{k.replace('_', '-')}", str(v)]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert str(table) in err and "device cpu_model: table has 'ARMv8 Processor rev 1 (v8l)'" in err
+    assert str(table) in err and "threads: table has 4, expected 1" in err and "cpu_model" not in err
     assert "--allow-foreign-table" in err and not (out / "restriction.json").exists()
     with pytest.warns(UserWarning, match="foreign latency table"):
         assert main([*args, "--allow-foreign-table"]) == 0
     (event,) = json.loads((out / "restriction.json").read_text())["history"]
     assert event["cost_unit"] == "ms"
     with pytest.warns(UserWarning, match="foreign latency table"):
-        predicted = load_table(table, config=load_space("sst_tiny"), allow_foreign=True)
+        predicted = load_table_for(table, load_space("sst_tiny"), allow_foreign=True)
     extremes = [predicted.predict_ms({k: v[i] for k, v in event_keep(event).items()}) for i in (0, -1)]
     assert min(extremes) < event["mean_subnet_cost"] < max(extremes)  # table ms, not FLOPs
     scale = predicted.correction.scale if predicted.correction else 1.0

@@ -32,6 +32,7 @@ def _search(args: argparse.Namespace) -> int:
         budget_gflops=args.budget_gflops,
         table=args.latency_table,
         allow_foreign_table=args.allow_foreign_table,
+        target=args.target,
         head=args.head,
         tau=args.tau,
         window=args.window,
@@ -82,8 +83,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--allow-foreign-table",
         action="store_true",
-        help="use a table made for another device or target anyway",
+        help="use a table made for another space or target (or a device that does not match its target) "
+        "anyway",
     )
+    p.add_argument("--target", help="the deployment target the search is for (export/NAME.yaml or a path); "
+                   "the latency table must describe it (default: the target the table names). The machine "
+                   "running the search need not be that device",)
     add_restriction_option(p, "a restriction file (default: the training run's restriction.json, if any)")
     p.add_argument("--trials", type=int, default=default(S, "trials"), help="evolution trials")
     p.add_argument("--population", type=int, default=default(S, "population"), help="evolution population")

@@ -12,8 +12,12 @@ A stage that may be big_little has the rows of both structures (parts.py): with 
 big_little it costs its "little" row plus one "big.{op}" row per layer; plain, one "{op}" row per layer.
 A table of a space without structure labels reads and predicts exactly as before.
 
-A table measured for another space, target or device predicts the wrong numbers silently, so loading
-refuses one unless the caller allows it (`allow_foreign=True`, `--allow-foreign-table`).
+A table measured for another space or target predicts the wrong numbers silently, so loading refuses one
+unless the caller allows it (`allow_foreign=True`, `--allow-foreign-table`). A table is judged against
+the space and target it is used for (the search's, by default the table's own target) and the device
+that timed it (its fingerprint: backend, provider, precision, threads, a GPU for a GPU target); the
+machine that reads it matters only when that machine re-times it (`retime=True`: `profile --table
+--validate`). So a table profiled on a Jetson drives a search on an x86 host as it is.
 """
 
 from __future__ import annotations
@@ -379,10 +383,11 @@ def missing_entries(table: LatencyTable, config: SpaceConfig) -> list[str]:
 
 def foreign_problems(table: LatencyTable, config: SpaceConfig | None = None, target: Target | None = None,
                      backend: str | None = None, here: Mapping[str, Any] | None = None) -> list[str]:
-    """Why this table does not describe (config, target, backend) on this device; empty when it does.
+    """Why this table does not describe (config, target, backend); empty when it does.
 
-    The device (CPU model and count, GPU when the table used one) is always compared with this machine
-    (`here`, default: this machine's fingerprint). `backend` defaults to the target's.
+    The device that timed it (its fingerprint) is compared with `here` (CPU model and count, the GPU
+    when the table used one) only when `here` is given: a machine that re-times the table. `backend`
+    defaults to the target's.
     """
     problems: list[str] = []
     if config is not None:
@@ -405,33 +410,38 @@ def foreign_problems(table: LatencyTable, config: SpaceConfig | None = None, tar
                     "execution_provider": execution_provider(target, backend or target.backend),
                     "precision": run_precision(target), "threads": target.threads}
         problems += run_mismatches(fp, expected)
+        if target.device == "cuda" and not fp.get("gpu"):
+            problems.append(f"target '{target.name}' runs on a GPU, but the device that timed the table "
+                            "had none")
     elif backend is not None and table.backend != backend:
         problems.append(f"backend: table has {table.backend!r}, expected {backend!r}")
-    if here is None:
-        here = device_fingerprint(uses_gpu=bool(fp.get("gpu")))
-    problems += device_mismatches(fp, dict(here))
+    if here is not None:
+        problems += device_mismatches(fp, dict(here))
     return problems
 
 
 def check_table(table: LatencyTable, config: SpaceConfig | str | None = None,
                 target: Target | str | None = None, allow_foreign: bool = False,
-                backend: str | None = None) -> LatencyTable:
+                backend: str | None = None, retime: bool = False) -> LatencyTable:
     """Refuse a foreign table (SSTEdgeError naming the file and each mismatch) unless `allow_foreign`.
 
     For other verbs (search, train) that take a table: call after loading, with the space and target.
+    `retime`: this machine is about to time the table again, so it must be the device that timed it.
     With `allow_foreign`, the mismatches are kept in `table.foreign` and shown as a warning.
     """
     cfg = load_space(config) if isinstance(config, str) else config
     tgt = load_target(target) if isinstance(target, str) else target
+    here = device_fingerprint(uses_gpu=bool(table.fingerprint.get("gpu"))) if retime else None
     if cfg is not None and table.space == cfg.name and table.space_hash == cfg.hash:
         missing = missing_entries(table, cfg)
         if missing:
             raise SSTEdgeError(f"the latency table lacks {len(missing)} of the entries of space "
                                f"'{cfg.name}' (re-profile it)", table.path, missing[:20])
-    problems = foreign_problems(table, cfg, tgt, backend)
+    problems = foreign_problems(table, cfg, tgt, backend, here)
     if problems and not allow_foreign:
-        raise SSTEdgeError(f"latency table made for another space, target or device; {FOREIGN_HINT}",
-                           table.path, problems)
+        raise SSTEdgeError("latency table made for another space, target or device"
+                           + (" than this machine, which would re-time it" if retime else "")
+                           + f"; {FOREIGN_HINT}", table.path, problems)
     table.foreign = problems
     if problems:
         where = f"{table.path}: " if table.path else ""
@@ -445,6 +455,19 @@ def load_table(path_or_name: str | Path, config: SpaceConfig | str | None = None
     """Read a table by name (latency_tables/NAME.json) or path, and check it against the space, the
     target and this device (see `check_table`)."""
     return check_table(read_table(path_or_name), config, target, allow_foreign, backend)
+
+
+def load_table_for(path_or_name: str | Path, config: SpaceConfig, target: Target | str | None = None,
+                   allow_foreign: bool = False) -> LatencyTable:
+    """The table a search or a training run predicts with: checked against the run's space and `target`
+    (default: the target the table names, as shipped in export/), never against this host."""
+    table = read_table(path_or_name)
+    if target is None:
+        try:
+            target = load_target(table.target_name)
+        except SSTEdgeError:  # a custom target YAML that is not here: nothing to judge its settings by
+            target = None
+    return check_table(table, config, target, allow_foreign, table.backend)
 
 
 def read_table(path_or_name: str | Path) -> LatencyTable:

@@ -509,7 +509,7 @@ def validate_file(table: str | Path, validate: int, space: str | Path | SpaceCon
     tab = read_table(table)  # checked below, against the space and target it names (or those given)
     config = space if isinstance(space, SpaceConfig) else load_space(space or tab.space)
     tgt = load_target(target or tab.target_name)
-    check_table(tab, config, tgt, allow_foreign, backend=tab.backend)
+    check_table(tab, config, tgt, allow_foreign, backend=tab.backend, retime=True)
     path = Path(out) if out is not None else tab.path
     validate_table(tab, config, tgt, validate, seed, policy, progress, plot_path_for(path))
     return tab, tab.save(path)
@@ -529,15 +529,15 @@ def from_bundle_to_file(directory: str | Path, space: str | Path | SpaceConfig |
 
 
 def _measured_where(table: LatencyTable) -> str:
-    """Native or foreign here: a table from a bundle is usually measured on another machine."""
+    """Where it was timed: a table from a bundle is usually measured on another machine (the device)."""
     fp = table.fingerprint
     src = table.timing.get("bundle")
     via = f", timed from bundle {src.get('dir')} on {src.get('timed')}" if isinstance(src, dict) else ""
     diff = device_mismatches(fp, device_fingerprint(uses_gpu=bool(fp.get("gpu"))))
     if not diff:
         return f"  measured on this machine (native here{via})"
-    return (f"  measured on another machine (foreign here{via}; use it on that device, or here with "
-            f"--allow-foreign-table): " + "; ".join(diff))
+    return (f"  measured on another machine{via} (it drives a search here as it is; re-timing it with "
+            f"--validate needs that device): " + "; ".join(diff))
 
 
 def describe(table: LatencyTable) -> str:

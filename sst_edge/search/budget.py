@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .._nni import ExpressionConstraint, FlopsParamsProfiler, current_model
-from ..cost.latency import load_table
+from ..cost.latency import load_table_for
 from ..space.config import Choices, SpaceConfig
 from ..space.model import SSTSpace
 
@@ -23,6 +23,7 @@ class Budget:
     latency_ms: float | None = None
     table: str | None = None  # latency table (name or path), needed with latency_ms
     allow_foreign_table: bool = False
+    target: str | None = None  # the target the table must describe (None: the one it names)
 
 
 def budget_constraint(space: SSTSpace, config: SpaceConfig, budget: Budget,
@@ -31,7 +32,7 @@ def budget_constraint(space: SSTSpace, config: SpaceConfig, budget: Budget,
     if budget.latency_ms is not None:
         if budget.table is None:
             raise ValueError("a latency budget needs a latency table")
-        table = load_table(budget.table, config=config, allow_foreign=budget.allow_foreign_table)
+        table = load_table_for(budget.table, config, budget.target, budget.allow_foreign_table)
         # The table's rows are per stage; a layer may allow fewer ops (layer_ops): narrow to the space's
         # (and structure labels to the space's values, in its order).
         layers = {k: v for k, v in config.choices().items() if k.endswith(("_op", "_structure"))}

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from .._nni import FunctionalEvaluator, NasExperiment, NasExperimentConfig, RegularizedEvolution, nni_log_to
 from ..cost.flops import extreme_sample, predicted_cost
-from ..cost.latency import load_table
+from ..cost.latency import load_table_for
 from ..data.episodes import EpisodeDataset, episode_loader
 from ..device.datasets import load_splits
 from ..device.evaluation import confidence_interval
@@ -66,7 +66,7 @@ def _budget(s: SearchSettings) -> Budget:
     if s.budget_ms is not None and not s.table:
         raise SSTEdgeError("--budget-ms needs --latency-table (the table predicts each subnet's latency)")
     return Budget(gflops=s.budget_gflops, latency_ms=s.budget_ms, table=s.table,
-                  allow_foreign_table=s.allow_foreign_table)
+                  allow_foreign_table=s.allow_foreign_table, target=s.target)
 
 
 def _cost_of(sample: dict[str, Any], config: SpaceConfig, budget: Budget, table: Any) -> float:
@@ -90,7 +90,7 @@ def _prepare(config: SpaceConfig, weights: str | Path, data: str | Path, out: Pa
     CachedEpisodes([g[0] for g in got], [g[1] for g in got], s.way, s.shot).save(out / EPISODES_FILE)
     ctx = {"space": str(config.source or config.name), "weights": str(Path(weights).resolve()),
            "table": str(Path(s.table).resolve()) if s.table and Path(s.table).exists() else s.table,
-           "allow_foreign_table": s.allow_foreign_table, "threads": s.threads or 1,
+           "allow_foreign_table": s.allow_foreign_table, "target": s.target, "threads": s.threads or 1,
            "head": head, "device": s.device}
     atomic_write_json(out / CONTEXT_FILE, ctx)
     return ctx
@@ -292,7 +292,9 @@ def _table_record(table: Any, s: SearchSettings) -> dict[str, Any] | None:
         return None
     path = Path(table.path)
     return {"name": s.table, "path": str(path.resolve()), "sha256": sha256_file(path),
-            "space": table.space, "target": table.target.get("name")}
+            "space": table.space, "target": table.target.get("name"),
+            "timed_on": {k: table.fingerprint.get(k) for k in ("cpu_model", "cpu_count", "gpu", "machine")},
+            "foreign": list(table.foreign)}
 
 
 def _run_progressive(config: SpaceConfig, restriction: Choices | None, budget: Budget, weights: str | Path,
@@ -348,7 +350,7 @@ def run_search(
     )
     table = None
     if budget.latency_ms is not None:
-        table = load_table(s.table, config=config, allow_foreign=s.allow_foreign_table)
+        table = load_table_for(s.table, config, s.target, s.allow_foreign_table)
     limit = budget.latency_ms if table is not None else budget.gflops
     cheapest = _cost_of(extreme_sample(config, restriction), config, budget, table)
     if cheapest > limit:

@@ -115,7 +115,11 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     lines += [f"note           {n}" for n in h.get("notes", [])]
     t = summary.get("latency_table")
     if t:
-        lines.append(f"latency table  {t['name']} (sha256 {t['sha256'][:16]}...)")
+        on = t.get("timed_on") or {}
+        where = ", ".join(str(on[k]) for k in ("cpu_model", "gpu") if on.get(k))
+        lines.append(f"latency table  {t['name']} (sha256 {t['sha256'][:16]}...), target {t.get('target')}"
+                     + (f", timed on {where}" if where else ""))
+        lines += [f"note           foreign table used: {f}" for f in t.get("foreign", [])]
     return lines
 
 

@@ -25,6 +25,7 @@ class SearchSettings:
     budget_gflops: float | None = None
     table: str | None = None
     allow_foreign_table: bool = False
+    target: str | None = None           # the target the latency table must describe (None: the one it names)
     head: str | None = None             # None: the kind the run trained through (run.json)
     tau: float | None = None            # None: the run's
     window: int | None | str = "run"    # "run": the run's; None: every support frame

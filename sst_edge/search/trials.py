@@ -22,7 +22,7 @@ from torch import nn
 
 from .._nni import current_model, nni
 from ..cost.flops import predicted_cost
-from ..cost.latency import load_table
+from ..cost.latency import load_table_for
 from ..device.evaluation import confidence_interval
 from ..device.settings import HeadConfig
 from ..fileio import atomic_write, atomic_write_json
@@ -112,7 +112,7 @@ def _context(workdir: str) -> dict[str, Any]:
     table = None
     if ctx.get("table"):
 
-        table = load_table(ctx["table"], config=config, allow_foreign=ctx.get("allow_foreign_table", False))
+        table = load_table_for(ctx["table"], config, ctx.get("target"), ctx.get("allow_foreign_table", False))
     built = {
         "config": config, "supernet": supernet, "table": table, "ctx": ctx,
         "episodes": CachedEpisodes.load(Path(workdir) / EPISODES_FILE),

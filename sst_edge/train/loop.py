@@ -48,7 +48,7 @@ from tqdm import tqdm
 from .. import __version__
 from .._nni import nni
 from ..cost.flops import cost_expression, extreme_sample, predicted_cost
-from ..cost.latency import load_table
+from ..cost.latency import load_table_for
 from ..data.episodes import EpisodeDataset, EpisodeSubset, episode_loader, to_device
 from ..device.datasets import load_splits
 from ..device.preprocess import Preprocess
@@ -174,7 +174,7 @@ def make_cost(
 ) -> tuple[CostFn, str]:
     """FLOPs from NNI's expression (default), or a latency table's prediction in ms."""
     if latency_table:
-        table = load_table(latency_table, config=config, allow_foreign=allow_foreign)
+        table = load_table_for(latency_table, config, allow_foreign=allow_foreign)
         return table.predict_ms, "ms"
 
     return (lambda sample: predicted_cost(config, sample).flops), "flops"
