@@ -19,6 +19,8 @@ warnings.filterwarnings("ignore", message=_NOISE, category=RuntimeWarning)
 os.environ.setdefault("PYTHONWARNINGS", "ignore::RuntimeWarning:nni.nas.nn.pytorch.layers")
 
 import nni  # noqa: E402
+from nni.experiment import RemoteMachineConfig  # noqa: E402
+from nni.experiment import rest as nni_rest  # noqa: E402
 from nni.mutable import Categorical, ExpressionConstraint, MutableExpression, Sample  # noqa: E402
 from nni.nas.evaluator import FunctionalEvaluator  # noqa: E402
 from nni.nas.experiment import NasExperiment, NasExperimentConfig  # noqa: E402
@@ -65,6 +67,8 @@ __all__ = [
     "FunctionalEvaluator",
     "NasExperiment",
     "NasExperimentConfig",
+    "RemoteMachineConfig",
+    "nni_rest",
     "RegularizedEvolution",
     "RandomOneShot",
     "BaseSuperNetModule",

@@ -698,3 +698,77 @@ def live_servers(tmp_path: Path) -> Iterator[LiveServers]:
         yield servers
     finally:
         servers.close()
+
+
+class Sshd(ChildServer):
+    """Debian's OpenSSH server on 127.0.0.1:PORT for one test: its own host key, a throwaway client key
+    (``key``) authorised for the current user (root in CI), config and log in ``workdir``.
+
+    ``kill`` ends the listener and every session it forked (NNI keeps one SSH connection per machine
+    open), so the "machine" is gone as a crashed host is. ``logins()`` counts the key logins in its log.
+    """
+
+    name = "sshd"
+
+    def __init__(self, port: int | None = None, workdir: Path | None = None,
+                 ready_timeout: float = READY_TIMEOUT):
+        self.binary = shutil.which("sshd") or "/usr/sbin/sshd"
+        if not os.path.exists(self.binary):
+            raise ServerError("openssh-server is not installed: run `make system-packages`")
+        super().__init__(workdir, ready_timeout)
+        self.port = port or free_port()
+        self.user = pwd.getpwuid(os.getuid()).pw_name
+        self.key = self.workdir / "client_key"
+        for key in (self.workdir / "host_key", self.key):
+            if not key.exists():
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sst-edge test",
+                                "-f", str(key)], check=True, capture_output=True, timeout=30)
+        (self.workdir / "authorized_keys").write_text((self.workdir / "client_key.pub").read_text())
+        self.config = self.workdir / "sshd_config"
+        self.config.write_text("\n".join([
+            f"Port {self.port}", f"ListenAddress {HOST}", f"HostKey {self.workdir / 'host_key'}",
+            f"PidFile {self.workdir / 'sshd.pid'}", f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}",
+            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
+            "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp", "LogLevel VERBOSE",
+            "MaxStartups 50", "MaxSessions 50"]) + "\n")
+        if os.getuid() == 0:
+            Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # its privilege-separation directory
+
+    def command(self) -> list[str]:
+        return [self.binary, "-D", "-e", "-f", str(self.config)]
+
+    def serving(self, deadline: float) -> bool:
+        return port_accepts(self.port)
+
+    def logins(self) -> int:
+        return self.log_text().count("Accepted publickey")
+
+    def sessions(self) -> list[int]:
+        """Pids of the processes this server forked (its sessions and what they run), from /proc."""
+        if self.proc is None:
+            return []
+        children: dict[int, list[int]] = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    children.setdefault(ppid, []).append(int(d.name))
+        out, todo = [], list(children.get(self.proc.pid, []))
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            todo += children.get(pid, [])
+        return out
+
+    def _with_sessions(self, end: Any) -> None:
+        sessions = self.sessions()
+        end()
+        for pid in sessions:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def kill(self) -> None:
+        self._with_sessions(super().kill)
+
+    def stop(self) -> None:
+        self._with_sessions(super().stop)

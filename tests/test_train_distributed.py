@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +82,58 @@ def test_torchrun_two_processes_on_gloo(synth_dataset: Path, tmp_path: Path) -> 
     assert losses[0] == losses[1]  # the same losses, so the same shrink decisions
     history = [json.loads((d / "restriction.json").read_text())["history"] for d in (out, single)]
     assert [h["candidates"] for h in history[0]] == [h["candidates"] for h in history[1]]
+
+
+TORCHRUN = str(Path(sys.executable).parent / "torchrun")
+
+
+def node(rank: int, port: int, out: Path, args: list[str], *extra: str) -> subprocess.Popen:
+    """One torchrun agent as node `rank` of 2 on 127.0.0.1 (rendezvous c10d), in its own process group."""
+    cmd = [TORCHRUN, "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank), "--rdzv_backend",
+           "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "sst-two-nodes",
+           str(HERE / "ddp_train.py"), *args, "--out", str(out), *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+
+
+def finish(nodes: list[subprocess.Popen], timeout: float = 300) -> list[str]:
+    try:
+        return [p.communicate(timeout=timeout)[0] for p in nodes]
+    finally:
+        for p in nodes:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_nodes_train_as_one_node_with_the_same_world_size(synth_dataset: Path,
+                                                                       tmp_path: Path) -> None:
+    """`--nnodes 2 --nproc_per_node 1` (two torchrun agents on 127.0.0.1 as two nodes, rendezvous c10d,
+    gloo) against `--nnodes 1 --nproc_per_node 2`: the same world size, so the same weights bit for bit,
+    BatchNorm's running statistics included (DDP broadcasts rank 0's in both), over 3 epochs with their
+    checkpoints."""
+    args = ["train", "--space", "sst_tiny", "--data", str(synth_dataset), "--way", "3", "--query", "1",
+            "--epochs", "3", "--val-episodes", "2", "--episodes", "4", "--warmup", "0", "--workers", "0",
+            "--threads", "1", "--no-progress", "--device", "cpu", "--precision", "fp32"]
+    port = free_port()
+    nodes = [node(r, port, tmp_path / "two-nodes", args) for r in (0, 1)]
+    two = finish(nodes)
+    assert [p.returncode for p in nodes] == [0, 0], "\n".join(log[-2000:] for log in two)
+    assert "trained 3 epochs" in two[0] and (tmp_path / "two-nodes" / "checkpoint-e0003.json").exists()
+    one = subprocess.run([TORCHRUN, "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
+                          str(HERE / "ddp_train.py"), *args, "--out", str(tmp_path / "one-node")],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-2000:]
+    status = json.loads((tmp_path / "two-nodes" / "run.json").read_text())["status"]
+    assert status == "finished", two[0][-2000:]
+    runs = [json.loads((tmp_path / d / "run.json").read_text()) for d in ("two-nodes", "one-node")]
+    assert [r["world_size"] for r in runs] == [2, 2] and all(r["result"]["in_sync"] for r in runs)
+    a, b = (load_file(str(tmp_path / d / "supernet.safetensors")) for d in ("two-nodes", "one-node"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

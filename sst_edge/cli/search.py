@@ -33,6 +33,8 @@ def _search(args: argparse.Namespace) -> int:
         table=args.latency_table,
         allow_foreign_table=args.allow_foreign_table,
         target=args.target,
+        training_service=args.training_service,
+        machines=args.machines,
         head=args.head,
         tau=args.tau,
         window=args.window,
@@ -89,6 +91,11 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", help="the deployment target the search is for (export/NAME.yaml or a path); "
                    "the latency table must describe it (default: the target the table names). The machine "
                    "running the search need not be that device",)
+    p.add_argument("--training-service", choices=("local", "remote"), default=default(S, "training_service"),
+                   help="where NNI runs the trials: this machine, or the machines of --machines over SSH "
+                   "(NNI's remote service)")
+    p.add_argument("--machines", help="a remote search's machines (YAML: host, port, user, key_file, "
+                   "python_path, gpu_indices, weights; see README 'Many machines')")
     add_restriction_option(p, "a restriction file (default: the training run's restriction.json, if any)")
     p.add_argument("--trials", type=int, default=default(S, "trials"), help="evolution trials")
     p.add_argument("--population", type=int, default=default(S, "population"), help="evolution population")

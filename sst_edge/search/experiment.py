@@ -18,6 +18,7 @@ given; a difference from the run's is warned about and recorded in search.json a
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -25,6 +26,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -50,13 +52,16 @@ from ..train.artifacts import choose_head, load_supernet, run_restriction
 from ..train.device import resolve_device
 from ..train.evaluate import compare_embeddings
 from .budget import Budget, BudgetedSpace
+from .machines import check_machines, load_machines
 from .progressive import PhaseResult, progressive_shortlist, run_phases
+from .remote import CODE_DIR, RemoteResults, remote_service, stage_code, working_directory
 from .report import SearchSummary, best_record, direction, write_csv, write_plot
 from .settings import SearchSettings, check_settings
 from .trials import CONTEXT_FILE, EPISODES_FILE, CachedEpisodes, nni_trial, read_records, score, write_record
 
 log = logging.getLogger(__name__)
 NNI_LOG = Path("nni") / "nni.log"  # NNI's log lines of every experiment of a search (unless --verbose)
+LOST_TRIALS = Path("nni") / "lost-trials.json"  # a remote search's failed trials (search.json: lost_trials)
 PROGRESSIVE = "progressive-"  # trial kinds of a progressive search's phases: progressive-structure, ...
 
 
@@ -96,9 +101,12 @@ def _prepare(config: SpaceConfig, weights: str | Path, data: str | Path, out: Pa
     return ctx
 
 
-def _watch(out: Path, total: int, kind: str, stop: threading.Event) -> None:
+def _watch(out: Path, total: int, kind: str, stop: threading.Event,
+           sync: Callable[[], None] | None = None) -> None:
     bar = tqdm(total=total, desc=f"search ({kind})", unit="trial")
     while not stop.is_set():
+        if sync is not None:  # a remote search: the records come from NNI's final metrics
+            sync()
         done = sum(1 for r in read_records(out) if r["kind"] == kind)
         bar.n = min(done, total)
         best = max((r["accuracy"] for r in read_records(out) if r["kind"] == kind), default=None)
@@ -121,13 +129,32 @@ def _run_nni(
         _run_experiment(config, restriction, budget, out, s, kind)
 
 
+class _Evolution(RegularizedEvolution):
+    """NNI's regularized evolution, which fails (max() of an empty population) when it breeds before any
+    member of the initial population has a metric, as when a lost machine's trial ended first: it then
+    draws a new member at random instead, and the search goes on with the machines left."""
+
+    def new_individual(self) -> Any:
+        if not self._population:
+            return self.random()
+        return super().new_individual()
+
+
 def _run_experiment(config: SpaceConfig, restriction: Choices | None, budget: Budget, out: Path,
                     s: SearchSettings, kind: str) -> None:
     space = BudgetedSpace(config, restriction, budget)
     evaluator = FunctionalEvaluator(nni_trial, workdir=str(out), kind=kind)
-    strategy = RegularizedEvolution(population_size=s.population, sample_size=s.sample_size, seed=s.seed,
+    strategy = _Evolution(population_size=s.population, sample_size=s.sample_size, seed=s.seed,
                                     dedup=True)
-    if s.concurrency > 1:
+    results = None
+    if s.training_service == "remote":
+        ms = load_machines(s.machines or "")
+        exp_config = NasExperimentConfig("ts", "simplified", "remote")
+        remote_service(exp_config, ms, resolve_device(s.device).type)
+        exp_config.trial_concurrency = max(s.concurrency, len(ms.machines))
+        evaluator = FunctionalEvaluator(nni_trial, workdir="", kind=kind, remote=True)
+        results = RemoteResults(out, kind, ms)
+    elif s.concurrency > 1:
         exp_config = NasExperimentConfig("ts", "simplified", "local")
         exp_config.trial_concurrency = s.concurrency
         if resolve_device(s.device).type == "cuda":
@@ -140,21 +167,59 @@ def _run_experiment(config: SpaceConfig, restriction: Choices | None, budget: Bu
         exp_config.trial_concurrency = 1
     exp_config.max_trial_number = s.trials
     exp_config.experiment_working_directory = str((out / "nni").resolve())
-    exp = NasExperiment(space, evaluator, strategy, exp_config)
+    # a remote search's trial code is the staged folder: NNI uploads the current directory, no other
+    def cwd() -> contextlib.AbstractContextManager:
+        return working_directory(out / CODE_DIR) if results is not None else contextlib.nullcontext()
+
+    with cwd():
+        exp = NasExperiment(space, evaluator, strategy, exp_config)
+    sync = (lambda: results.sync(exp.port, exp.url_prefix)) if results is not None else None
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(out, s.trials, kind, stop), daemon=True)
+    watcher = threading.Thread(target=_watch, args=(out, s.trials, kind, stop, sync), daemon=True)
     watcher.start()
     try:
-        ok = exp.run(port=s.port)
+        with cwd():
+            ok = exp.run(port=s.port)
         if ok is None:  # NNI caught a Ctrl-C, stopped the experiment and returned: the user still wants out
             raise KeyboardInterrupt
-        if ok is False:
+        if ok is False and results is None:
             raise SSTEdgeError(f"the NNI experiment failed; see its logs under {out / 'nni'}")
     finally:
         stop.set()
         watcher.join()
+        if sync is not None:
+            sync()  # the last records, while NNI's manager still answers
+            _save_lost(out, results.failed.values())
         exp.stop()  # always: a killed Python would leave NNI's manager running
         _kill_lost_managers(exp.id)
+
+
+def _service_record(s: SearchSettings, machines: dict[str, dict[str, Any]] | None,
+                    out: Path) -> dict[str, Any]:
+    """Where the trials ran; for a remote search, each machine's check and the trials lost on the way."""
+    if machines is None:
+        return {"platform": "local"}
+    recs = read_records(out)
+    ran: dict[str, int] = {}
+    for r in recs:
+        ran[str(r.get("machine"))] = ran.get(str(r.get("machine")), 0) + 1
+    lost = lost_trials(out)
+    return {"platform": "remote", "machines_file": str(s.machines), "machines": machines,
+            "trials_by_host": ran, "lost_trials": lost,
+            "note": (f"{len(lost)} trials failed (their machine lost, or a crash there): the result comes "
+                     f"from the {len(recs)} that finished") if lost else None}
+
+
+def _save_lost(out: Path, failed: Iterable[dict[str, Any]]) -> None:
+    """A remote search's failed trials (their machine lost, or a crash there), for search.json."""
+    path = out / LOST_TRIALS
+    known = json.loads(path.read_text()) if path.exists() else []
+    atomic_write_json(path, known + list(failed))
+
+
+def lost_trials(out: Path) -> list[dict[str, Any]]:
+    path = out / LOST_TRIALS
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def _kill_lost_managers(exp_id: str) -> None:
@@ -318,7 +383,8 @@ def _run_progressive(config: SpaceConfig, restriction: Choices | None, budget: B
 
 
 SEARCH_FOLDER = written_by_us(  # what a search writes into its --out, and nothing else may be there
-    {"best.json", "trials.csv", "pareto.png", "search.json", CONTEXT_FILE, EPISODES_FILE}, {"trials", "nni"})
+    {"best.json", "trials.csv", "pareto.png", "search.json", CONTEXT_FILE, EPISODES_FILE},
+    {"trials", "nni", CODE_DIR})
 
 
 def run_search(
@@ -356,8 +422,14 @@ def run_search(
     if cheapest > limit:
         unit = "ms" if table is not None else "GFLOPs"
         raise SSTEdgeError(f"the budget {limit} {unit} is below the cheapest subnet ({cheapest:.4g} {unit})")
+    machines = None
+    if s.training_service == "remote":  # every machine checked before anything is decoded or started
+        ms = load_machines(s.machines or "")
+        machines = check_machines(ms, weights, out / "nni" / "known_hosts")
     torch.set_num_threads(s.threads or 1)
-    _prepare(config, weights, data, out, s, head.to_dict())
+    ctx = _prepare(config, weights, data, out, s, head.to_dict())
+    if machines is not None:
+        stage_code(out, ctx, ms, weights)
     unit_key = "latency_ms" if table is not None else "gflops"
     t0 = time.perf_counter()
     phases = (_run_progressive(config, restriction, budget, weights, data, out, s, head, unit_key)
@@ -438,6 +510,7 @@ def run_search(
         "over_budget": len(over),
         "head": head_rec,
         "latency_table": table_rec,
+        "training_service": _service_record(s, machines, out),
         "episodes": episodes,
         "best": _metrics_only(best),
         "random_best": _metrics_only(rnd_best) if rnd_best else None,

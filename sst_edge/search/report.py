@@ -113,6 +113,14 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     lines.append(f"head           {used.get('kind')}, tau {used.get('tau')}, window {used.get('window')} "
                  f"(from {h.get('source')})")
     lines += [f"note           {n}" for n in h.get("notes", [])]
+    svc = summary.get("training_service") or {}
+    if svc.get("platform") == "remote":
+        ran = ", ".join(f"{k} {v}" for k, v in svc.get("trials_by_host", {}).items())
+        lines.append(f"machines       {len(svc.get('machines', {}))} over SSH (NNI remote); "
+                     f"trials ran on {ran}")
+        for t in svc.get("lost_trials", []):
+            lines.append(f"lost trial     {t['nni_trial']} on {t.get('machine') or 'an unknown machine'}: "
+                         f"{t['status']} ({t.get('log')})")
     t = summary.get("latency_table")
     if t:
         on = t.get("timed_on") or {}

@@ -37,11 +37,17 @@ class SearchSettings:
     device: str = "auto"                # where trials embed (train/device.py); several GPUs: one per trial
     progressive: bool = False           # also search in phases (structure, ops, heads): search/progressive.py
     verbose: bool = False               # NNI's log lines on stdout too (else only OUT/nni/nni.log)
+    training_service: str = "local"     # NNI's: local (this machine) or remote (--machines, over SSH)
+    machines: str | None = None         # the machines file of a remote search (search/machines.py)
 
 
 def check_settings(s: SearchSettings) -> None:
     problems = [f"{name} must be >= 1, got {getattr(s, name)}"
                 for name in ("trials", "episodes", "rescore_top", "rescore_episodes")
                 if getattr(s, name) < 1]
+    if s.training_service not in ("local", "remote"):
+        problems.append(f"training_service must be local or remote, got {s.training_service!r}")
+    elif (s.training_service == "remote") != bool(s.machines):
+        problems.append("--training-service remote needs --machines FILE, and --machines needs it")
     if problems:
         raise SSTEdgeError("invalid search settings", problems=problems)

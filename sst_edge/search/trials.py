@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,16 @@ from ..cost.flops import predicted_cost
 from ..cost.latency import load_table_for
 from ..device.evaluation import confidence_interval
 from ..device.settings import HeadConfig
-from ..fileio import atomic_write, atomic_write_json
+from ..errors import SSTEdgeError
+from ..fileio import atomic_write, atomic_write_json, sha256_file
 from ..space.config import SpaceConfig, heads_label, load_space, op_label, structure_label
 from ..train.artifacts import attach_params, load_supernet
 from ..train.device import resolve_device
 from ..train.evaluate import episode_accuracies
+from .machines import SUPERNET_FILE
 
 EPISODES_FILE = "val_episodes.safetensors"
+RECORD_KEY = "sst_edge_record"  # a remote trial's whole record, inside its NNI final metric
 CONTEXT_FILE = "context.json"
 TRIALS_DIR = "trials"
 
@@ -104,6 +108,8 @@ def _context(workdir: str) -> dict[str, Any]:
         return _CACHE[workdir]
 
     ctx = json.loads((Path(workdir) / CONTEXT_FILE).read_text())
+    if ctx.get("remote"):
+        ctx = _on_this_machine(ctx, Path(workdir))
     torch.set_num_threads(int(ctx.get("threads", 1)))
     config = load_space(ctx["space"])
     supernet, _ = load_supernet(ctx["weights"], config)
@@ -121,6 +127,23 @@ def _context(workdir: str) -> dict[str, Any]:
     }
     _CACHE[workdir] = built
     return built
+
+
+def _on_this_machine(ctx: dict[str, Any], code: Path) -> dict[str, Any]:
+    """A remote trial's context: the search's files from the code folder NNI copied here, the supernet
+    from the first of the machines' paths that holds the host's file (by sha256, so any machine finds its
+    own, whatever its place in the machines file)."""
+    ctx = dict(ctx)
+    for key in ("space", "table"):
+        if ctx.get(key) and (code / ctx[key]).is_file():
+            ctx[key] = str(code / ctx[key])
+    for run in ctx["weights_candidates"]:
+        f = Path(run) / SUPERNET_FILE
+        if f.is_file() and sha256_file(f) == ctx["supernet_sha256"]:
+            ctx["weights"] = run
+            return ctx
+    raise SSTEdgeError(f"none of {ctx['weights_candidates']} holds the search's supernet on this machine "
+                       f"({socket.gethostname()})")
 
 
 def score(sample: dict[str, Any], workdir: str) -> dict[str, Any]:
@@ -150,13 +173,31 @@ def read_records(workdir: str | Path) -> list[dict[str, Any]]:
     return sorted(recs, key=lambda r: r["finished"])
 
 
-def nni_trial(model: nn.Module, workdir: str, kind: str = "evolution") -> None:
+def nni_worker() -> str | None:
+    """NNI's name for the machine a remote trial runs on (`remote-worker{N}`, N counting the machines
+    file's entries from 1), from the trial folder NNI made there; None elsewhere."""
+    parts = Path(os.environ.get("NNI_OUTPUT_DIR", "")).parts
+    return next((p for p in parts if p.startswith("remote-worker")), None)
+
+
+def nni_trial(model: nn.Module, workdir: str, kind: str = "evolution", remote: bool = False) -> None:
     """The NNI evaluator: score the subnet `model` stands for and report accuracy as the default metric;
-    its record is of `kind` (the joint search's, or a progressive phase's)."""
+    its record is of `kind` (the joint search's, or a progressive phase's).
+
+    A local trial writes its record into the search folder. A remote one runs in the code folder NNI
+    copied to its machine (`workdir` is ignored) and packs the whole record into its final metric, which
+    NNI carries back to the host (remote_results.py writes it there)."""
+    if remote:
+        workdir = os.getcwd()
     c = _context(workdir)
     sample = sample_of(model, c["config"])
     metrics = score(sample, workdir)
     metrics["finished"] = time.time()
-    write_record(workdir, kind, sample, metrics)
-    nni.report_final_result({"default": metrics["accuracy"],
-                             **{k: v for k, v in metrics.items() if isinstance(v, float)}})
+    final: dict[str, Any] = {"default": metrics["accuracy"],
+                             **{k: v for k, v in metrics.items() if isinstance(v, float)}}
+    if remote:
+        final[RECORD_KEY] = json.dumps({"kind": kind, "sample": sample, **metrics,
+                                        "hostname": socket.gethostname(), "nni_worker": nni_worker()})
+    else:
+        write_record(workdir, kind, sample, metrics)
+    nni.report_final_result(final)
