@@ -303,8 +303,9 @@ def measure_latency(paths: dict[str, Path], target: Target, config: SpaceConfig,
 
 def predicted_latency(config: SpaceConfig, sample: dict[str, Any], target: Target,
                       table: str | Path | None = None, hint: str | None = None) -> dict[str, Any]:
-    """From `table`, else the local or shipped table of this space x target, if made on this device. An
-    OpenVINO model's `hint` (the one export chose) noted when the table was timed at another."""
+    """From `table`, else the local or shipped table of this space x target, if it describes the target
+    (timed on whichever machine: the card predicts the target's latency, not the host's). An OpenVINO
+    model's `hint` (the one export chose) noted when the table was timed at another."""
 
     name = str(table) if table is not None else f"{config.name}.{target.name}"
     try:
