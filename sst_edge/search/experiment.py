@@ -26,6 +26,7 @@ import random
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -52,7 +53,7 @@ from ..train.artifacts import choose_head, load_supernet, run_restriction
 from ..train.device import resolve_device
 from ..train.evaluate import compare_embeddings
 from .budget import Budget, BudgetedSpace
-from .machines import check_machines, load_machines
+from .machines import SUPERNET_FILE, check_machines, load_machines
 from .progressive import PhaseResult, progressive_shortlist, run_phases
 from .remote import CODE_DIR, RemoteResults, remote_service, stage_code, working_directory
 from .report import SearchSummary, best_record, direction, write_csv, write_plot
@@ -200,9 +201,7 @@ def _service_record(s: SearchSettings, machines: dict[str, dict[str, Any]] | Non
     if machines is None:
         return {"platform": "local"}
     recs = read_records(out)
-    ran: dict[str, int] = {}
-    for r in recs:
-        ran[str(r.get("machine"))] = ran.get(str(r.get("machine")), 0) + 1
+    ran = dict(Counter(str(r.get("machine")) for r in recs))
     lost = lost_trials(out)
     return {"platform": "remote", "machines_file": str(s.machines), "machines": machines,
             "trials_by_host": ran, "lost_trials": lost,
@@ -212,9 +211,7 @@ def _service_record(s: SearchSettings, machines: dict[str, dict[str, Any]] | Non
 
 def _save_lost(out: Path, failed: Iterable[dict[str, Any]]) -> None:
     """A remote search's failed trials (their machine lost, or a crash there), for search.json."""
-    path = out / LOST_TRIALS
-    known = json.loads(path.read_text()) if path.exists() else []
-    atomic_write_json(path, known + list(failed))
+    atomic_write_json(out / LOST_TRIALS, lost_trials(out) + list(failed))
 
 
 def lost_trials(out: Path) -> list[dict[str, Any]]:
@@ -425,11 +422,12 @@ def run_search(
     machines = None
     if s.training_service == "remote":  # every machine checked before anything is decoded or started
         ms = load_machines(s.machines or "")
-        machines = check_machines(ms, weights, out / "nni" / "known_hosts")
+        supernet_sha = sha256_file(Path(weights) / SUPERNET_FILE)  # hashed once: the check and the trials'
+        machines = check_machines(ms, weights, out / "nni" / "known_hosts", supernet_sha)
     torch.set_num_threads(s.threads or 1)
     ctx = _prepare(config, weights, data, out, s, head.to_dict())
     if machines is not None:
-        stage_code(out, ctx, ms, weights)
+        stage_code(out, ctx, ms, weights, supernet_sha)
     unit_key = "latency_ms" if table is not None else "gflops"
     t0 = time.perf_counter()
     phases = (_run_progressive(config, restriction, budget, weights, data, out, s, head, unit_key)

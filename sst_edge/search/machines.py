@@ -117,11 +117,12 @@ def ssh_command(m: Machine, known_hosts: Path, remote: str) -> list[str]:
             "-o", "IdentitiesOnly=yes", f"{m.user}@{m.host}", remote]
 
 
-def check_machines(ms: Machines, weights: str | Path, known_hosts: Path) -> dict[str, dict[str, Any]]:
+def check_machines(ms: Machines, weights: str | Path, known_hosts: Path,
+                   sha: str) -> dict[str, dict[str, Any]]:
     """Log into every machine and check what its trials will read; SSTEdgeError naming each problem.
 
-    Returns what each machine reported (its python, sst-edge version, the supernet path it will use)."""
-    sha = sha256_file(Path(weights) / SUPERNET_FILE)
+    `sha`: the host's supernet file's sha256. Returns what each machine reported (its python, sst-edge
+    version, the supernet path it will use)."""
     known_hosts.parent.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
     seen: dict[str, dict[str, Any]] = {}

@@ -18,8 +18,8 @@ from typing import Any
 
 from .._nni import nni_rest
 from ..cost.latency import read_table
-from ..fileio import atomic_write_json, sha256_file
-from .machines import SUPERNET_FILE, Machines
+from ..fileio import atomic_write_json
+from .machines import Machines
 from .trials import CONTEXT_FILE, EPISODES_FILE, RECORD_KEY, TRIALS_DIR
 
 CODE_DIR = "remote-code"  # inside the search folder: what NNI copies to every machine
@@ -27,7 +27,7 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 FAILED_STATES = {"FAILED", "SYS_CANCELED", "EARLY_STOPPED", "USER_CANCELED"}
 
 
-def stage_code(out: Path, ctx: dict[str, Any], ms: Machines, weights: str | Path) -> Path:
+def stage_code(out: Path, ctx: dict[str, Any], ms: Machines, weights: str | Path, sha: str) -> Path:
     """Write the trial code folder: the context (with every machine's supernet path and the supernet's
     sha256), the cached episodes, the latency table and a custom space YAML, each under a plain name."""
     code = out / CODE_DIR
@@ -41,7 +41,7 @@ def stage_code(out: Path, ctx: dict[str, Any], ms: Machines, weights: str | Path
             remote[key] = name
     host = str(Path(weights).resolve())
     remote["weights_candidates"] = list(dict.fromkeys([m.weights or host for m in ms.machines]))
-    remote["supernet_sha256"] = sha256_file(Path(weights) / SUPERNET_FILE)
+    remote["supernet_sha256"] = sha
     atomic_write_json(code / CONTEXT_FILE, remote)
     (code / ".nniignore").write_text("trials/\n")
     return code
