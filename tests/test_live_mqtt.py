@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -71,6 +72,36 @@ def test_events_arrive_with_qos_1(live_servers) -> None:
         "connected": False, "emitted": 2, "published": 2, "delivered": 2, "pending": 0, "lost": 0,
         "reconnects": 0, "last_error": ""}
     assert sink.problems() == []
+
+
+def test_events_emitted_while_the_connection_opens_wait_for_the_broker_to_accept_it(live_servers) -> None:
+    """paho opens the socket, then queues CONNECT: an event published in that gap went out before CONNECT,
+    and mosquitto dropped the connection (a CI failure). paho's own on_socket_open hook holds the gap open
+    until the events are emitted, so they land in it every time."""
+    port = free_port()  # no broker yet: the sink's first attempts are refused, the hook is set in time
+    sink = MqttSink(f"mqtt://127.0.0.1:{port}/ev", **FAST)
+    in_gap, emitted = threading.Event(), threading.Event()
+    sockets: list[object] = []
+
+    def hold_the_gap(client, userdata, sock) -> None:
+        sockets.append(sock)
+        in_gap.set()
+        emitted.wait(10)
+
+    sink._client.on_socket_open = hold_the_gap  # paho's thread calls it between socket and CONNECT
+    broker = live_servers.mosquitto(port=port)
+    sub = live_servers.subscriber(broker, "ev")
+    assert in_gap.wait(10), "the sink never opened a socket to the broker"
+    sink.problems()  # the refusals before the broker came up
+    for i in range(3):
+        sink.emit({"i": i})
+    emitted.set()
+    wait_until(lambda: sink.health()["delivered"] == 3, 10, "three PUBACKs")
+    assert sub.wait_for(3, timeout=10) and unique(sub) == [b'{"i": 0}', b'{"i": 1}', b'{"i": 2}']
+    assert "protocol error" not in broker.broker_log(), broker.log_tail()
+    assert len(sockets) == 1, "the broker dropped the first connection: the sink had to open another"
+    health = sink.close()
+    assert (health["reconnects"], health["lost"], health["pending"]) == (0, 0, 0), health
 
 
 def test_events_emitted_while_the_broker_is_down_arrive_after_it_returns(live_servers) -> None:

@@ -33,6 +33,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,7 +182,7 @@ def _paho() -> Any:
 class MqttSink:
     """Events as JSON messages (keys sorted) on one topic, QoS 1, through a broker that may come and go.
 
-    ``health()`` counts: ``emitted`` events given to `emit`; ``published`` those handed to the client
+    ``health()`` counts: ``emitted`` events given to `emit`; ``published`` those queued for the broker
     (the others were dropped, the queue being full); ``delivered`` those the broker acknowledged (PUBACK);
     ``pending`` those published, not yet delivered, not given up; ``lost`` the dropped ones plus those
     `close` gave up on; ``reconnects`` connections made again after one was lost. So emitted = published +
@@ -204,6 +205,12 @@ class MqttSink:
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
+        # paho's reconnect() opens the socket before it queues CONNECT: a publish() from our thread in that
+        # gap goes out first and the broker drops the connection. So events wait here, not in paho, until
+        # the broker has accepted us (CONNACK); the choice and the publish are one step under _send_lock.
+        self._send_lock = threading.Lock()
+        self._held: deque[str] = deque()
+        self._accepted = False
         self._problems: list[str] = []
         self._emitted = self._published = self._delivered = self._lost = self._reconnects = 0
         self._abandoned = 0  # published, then given up by close (also in lost)
@@ -255,8 +262,16 @@ class MqttSink:
                 self._lost_in_episode = 0
             self._published += 1
         # Not under self._lock: paho calls on_publish holding its own lock, which publish() takes too.
+        with self._send_lock:
+            if self._accepted:
+                self._publish(payload)
+            else:
+                self._held.append(payload)
+
+    def _publish(self, payload: str) -> None:
+        """Hand one event to paho (caller holds _send_lock, not _lock); a refusal counts it as lost."""
         info = self._client.publish(self.target.topic, payload, qos=QOS)
-        if info.rc not in (0, self._no_conn):
+        if info.rc not in (0, self._no_conn):  # NO_CONN: paho keeps it and sends it after reconnecting
             with self._lock:
                 self._published -= 1
                 self._lost += 1
@@ -286,6 +301,9 @@ class MqttSink:
             self._closing = True
             while self._pending() > 0 and (left := deadline - time.monotonic()) > 0:
                 self._drained.wait(left)
+        with self._send_lock:
+            self._accepted = False
+            self._held.clear()  # still pending, so counted as given up below
         self._client.disconnect()
         stopper = threading.Thread(target=self._client.loop_stop, daemon=True)
         stopper.start()
@@ -304,6 +322,11 @@ class MqttSink:
     # -- paho's thread -------------------------------------------------------------------------------------
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if not reason.is_failure:
+            with self._send_lock:  # accepted: what waited goes first, in order, then emit publishes directly
+                while self._held:
+                    self._publish(self._held.popleft())
+                self._accepted = True
         with self._lock:
             if reason.is_failure:
                 if not self._outage_reported:
@@ -333,6 +356,8 @@ class MqttSink:
                         f"up to {self.max_backoff:g} s; up to {self.max_pending} events wait for it")
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        with self._send_lock:  # before paho's reconnect() opens the next socket
+            self._accepted = False
         with self._lock:
             was = self._connected
             self._connected = False
