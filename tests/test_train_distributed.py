@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -87,13 +89,42 @@ def test_torchrun_two_processes_on_gloo(synth_dataset: Path, tmp_path: Path) -> 
 TORCHRUN = str(Path(sys.executable).parent / "torchrun")
 
 
-def node(rank: int, port: int, out: Path, args: list[str], *extra: str) -> subprocess.Popen:
-    """One torchrun agent as node `rank` of 2 on 127.0.0.1 (rendezvous c10d), in its own process group."""
+def node(rank: int, port: int, out: Path | str, args: list[str], *extra: str,
+         cwd: Path | None = None) -> subprocess.Popen:
+    """One torchrun agent as node `rank` of 2 on 127.0.0.1 (rendezvous c10d), in its own process group;
+    a relative `out` under its own `cwd` stands for a node's own disk."""
     cmd = [TORCHRUN, "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank), "--rdzv_backend",
            "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "sst-two-nodes",
            str(HERE / "ddp_train.py"), *args, "--out", str(out), *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc): torchrun starts its workers in sessions of their own, so
+    killing the agent's process group leaves them running."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    found, todo = [], [pid]
+    while todo:
+        me = todo.pop()
+        kids = [c for c, p in parent.items() if p == me]
+        found += kids
+        todo += kids
+    return found
+
+
+def kill_node(p: subprocess.Popen) -> None:
+    """The node is gone, as a machine that lost power: its agent and every worker, at once."""
+    for pid in [p.pid, *descendants(p.pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    p.wait()
 
 
 def finish(nodes: list[subprocess.Popen], timeout: float = 300) -> list[str]:
@@ -102,8 +133,7 @@ def finish(nodes: list[subprocess.Popen], timeout: float = 300) -> list[str]:
     finally:
         for p in nodes:
             if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+                kill_node(p)
 
 
 def free_port() -> int:
@@ -136,4 +166,59 @@ def test_torchrun_two_nodes_train_as_one_node_with_the_same_world_size(synth_dat
     runs = [json.loads((tmp_path / d / "run.json").read_text()) for d in ("two-nodes", "one-node")]
     assert [r["world_size"] for r in runs] == [2, 2] and all(r["result"]["in_sync"] for r in runs)
     a, b = (load_file(str(tmp_path / d / "supernet.safetensors")) for d in ("two-nodes", "one-node"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_node_restarted_on_its_own_disk_resumes_with_the_others(synth_dataset: Path,
+                                                                  tmp_path: Path) -> None:
+    """Two nodes, each with its own disk (`--out run` under its own folder): node 1 is killed after the
+    first checkpoint, which takes node 0 down too (its collective fails); both are started again with
+    `--resume`. Node 1 holds no copy of the run, so it resumes from the checkpoint rank 0 sends it, and the
+    run ends with the weights, bit for bit, of the same run never interrupted (`--nnodes 1
+    --nproc_per_node 2`)."""
+    args = ["train", "--space", "sst_tiny", "--data", str(synth_dataset), "--way", "3", "--query", "1",
+            "--epochs", "4", "--val-episodes", "2", "--episodes", "4", "--warmup", "0", "--workers", "0",
+            "--threads", "1", "--no-progress", "--device", "cpu", "--precision", "fp32"]
+    disks = [tmp_path / "node0", tmp_path / "node1"]
+    for disk in disks:
+        disk.mkdir()
+    run0 = disks[0] / "run"
+    port = free_port()
+    nodes = [node(r, port, "run", args, cwd=disks[r]) for r in (0, 1)]
+    deadline = time.monotonic() + 240
+    while not (run0 / "checkpoint-e0001.json").exists():
+        assert time.monotonic() < deadline and all(p.poll() is None for p in nodes), finish(nodes, 5)
+        time.sleep(0.02)
+    kill_node(nodes[1])
+    crashed = finish(nodes, 120)
+    assert nodes[0].returncode != 0, crashed[0][-2000:]  # node 0 cannot go on alone, and says what to do
+    newest = max(int(p.stem[-4:]) for p in run0.glob("checkpoint-e*.json"))
+    assert "rank 0 lost another rank mid-run" in crashed[0], crashed[0][-2000:]
+    assert f"checkpoint, epoch {newest}, is in --out on rank 0's node" in crashed[0], crashed[0][-2000:]
+    assert json.loads((run0 / "run.json").read_text())["status"] != "finished"
+    assert not (run0 / "checkpoint-e0004.json").exists()
+    assert not list(disks[1].rglob("checkpoint-*")), "node 1 has its own copy: the test proves nothing"
+
+    other = [a if a != "4" or args[i - 1] != "--episodes" else "6" for i, a in enumerate(args)]
+    port = free_port()
+    nodes = [node(r, port, "run", other, "--resume", cwd=disks[r]) for r in (0, 1)]
+    refused = finish(nodes, 120)  # every rank stops, with rank 0's reason, instead of waiting for it
+    assert [p.returncode != 0 for p in nodes] == [True, True]
+    assert all("cannot resume: the run was started differently" in log
+               and "episodes: 4 in the checkpoint, 6 now" in log for log in refused), "\n".join(refused)
+
+    port = free_port()
+    nodes = [node(r, port, "run", args, "--resume", cwd=disks[r]) for r in (0, 1)]
+    again = finish(nodes)
+    assert [p.returncode for p in nodes] == [0, 0], "\n".join(log[-2000:] for log in again)
+    assert "resuming run after epoch" in again[0], again[0][-2000:]
+    record = json.loads((run0 / "run.json").read_text())
+    assert record["status"] == "finished" and len(record["resumed"]) == 1 and record["result"]["in_sync"]
+
+    one = subprocess.run([TORCHRUN, "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
+                          str(HERE / "ddp_train.py"), *args, "--out", str(tmp_path / "one-node")],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-2000:]
+    a, b = (load_file(str(d / "supernet.safetensors")) for d in (run0, tmp_path / "one-node"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -4,7 +4,9 @@ when the ranks run on GPUs (each rank on cuda:LOCAL_RANK), over gloo on CPUs.
 Every rank draws the same subnet at a step (from the seed and the step number) and its own episodes, so
 the path through the supernet is the same everywhere and DDP's gradient all-reduce lines up. DDP runs with
 find_unused_parameters=True: each step leaves the paths not sampled without gradients, on every rank
-alike, and DDP then leaves their .grad None (AdamW skips them; a test checks). Only rank 0 writes files.
+alike, and DDP then leaves their .grad None (AdamW skips them; a test checks). Only rank 0 writes files,
+and only rank 0 reads the run folder: a resumed run sends its checkpoint to the other ranks, so a node
+needs no copy of it.
 """
 
 from __future__ import annotations
@@ -59,6 +61,21 @@ class Dist:
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
+
+    def broadcast_bytes(self, data: bytes) -> bytes:
+        """Rank 0's `data` on every rank (the others pass b""): raw bytes over the process group, on this
+        rank's device as NCCL needs, so what travels is never pickled."""
+        if not self.active:
+            return data
+        size = torch.tensor([len(data) if self.is_main else 0], dtype=torch.int64, device=self.device)
+        dist.broadcast(size, 0)
+        n = int(size.item())
+        if n == 0:
+            return b""
+        buf = (torch.frombuffer(bytearray(data), dtype=torch.uint8) if self.is_main
+               else torch.empty(n, dtype=torch.uint8)).to(self.device)
+        dist.broadcast(buf, 0)
+        return buf.cpu().numpy().tobytes()
 
 
 def init_distributed(device: str = "cpu") -> Dist:

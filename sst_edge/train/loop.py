@@ -40,7 +40,9 @@ from typing import Any
 
 import numpy as np
 import safetensors
+import safetensors.torch
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
@@ -63,6 +65,7 @@ from ..space.restriction import FILE as RESTRICTION_FILE
 from ..space.restriction import Restriction, full_restriction
 from ..space.subnet import load_subnet
 from ..space.supernet import activate, build_supernet, random_sample
+from ..text import brief
 from . import checkpoint as ckpt
 from .artifacts import SUPERNET_FORMAT, WEIGHTS_FILE, single_path
 from .config import TrainConfig
@@ -717,6 +720,35 @@ def check_start(
     return found
 
 
+def agreed_start(
+    cfg: TrainConfig, out: Path, resume: bool, d: Dist
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """`check_start` on rank 0, and its answer on every rank: the checkpoint to resume from (sidecar and
+    tensors, as safetensors bytes), or its refusal. A node restarted on a disk without the run folder then
+    resumes with the others, and every rank stops with rank 0's reason instead of waiting for it."""
+    if not d.active:
+        return check_start(cfg, out, resume, d.world)
+    header: dict[str, Any] = {}
+    payload, failure = b"", None
+    if d.is_main:
+        try:
+            found = check_start(cfg, out, resume, d.world)
+        except Exception as e:  # noqa: BLE001 - said to the other ranks, then raised here as it was
+            failure = e
+            header = ({"error": e.message, "path": str(e.path) if e.path else None, "problems": e.problems}
+                      if isinstance(e, SSTEdgeError) else {"error": f"rank 0 could not start: {e}"})
+        else:
+            if found is not None:
+                header, payload = {"doc": found[0]}, safetensors.torch.save(found[1])
+    header = json.loads(d.broadcast_bytes(json.dumps(header).encode()))
+    if failure is not None:
+        raise failure
+    if "error" in header:
+        raise SSTEdgeError(header["error"], header.get("path"), header.get("problems"))
+    payload = d.broadcast_bytes(payload)
+    return (header["doc"], safetensors.torch.load(payload)) if "doc" in header else None
+
+
 def train_supernet(config: TrainConfig, out: str | Path, *, resume: bool = False,
                    cost_fn: CostFn | None = None, cost_unit: str | None = None,
                    progress: bool = True) -> TrainResult:
@@ -728,14 +760,32 @@ def train_supernet(config: TrainConfig, out: str | Path, *, resume: bool = False
     """
     d = init_distributed(config.device)
     try:
-        found = check_start(config, Path(out), resume, d.world)
+        found = agreed_start(config, Path(out), resume, d)
         tune = (load_finetune(config, load_space(config.space), with_init=found is None)
                 if config.subnet is not None else None)
         trainer = _Trainer(config, Path(out), d, cost_fn, cost_unit, progress, tune)
         trainer.start(found)
-        return trainer.run()
+        try:
+            return trainer.run()
+        except RuntimeError as e:
+            if not d.active or not lost_peer(e):
+                raise
+            done = ckpt.complete_checkpoints(out) if d.is_main else []
+            last = f"epoch {done[-1]}" if done else "(none on this node)"
+            raise SSTEdgeError(
+                f"rank {d.rank} lost another rank mid-run ({brief(e, 160)}); this run stops. Its newest "
+                f"checkpoint, {last}, is in --out on rank 0's node: start every node again with --resume "
+                "(the other nodes need no copy of it)", out) from None
     finally:
         shutdown(d)
+
+
+def lost_peer(e: RuntimeError) -> bool:
+    """A collective failed because a rank's process or machine went away (gloo, NCCL, the c10d store)."""
+    text = str(e)
+    return isinstance(e, dist.DistError) or any(
+        s in text for s in ("Connection closed by peer", "Connection reset by peer", "NCCL communicator",
+                            "Broken pipe"))
 
 
 def estimate_run(config: TrainConfig, out: str | Path, *, resume: bool = False,
@@ -743,7 +793,7 @@ def estimate_run(config: TrainConfig, out: str | Path, *, resume: bool = False,
     """`train --dry-run`: check the options as `train` would, time a few steps, write nothing."""
     d = init_distributed(config.device)
     try:
-        found = check_start(config, Path(out), resume, d.world)
+        found = agreed_start(config, Path(out), resume, d)
         tune = (load_finetune(config, load_space(config.space), with_init=True)
                 if config.subnet is not None else None)
         trainer = _Trainer(config, Path(out), d, None, None, False, tune)
