@@ -12,13 +12,13 @@ PIP    := -m pip install -q -c constraints.txt
 TORCH_INDEX ?=
 TORCH_FROM  := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
-.PHONY: venv demo test lint device-check device-check-lowest mutate clean system-packages
+.PHONY: venv demo test lint docs device-check device-check-lowest mutate clean system-packages
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) $(PIP) $(TORCH_FROM) torch==2.13.0
-	$(PY) $(PIP) -e '.[host,cpu,openvino,bench,test]'
+	$(PY) $(PIP) -e '.[host,cpu,openvino,bench,test,docs]'
 	touch $(STAMP)
 
 # The Debian packages the live tests run (tests/live_servers.py): mosquitto (an MQTT broker, and
@@ -58,6 +58,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lint system-packages
 	$(PY) -m pytest -q
+
+# The reference (docs/, MkDocs with the material theme) built into site/, every warning an error
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 # The device half as a user installs it (`pip install '.[cpu]'`, no torch) runs the README's device verbs
 # on a model exported by the full install: at the versions of constraints.txt (.venv-device), and at the

@@ -219,3 +219,21 @@ def test_cli_check_full_decode(tmp_path, capsys):
     out = generate_synthetic(tmp_path / "ds", classes=4, clips=1, frames=4, size=32, progress=False)
     assert main(["data", "check", str(out), "--full"]) == 0
     assert Path(out / "classes.json").is_file()
+
+
+def test_cli_check_reads_the_split_files_train_and_eval_are_given(tmp_path, capsys):
+    """`data check --split DIR` checks the split files where `train --split DIR` reads them: a clip that a
+    split elsewhere names, and that is gone, is a split problem; without --split that split is not seen."""
+    out = generate_synthetic(tmp_path / "ds", classes=5, clips=2, frames=4, size=32, progress=False)
+    elsewhere = tmp_path / "splits" / "arn"
+    elsewhere.parent.mkdir()
+    (out / "splits").rename(elsewhere)
+    gone = elsewhere.joinpath("test.txt").read_text().split()[0]
+    next((out / gone.split("/")[0]).glob(gone.split("/")[1] + ".*")).unlink()
+    assert main(["data", "check", str(out)]) == 0  # DIR/splits is not there: only the clips are checked
+    assert "0 split problems" in capsys.readouterr().out
+    assert main(["data", "check", str(out), "--split", str(elsewhere)]) == 1
+    text = capsys.readouterr().out.replace("\n", "")
+    assert "1 split problems" in text and gone.split("/")[1] in text
+    assert main(["data", "check", str(out), "--split", str(tmp_path / "nowhere")]) == 2
+    assert "no split files here" in capsys.readouterr().err

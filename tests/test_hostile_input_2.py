@@ -292,7 +292,7 @@ def test_2_documents_are_bounded_before_they_are_read(exported_model: Path, clip
     r = limited(["space", "show", "--space", space], HOST_LIMIT)
     named_error(r.returncode, r.stderr, str(space), "more than the 1,048,576")
     assert snapshot(tmp_path) == before
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "troubleshooting.md").read_text()
     for bound in ("64 MiB", "1 MiB", "32 MiB", "1,000,000 lines", "8192 x 8192", "64 levels"):
         assert bound in readme, bound
 

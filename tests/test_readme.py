@@ -1,5 +1,6 @@
-"""Every `sst-edge ...` command the README shows parses with the real argument parser, so the README cannot
-drift from the CLI (a renamed flag fails here)."""
+"""The README and the reference under docs/ cannot drift from the code: every `sst-edge ...` command they
+show parses with the real argument parser (a renamed flag fails here), every file of the repository they
+cite exists, and nothing points outside the repository (a user's checkout has only this)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ import pytest
 
 from sst_edge.cli import build_parser
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+TOP = ("sst_edge/", "tests/", "bench/", "export/", "search_spaces/", "latency_tables/", "docs/", ".ci/")
+ROOT_FILES = ("Makefile", "pyproject.toml", "constraints.txt", "mkdocs.yml", "CHANGELOG.md")
 
 
-def readme_commands() -> list[str]:
-    """The `sst-edge` command lines inside the README's code blocks (continuations joined, comments cut)."""
+def page_commands(page: Path) -> list[str]:
+    """The `sst-edge` command lines inside a page's code blocks (continuations joined, comments cut)."""
     out, in_code, pending = [], False, ""
-    for line in README.read_text(encoding="utf-8").splitlines():
+    for line in page.read_text(encoding="utf-8").splitlines():
         if line.lstrip().startswith("```"):
             in_code, pending = not in_code, ""
             continue
@@ -35,14 +40,69 @@ def readme_commands() -> list[str]:
     return out
 
 
-def test_the_readme_shows_commands() -> None:
-    assert len(readme_commands()) >= 20
+def commands() -> list[tuple[str, str]]:
+    return [(p.relative_to(ROOT).as_posix(), c) for p in PAGES for c in page_commands(p)]
 
 
-@pytest.mark.parametrize("command", readme_commands())
-def test_readme_command_parses(command: str) -> None:
+def cited_files(page: Path) -> list[str]:
+    """Repository paths a page names: link targets, and `code` spans that start with a top-level folder
+    or are a root file (placeholders such as <name>, globs and options are not paths)."""
+    text = page.read_text(encoding="utf-8")
+    found = []
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if "://" not in target:
+            found.append((page.parent / target).resolve().relative_to(ROOT).as_posix())
+    for span in re.findall(r"`([^`\n]+)`", text):
+        token = span.split()[0] if span.split() else ""
+        token = token.split(":")[0].rstrip(".,;)")
+        if any(c in token for c in "<>*{}[]$"):
+            continue
+        if token.startswith("sst_edge/_data/"):  # inside the built wheel, not the checkout
+            continue
+        if token.startswith(TOP) or token in ROOT_FILES:
+            found.append(token)
+    return found
+
+
+def test_the_pages_show_commands() -> None:
+    assert len(page_commands(README)) >= 8
+    assert len(commands()) >= 45
+
+
+@pytest.mark.parametrize(("page", "command"), commands())
+def test_command_parses(page: str, command: str) -> None:
     args = shlex.split(command)[1:]
     try:
         build_parser().parse_args(args)
     except SystemExit as e:
-        pytest.fail(f"does not parse (exit {e.code}): {command}")
+        pytest.fail(f"{page}: does not parse (exit {e.code}): {command}")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_cited_file_exists(page: Path) -> None:
+    missing = sorted({f for f in cited_files(page) if not (ROOT / f).exists()})
+    assert not missing, f"{page.relative_to(ROOT)} cites files that are not in the repository: {missing}"
+
+
+def test_the_file_check_sees_a_missing_file(tmp_path: Path) -> None:
+    page = ROOT / "docs" / "_probe_page.md"
+    page.write_text("See `sst_edge/nowhere.py` and [that page](gone.md); not `runs/<name>/`.\n")
+    try:
+        assert cited_files(page) == ["docs/gone.md", "sst_edge/nowhere.py"]
+    finally:
+        page.unlink()
+
+
+@pytest.mark.parametrize("path", [*PAGES, *sorted((ROOT / "export").glob("*.yaml")),
+                                  *sorted((ROOT / "sst_edge").rglob("*.py"))],
+                         ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_nothing_points_outside_the_repository(path: Path) -> None:
+    assert "../shared" not in path.read_text(encoding="utf-8"), f"{path} points outside the repository"
+
+
+@pytest.mark.parametrize("folder", ["search_spaces", "export"])
+def test_the_layout_names_every_shipped_file(folder: str) -> None:
+    layout = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    row = next(line for line in layout.splitlines() if line.startswith(f"| `{folder}/` |"))
+    missing = [p.name for p in sorted((ROOT / folder).iterdir()) if f"`{p.name}`" not in row]
+    assert not missing, f"docs/development.md's layout does not name {folder}/{missing}"

@@ -29,7 +29,8 @@ def _check(args: argparse.Namespace) -> int:
     from ..data.check import check_dataset  # decoders: loaded when the verb runs
 
     report = check_dataset(
-        args.dir, decoder=args.decoder, frames=args.frames, full=args.full, progress=not args.json
+        args.dir, decoder=args.decoder, frames=args.frames, full=args.full, progress=not args.json,
+        split=args.split,
     )
     emit(report, args)
     return 0 if report.ok else 1
@@ -87,6 +88,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         "(the problems are listed), 2 if DIR is not a dataset.",
     )
     check.add_argument("dir", help="dataset folder")
+    check.add_argument("--split", help="folder of train/val/test split files, as train and eval take it "
+                                       "(default DIR/splits)")
     check.add_argument(
         "--decoder",
         default="auto",

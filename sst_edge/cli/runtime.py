@@ -143,7 +143,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--threshold",
         type=unit_interval,
         help="calibrated confidence below which the answer is 'unknown'; replaces the gallery's "
-        "calibrated distance rule (default: that rule, see README)",
+        "calibrated distance rule (default: that rule, see docs/device.md)",
     )
     c.add_argument("--top", type=count(1), default=5, help="labels to show per clip (default 5)")
     c.add_argument("--stream", action="store_true", help="classify one long video span by span")
@@ -204,7 +204,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "falls behind, spans are skipped and counted, never queued. Sources that drop are reconnected with "
         "backoff. SIGINT/SIGTERM close the open events and exit 0. A gallery changed by enroll is picked "
         "up at the next span. MQTT credentials, client id and TLS files come from the environment "
-        "(SST_EDGE_MQTT_*; README).",
+        "(SST_EDGE_MQTT_*; docs/live.md).",
     )
     _runtime_options(w)  # --json: the final summary on stderr as JSON (stdout holds the events)
     w.add_argument("--source", action="append", required=True, metavar="SRC",

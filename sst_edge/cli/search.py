@@ -95,7 +95,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="where NNI runs the trials: this machine, or the machines of --machines over SSH "
                    "(NNI's remote service)")
     p.add_argument("--machines", help="a remote search's machines (YAML: host, port, user, key_file, "
-                   "python_path, gpu_indices, weights; see README 'Many machines')")
+                   "python_path, gpu_indices, weights; see docs/search.md)")
     add_restriction_option(p, "a restriction file (default: the training run's restriction.json, if any)")
     p.add_argument("--trials", type=int, default=default(S, "trials"), help="evolution trials")
     p.add_argument("--population", type=int, default=default(S, "population"), help="evolution population")

@@ -1,7 +1,7 @@
 """ONNX export and precision conversion as a target deploys a module, shared by profiling and deployment.
 
 Latency tables are only worth anything if blocks are timed exactly as the deployed model runs, so the
-profiler and the model exporter both go through these functions. Choices (../shared/notes/measurements.md):
+profiler and the model exporter both go through these functions. Choices (docs/measurements.md):
 - the TorchScript exporter (dynamo=False) at opset 17 turns SDPA into plain MatMul/Softmax and its GELU is
   fused by ORT (its graph measured faster than the dynamo exporter's);
 - INT8 is dynamic quantization of MatMul/Gemm only, after ORT's `quant_pre_process` (quantized

@@ -75,9 +75,10 @@ class CheckReport:
 
 
 def check_dataset(root: str | Path, decoder: str = "auto", frames: int = 8, full: bool = False,
-                  progress: bool = True) -> CheckReport:
+                  progress: bool = True, split: str | Path | None = None) -> CheckReport:
     """Probe every clip and decode ``frames`` segment-centre frames with ``decoder`` (as evaluation would);
-    ``full`` also decodes every frame with PyAV (slow). Split files in ``root/splits`` are checked too."""
+    ``full`` also decodes every frame with PyAV (slow). The split files in ``split`` (default
+    ``root/splits``, as train and eval read them) are checked too."""
     root = Path(root)
     classes = scan_class_folders(root)
     if not classes:
@@ -87,7 +88,11 @@ def check_dataset(root: str | Path, decoder: str = "auto", frames: int = 8, full
                          unreadable={})
     report.warnings += [(p, "empty folder: no videos or frame folders (not a class)") for p in _empty(root)]
     jobs = {p: c for c, paths in classes.items() for p in paths}
-    for c, p in _split_clips(root, report.split_problems):  # a split may name clips no class folder lists
+    splits = Path(split) if split is not None else root / "splits"
+    if split is not None and find_split_files(splits) is None:  # asked for: nothing there is an error
+        raise DatasetError("no split files here (train*.txt, val*.txt, test*.txt)", splits)
+    # a split may name clips no class folder lists
+    for c, p in _split_clips(root, splits, report.split_problems):
         if p not in jobs:
             jobs[p] = c
             report.clips[c] = report.clips.get(c, 0) + 1
@@ -100,11 +105,11 @@ def check_dataset(root: str | Path, decoder: str = "auto", frames: int = 8, full
     return report
 
 
-def _split_clips(root: Path, problems: list[str]) -> list[tuple[str, Path]]:
-    """(class, clip) of every entry of the split files in ``root/splits``; what is wrong with them goes to
+def _split_clips(root: Path, splits: Path, problems: list[str]) -> list[tuple[str, Path]]:
+    """(class, clip) of every entry of the split files in ``splits``; what is wrong with them goes to
     ``problems`` (missing clips, entries that leave the root, files that cannot be read)."""
     try:
-        files = find_split_files(root / "splits")
+        files = find_split_files(splits)
     except DatasetError as e:
         problems.append(str(e))
         return []

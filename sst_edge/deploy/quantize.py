@@ -3,7 +3,7 @@
 Dynamic: weights int8 offline, activation ranges at run time (no data needed). Static: activation ranges
 fixed from calibration clips of the training split, QDQ format (ONNX Runtime fuses QDQ pairs into integer
 kernels). Both quantize MatMul/Gemm only: quantized convolutions are slower than fp32 on this CPU
-(../shared/notes/measurements.md). An int8 model is only worth shipping next to what it costs in accuracy,
+(docs/measurements.md). An int8 model is only worth shipping next to what it costs in accuracy,
 so with a dataset both models are scored on the same validation episodes through ONNX Runtime.
 """
 

@@ -70,7 +70,7 @@ def cpu_features() -> dict[str, bool]:
 
 def native_bf16_cpu() -> bool:
     """True if the CPU multiplies bf16 natively (AMX or AVX512-BF16); without it PyTorch's CPU bf16 is
-    emulated and slower than fp32 (measured: README, "Training on GPUs and CPUs")."""
+    emulated and slower than fp32 (measured: docs/train.md, "Training on GPUs and CPUs")."""
     return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 

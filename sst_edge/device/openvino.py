@@ -5,7 +5,7 @@ they run an ONNX Runtime one. No torch.
 Why the OpenVINO runtime itself and not ONNX Runtime's OpenVINO execution provider: `onnxruntime-openvino`
 installs the same `onnxruntime` module as the `onnxruntime` wheel (the two cannot live in one install, and
 the [cpu] extra needs the latter), and it lags OpenVINO's releases; the bench that chose it is in
-bench/export.py (README, "OpenVINO").
+bench/export.py (docs/benchmarks.md).
 
 The model file is the target's ONNX file, read by OpenVINO's ONNX frontend: the card's sha256 covers
 exactly what OpenVINO compiles, and nothing is converted at export. The precision is a compile-time hint

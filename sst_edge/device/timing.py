@@ -12,7 +12,7 @@ work takes on a core of its own, and it does not count the time other processes 
 single-thread CPU targets are timed on the `thread` clock; GPU and multi-thread targets need `wall`. No
 clock removes what a busy neighbour does to caches and memory bandwidth, so `background.py` measures the
 load around every round and redoes disturbed rounds when the machine is quiet again. (What these choices
-were measured to do on our machines: ../shared/notes/measurements.md and the README's latency section.)
+were measured to do on our machines: docs/measurements.md and docs/profile.md.)
 """
 
 from __future__ import annotations

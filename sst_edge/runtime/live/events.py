@@ -14,7 +14,7 @@ and completed ("end") when it ends; one that ends sooner is never announced, onl
 A gap in the video (a reconnect), a changed gallery, the end of a source and shutdown end the open event
 too, with that reason.
 
-The event document (EVENT_FORMAT, version EVENT_VERSION; README "Event schema"): kind "start" | "end",
+The event document (EVENT_FORMAT, version EVENT_VERSION; docs/live.md, "Event schema"): kind "start" | "end",
 id (shared by an event's start and end), source, label, start_s / end_s (seconds on the source's
 timeline), start_time / end_time (UTC wall clock, ISO 8601), duration_s, spans, peak_confidence,
 mean_confidence, reason ("end" only), model (the model card's sha256). The watch loop adds emitted_at and,
@@ -44,7 +44,7 @@ END_REASONS = ("label changed", "unknown", "low confidence", "source lost", "sou
 _NUMBER = {"type": "number"}
 _TIME = {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"}
 _CONFIDENCE = {"type": "number", "minimum": 0, "maximum": 1}
-EVENT_SCHEMA: dict[str, Any] = {  # README "Event schema" documents each entry
+EVENT_SCHEMA: dict[str, Any] = {  # docs/live.md documents each entry
     "type": "object",
     "required": ["format", "version", "kind", "id", "source", "label", "start_s", "end_s", "start_time",
                  "end_time", "duration_s", "spans", "peak_confidence", "mean_confidence", "model"],

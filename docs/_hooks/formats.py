@@ -1,0 +1,38 @@
+"""MkDocs hook: the formats page renders every document's JSON Schema from the code that checks it, so
+the reference cannot drift from what sst-edge accepts."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any
+
+MARK = "<!-- schemas -->"
+
+# (document, module, schema constant): the schema each reader checks a document against
+SCHEMAS = [
+    ("Subnet (`best.json`)", "sst_edge.space.subnet", "SUBNET_SCHEMA"),
+    ("Search-space restriction (`restriction.json`)", "sst_edge.space.restriction", "RESTRICTION_SCHEMA"),
+    ("Latency table (`latency_tables/*.json`)", "sst_edge.cost.latency", "TABLE_SCHEMA"),
+    ("Profiling bundle manifest (`manifest.json`)", "sst_edge.device.bundle", "MANIFEST_SCHEMA"),
+    ("Profiling bundle timings (`timings.json`)", "sst_edge.device.bundle", "TIMINGS_SCHEMA"),
+    ("Model card (`card.json`)", "sst_edge.device.card", "CARD_SCHEMA"),
+    ("Gallery index (`gallery/index.json`)", "sst_edge.runtime.gallery", "INDEX_SCHEMA"),
+    ("Gallery calibration record", "sst_edge.runtime.gallery", "CALIBRATION_SCHEMA"),
+    ("Live event (`watch`)", "sst_edge.runtime.live.events", "EVENT_SCHEMA"),
+]
+
+
+def render() -> str:
+    parts = []
+    for title, module, name in SCHEMAS:
+        schema: Any = getattr(importlib.import_module(module), name)
+        parts.append(f"## {title}\n\nChecked by `{module}.{name}`:\n\n```json\n"
+                     f"{json.dumps(schema, indent=2, sort_keys=True, default=str)}\n```\n")
+    return "\n".join(parts)
+
+
+def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
+    if MARK not in markdown:
+        return markdown
+    return markdown.replace(MARK, render())
