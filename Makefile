@@ -12,7 +12,7 @@ PIP    := -m pip install -q -c constraints.txt
 TORCH_INDEX ?=
 TORCH_FROM  := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
-.PHONY: venv demo test lint docs device-check device-check-lowest mutate clean system-packages
+.PHONY: venv demo test lint docs figures device-check device-check-lowest mutate clean system-packages
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lint system-packages
 	$(PY) -m pytest -q
+
+# The figures the docs show, re-run on this host (docs/figures/*.md, each with its date, commit and host)
+figures: $(STAMP)
+	$(PY) bench/figures.py
 
 # The reference (docs/, MkDocs with the material theme) built into site/, every warning an error
 docs: $(STAMP)

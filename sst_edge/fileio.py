@@ -2,9 +2,9 @@
 of one, and a file we cannot read is reported with the reason the OS gave (not found, a symlink loop,
 permission denied, no space left...), naming it.
 
-The bounds below are the one place where sst-edge says how much of a file it will read (docs/troubleshooting.md,
-"Bounds"): every reader checks its input against one of them before reading it, so no input, however
-hostile, can make a small device allocate gigabytes."""
+The bounds below are the one place where sst-edge says how much of a file it will read
+(docs/troubleshooting.md, "Bounds"): every reader checks its input against one of them before reading
+it, so no input, however hostile, can make a small device allocate gigabytes."""
 
 from __future__ import annotations
 

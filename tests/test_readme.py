@@ -106,3 +106,21 @@ def test_the_layout_names_every_shipped_file(folder: str) -> None:
     row = next(line for line in layout.splitlines() if line.startswith(f"| `{folder}/` |"))
     missing = [p.name for p in sorted((ROOT / folder).iterdir()) if f"`{p.name}`" not in row]
     assert not missing, f"docs/development.md's layout does not name {folder}/{missing}"
+
+
+def test_every_figure_the_docs_show_is_generated_dated_and_placed() -> None:
+    """A `<!-- figure: NAME -->` mark names a file bench/figures.py wrote, with when, at which commit and
+    on which host it was measured; and bench/figures.py knows how to make it again."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("figures", ROOT / "bench" / "figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    marks = sorted({m for p in PAGES for m in re.findall(r"<!-- figure: ([a-z0-9_-]+) -->", p.read_text())})
+    assert marks, "no generated figure on any page"
+    for name in marks:
+        assert name in module.FIGURES, f"bench/figures.py cannot make figure {name}"
+        text = (ROOT / "docs" / "figures" / f"{name}.md").read_text()
+        rows = ("| date (UTC) | 20", "| commit | ", "| CPU | ", "| CPU speed features | ", "| versions | ")
+        for row in rows:
+            assert row in text, f"docs/figures/{name}.md lacks {row!r}"

@@ -1,10 +1,13 @@
-"""MkDocs hook: the formats page renders every document's JSON Schema from the code that checks it, so
-the reference cannot drift from what sst-edge accepts."""
+"""MkDocs hooks: the formats page renders every document's JSON Schema from the code that checks it, so
+the reference cannot drift from what sst-edge accepts; and `<!-- figure: NAME -->` includes the generated
+figure docs/figures/NAME.md (bench/figures.py), so no measured number on a page is typed by hand."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 MARK = "<!-- schemas -->"
@@ -32,7 +35,17 @@ def render() -> str:
     return "\n".join(parts)
 
 
+FIGURE = re.compile(r"<!-- figure: ([a-z0-9_-]+) -->")
+FIGURES = Path(__file__).resolve().parent.parent / "figures"
+
+
+def figure(match: re.Match[str]) -> str:
+    path = FIGURES / f"{match.group(1)}.md"
+    if not path.is_file():  # a strict build must fail: the page shows a figure nobody generated
+        raise FileNotFoundError(f"{path} is missing: run `make figures` (bench/figures.py {match.group(1)})")
+    return path.read_text(encoding="utf-8")
+
+
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
-    if MARK not in markdown:
-        return markdown
-    return markdown.replace(MARK, render())
+    markdown = FIGURE.sub(figure, markdown)
+    return markdown.replace(MARK, render()) if MARK in markdown else markdown

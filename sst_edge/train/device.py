@@ -4,8 +4,8 @@ eval, search and export, resolved here once, with a named error for what this ma
 The device: `auto` (a CUDA GPU when torch sees one, else the CPU), `cpu`, `cuda` (under torchrun each rank
 takes cuda:LOCAL_RANK), or `cuda:N`. The precision: `fp32`, `bf16` or `fp16` through `torch.autocast`
 (fp16 with a GradScaler), or `auto`, which takes bf16 only where the hardware multiplies bf16 natively and
-fp32 elsewhere (why, with the measurements: docs/train.md, "Training on GPUs and CPUs"). The few-shot head, its
-softmax and the loss always run in fp32 (`full_precision`): CPU autocast would run softmax in bf16.
+fp32 elsewhere (why, with the measurements: docs/train.md, "Training on GPUs and CPUs"). The few-shot
+head, its softmax and the loss always run in fp32 (`full_precision`): CPU autocast would run softmax in bf16.
 """
 
 from __future__ import annotations
