@@ -39,7 +39,13 @@ FIGURES: dict[str, tuple[str, list[str]]] = {
                    "(1 torch thread beside 1 loader worker)",
                    [PY, "bench/train_step.py", "--rounds", "3", "--json", "/tmp/sst-edge-train_step.json",
                     "--plot", "/tmp/sst-edge-train_step.png"]),
+    "open_set": ("the open-set rules on the demo's sst_tiny (needs `make demo` first)",
+                 [PY, "bench/open_set.py", "--model", "demo_out/models/sst_tiny", "--data", "demo_out/data"]),
+    "hysteresis": ("watch's hysteresis margin on the demo's sst_tiny (needs `make demo` first)",
+                   [PY, "bench/hysteresis.py", "--model", "demo_out/models/sst_tiny", "--data",
+                    "demo_out/data"]),
 }
+NEEDS_DEMO = ("open_set", "hysteresis")
 VERSIONS = ("torch", "onnxruntime", "openvino", "av", "decord", "numpy", "nni")
 
 
@@ -74,6 +80,8 @@ def header(name: str, what: str, command: list[str], seconds: float) -> str:
 
 def run(name: str) -> Path:
     what, command = FIGURES[name]
+    if name in NEEDS_DEMO and not (ROOT / "demo_out" / "models" / "sst_tiny" / "card.json").is_file():
+        raise SystemExit(f"bench/figures.py: {name} measures the demo's model: run `make demo` first")
     t0 = time.monotonic()
     proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
