@@ -89,10 +89,8 @@ def check_dataset(root: str | Path, decoder: str = "auto", frames: int = 8, full
     report.warnings += [(p, "empty folder: no videos or frame folders (not a class)") for p in _empty(root)]
     jobs = {p: c for c, paths in classes.items() for p in paths}
     splits = Path(split) if split is not None else root / "splits"
-    if split is not None and find_split_files(splits) is None:  # asked for: nothing there is an error
-        raise DatasetError("no split files here (train*.txt, val*.txt, test*.txt)", splits)
     # a split may name clips no class folder lists
-    for c, p in _split_clips(root, splits, report.split_problems):
+    for c, p in _split_clips(root, splits, report.split_problems, required=split is not None):
         if p not in jobs:
             jobs[p] = c
             report.clips[c] = report.clips.get(c, 0) + 1
@@ -105,14 +103,18 @@ def check_dataset(root: str | Path, decoder: str = "auto", frames: int = 8, full
     return report
 
 
-def _split_clips(root: Path, splits: Path, problems: list[str]) -> list[tuple[str, Path]]:
+def _split_clips(root: Path, splits: Path, problems: list[str],
+                 required: bool = False) -> list[tuple[str, Path]]:
     """(class, clip) of every entry of the split files in ``splits``; what is wrong with them goes to
-    ``problems`` (missing clips, entries that leave the root, files that cannot be read)."""
+    ``problems`` (missing clips, entries that leave the root, files that cannot be read). A folder the
+    user named (``required``) without any split file is an error, not a dataset without splits."""
     try:
         files = find_split_files(splits)
     except DatasetError as e:
         problems.append(str(e))
         return []
+    if files is None and required:
+        raise DatasetError("no split files here (train*.txt, val*.txt, test*.txt)", splits)
     out: list[tuple[str, Path]] = []
     for split in SPLITS if files else ():
         try:

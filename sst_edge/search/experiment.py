@@ -49,11 +49,11 @@ from ..space.config import Choices, SpaceConfig, load_space
 from ..space.restriction import load_restriction, restricted_choices
 from ..space.subnet import make_subnet
 from ..space.supernet import freeze_subnet, random_sample
-from ..train.artifacts import choose_head, load_supernet, run_restriction
+from ..train.artifacts import WEIGHTS_FILE, choose_head, load_supernet, run_restriction
 from ..train.device import resolve_device
 from ..train.evaluate import compare_embeddings
 from .budget import Budget, BudgetedSpace
-from .machines import SUPERNET_FILE, check_machines, load_machines
+from .machines import check_machines, load_machines
 from .progressive import PhaseResult, progressive_shortlist, run_phases
 from .remote import CODE_DIR, RemoteResults, remote_service, stage_code, working_directory
 from .report import SearchSummary, best_record, direction, write_csv, write_plot
@@ -108,9 +108,9 @@ def _watch(out: Path, total: int, kind: str, stop: threading.Event,
     while not stop.is_set():
         if sync is not None:  # a remote search: the records come from NNI's final metrics
             sync()
-        done = sum(1 for r in read_records(out) if r["kind"] == kind)
-        bar.n = min(done, total)
-        best = max((r["accuracy"] for r in read_records(out) if r["kind"] == kind), default=None)
+        accs = [r["accuracy"] for r in read_records(out) if r["kind"] == kind]
+        bar.n = min(len(accs), total)
+        best = max(accs, default=None)
         if best is not None:
             bar.set_postfix(best_acc=f"{best:.3f}")
         bar.refresh()
@@ -422,7 +422,7 @@ def run_search(
     machines = None
     if s.training_service == "remote":  # every machine checked before anything is decoded or started
         ms = load_machines(s.machines or "")
-        supernet_sha = sha256_file(Path(weights) / SUPERNET_FILE)  # hashed once: the check and the trials'
+        supernet_sha = sha256_file(Path(weights) / WEIGHTS_FILE)  # hashed once: the check and the trials'
         machines = check_machines(ms, weights, out / "nni" / "known_hosts", supernet_sha)
     torch.set_num_threads(s.threads or 1)
     ctx = _prepare(config, weights, data, out, s, head.to_dict())

@@ -26,15 +26,15 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import SSTEdgeError
 from ..fileio import read_yaml, sha256_file
+from ..train.artifacts import WEIGHTS_FILE  # the probe imports torch there too, as trials will
 
 FIELDS = {"host", "port", "user", "key_file", "python_path", "gpu_indices", "weights"}
-SUPERNET_FILE = "supernet.safetensors"
 SSH_TIMEOUT = 60.0  # seconds for one machine's check (log in, start python, hash the supernet)
 
 
@@ -58,7 +58,6 @@ class Machines:
     machines: list[Machine]
     nni_manager_ip: str | None = None
     path: Path | None = None
-    problems: list[str] = field(default_factory=list)
 
 
 def _machine(i: int, doc: Any, problems: list[str]) -> Machine | None:
@@ -163,7 +162,7 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
 
     problems: list[str] = []
     run = Path(request["weights"])
-    f = run / SUPERNET_FILE
+    f = run / WEIGHTS_FILE
     if not run.is_dir():
         problems.append(f"{run}: no such folder (copy the supernet run there, or set 'weights:' for it)")
     elif not f.is_file():

@@ -29,10 +29,9 @@ from ..device.settings import HeadConfig
 from ..errors import SSTEdgeError
 from ..fileio import atomic_write, atomic_write_json, sha256_file
 from ..space.config import SpaceConfig, heads_label, load_space, op_label, structure_label
-from ..train.artifacts import attach_params, load_supernet
+from ..train.artifacts import WEIGHTS_FILE, attach_params, load_supernet
 from ..train.device import resolve_device
 from ..train.evaluate import episode_accuracies
-from .machines import SUPERNET_FILE
 
 EPISODES_FILE = "val_episodes.safetensors"
 RECORD_KEY = "sst_edge_record"  # a remote trial's whole record, inside its NNI final metric
@@ -138,7 +137,7 @@ def _on_this_machine(ctx: dict[str, Any], code: Path) -> dict[str, Any]:
         if ctx.get(key) and (code / ctx[key]).is_file():
             ctx[key] = str(code / ctx[key])
     for run in ctx["weights_candidates"]:
-        f = Path(run) / SUPERNET_FILE
+        f = Path(run) / WEIGHTS_FILE
         if f.is_file() and sha256_file(f) == ctx["supernet_sha256"]:
             ctx["weights"] = run
             return ctx
@@ -186,7 +185,7 @@ def nni_trial(model: nn.Module, workdir: str, kind: str = "evolution", remote: b
 
     A local trial writes its record into the search folder. A remote one runs in the code folder NNI
     copied to its machine (`workdir` is ignored) and packs the whole record into its final metric, which
-    NNI carries back to the host (remote_results.py writes it there)."""
+    NNI carries back to the host (remote.RemoteResults writes it there)."""
     if remote:
         workdir = os.getcwd()
     c = _context(workdir)

@@ -771,11 +771,12 @@ def train_supernet(config: TrainConfig, out: str | Path, *, resume: bool = False
             if not d.active or not lost_peer(e):
                 raise
             done = ckpt.complete_checkpoints(out) if d.is_main else []
-            last = f"epoch {done[-1]}" if done else "(none on this node)"
-            raise SSTEdgeError(
-                f"rank {d.rank} lost another rank mid-run ({brief(e, 160)}); this run stops. Its newest "
-                f"checkpoint, {last}, is in --out on rank 0's node: start every node again with --resume "
-                "(the other nodes need no copy of it)", out) from None
+            again = "start every node again with --resume (the other nodes need no copy of it)"
+            then = (f"Its newest checkpoint, epoch {done[-1]}, is in --out on rank 0's node: {again}" if done
+                    else "It wrote no checkpoint yet: start every node again as before" if d.is_main
+                    else f"Its newest checkpoint, if any, is in --out on rank 0's node: {again}")
+            raise SSTEdgeError(f"rank {d.rank} lost another rank mid-run ({brief(e, 160)}); this run "
+                               f"stops. {then}", out) from None
     finally:
         shutdown(d)
 
