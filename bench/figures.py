@@ -15,6 +15,8 @@ import argparse
 import importlib.metadata
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -66,10 +68,19 @@ FIGURES: dict[str, tuple[str, list[str]]] = {
                    [PY, "bench/operators_search.py", "--out", "runs/big_little", "--spaces", "sst_plus_tiny",
                     "sst_plus_bl_tiny", "--progressive", "--epochs", "4", "--episodes", "60",
                     "--eval-episodes", "200", "--trials", "16", "--seed", "0"]),
+    "ood_stream": ("background footage streamed through the runtime and through `watch` over MPEG-TS/TCP: "
+                   "spans answered unknown, enrolled actions found (the tests' sst_tiny; the two tests print "
+                   "their counts with Wilson 95% intervals and assert the floors the docs name)",
+                   [PY, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+                    "tests/test_ood.py::test_background_footage_is_unknown_while_enrolled_actions_are_found",
+                    "tests/test_live_network.py::test_a_minute_of_camera_footage_is_mostly_unknown"]),
     "operators": ("per block at sst_plus's stage shapes: params, MACs (NNI vs fvcore), ONNX Runtime latency "
                   "side by side, export parity",
                   [PY, "bench/operators.py", "--out", "/tmp/sst-edge-operators"]),
 }
+# name -> the plot its command draws: copied beside the figure (docs/figures/NAME.png), which a page shows
+PLOTS = {"train_step": "/tmp/sst-edge-train_step.png", "precision": "/tmp/sst-edge-precision.png",
+         "ablation": "runs/ablation/ablation.png", "live": "/tmp/sst-edge-live.png"}
 VERSIONS = ("torch", "onnxruntime", "openvino", "av", "decord", "numpy", "nni")
 
 
@@ -80,11 +91,16 @@ def version(dist: str) -> str:
         return "not installed"
 
 
+# what a figure depends on: a change here (not in the docs) makes the commit's figure another program's
+MEASURED = ("sst_edge", "bench", "tests", "export", "search_spaces", "latency_tables", "pyproject.toml",
+            "constraints.txt", "Makefile")
+
+
 def commit() -> str:
     sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
                          cwd=ROOT).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True, cwd=ROOT).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *MEASURED],
+                           capture_output=True, text=True, cwd=ROOT).stdout.strip()
     return f"{sha} (with uncommitted changes)" if dirty else sha
 
 
@@ -110,7 +126,8 @@ def run(name: str) -> Path:
     needs_demo = any(c.startswith("demo_out/") for c in command)
     if needs_demo and not (ROOT / "demo_out" / "models" / "sst_tiny" / "card.json").is_file():
         raise SystemExit(f"bench/figures.py: {name} measures the demo's model: run `make demo` first")
-    sha, load0, t0 = commit(), os.getloadavg()[0], time.monotonic()
+    (OUT / f"{name}.png").unlink(missing_ok=True)  # never a plot of another run beside this one
+    sha, load0, t0, started = commit(), os.getloadavg()[0], time.monotonic(), time.time()
     proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"bench/figures.py: {name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -119,13 +136,38 @@ def run(name: str) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{name}.md"
     path.write_text(text, encoding="utf-8")
+    attach_plot(name, started)
     return path
+
+
+def attach_plot(name: str, since: float) -> Path | None:
+    """Copy the figure's plot beside it, only if its command drew it at or after `since` (epoch s)."""
+    src = ROOT / PLOTS[name] if name in PLOTS else None
+    if src is None or not src.is_file() or src.stat().st_mtime < since:
+        return None
+    dst = OUT / f"{name}.png"
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def attach(name: str) -> Path:
+    """`--attach NAME`: the plot of the run that wrote docs/figures/NAME.md (drawn during that run)."""
+    md = OUT / f"{name}.md"
+    took = re.search(r"\| took \| (\d+) s \|", md.read_text(encoding="utf-8")) if md.is_file() else None
+    if took is None:
+        raise SystemExit(f"bench/figures.py: no generated figure {md} to attach a plot to")
+    dst = attach_plot(name, md.stat().st_mtime - int(took.group(1)) - 5)
+    if dst is None:
+        raise SystemExit(f"bench/figures.py: {PLOTS.get(name, 'no plot')} was not drawn by the run of {md}")
+    return dst
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("names", nargs="*", help=f"figures to re-run (default all: {', '.join(FIGURES)})")
     p.add_argument("--list", action="store_true", help="name the figures and stop")
+    p.add_argument("--attach", action="store_true",
+                   help="only copy each named figure's plot beside it, if its last run drew it")
     args = p.parse_args()
     if args.list:
         for name, (what, _) in FIGURES.items():
@@ -135,7 +177,8 @@ def main() -> None:
     if unknown:
         p.error(f"unknown figures {unknown}; known: {', '.join(FIGURES)}")
     for name in args.names or FIGURES:
-        print(f"figure {name}: {run(name).relative_to(ROOT)}", flush=True)
+        path = attach(name) if args.attach else run(name)
+        print(f"figure {name}: {path.relative_to(ROOT)}", flush=True)
 
 
 if __name__ == "__main__":

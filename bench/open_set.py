@@ -15,8 +15,9 @@ classes, so no interval covers classes outside it):
 - the known-accuracy drop, paired on the same clips: exact McNemar test (binomial on the discordant
   pairs; a rule that only adds "unknown" can only lose, so one side is empty), and whether the drop's
   CI lies below the goal of 5 points; whether the unknown share's CI lies above the goal of 80%;
-- the same for the rule before this one (max calibrated softmax, balanced fit on leave-one-label-out,
-  >= 3 labels), and the unknown shares of the two compared on the same clips (McNemar);
+- the same for the softmax rule (max calibrated softmax, its threshold a balanced fit on leave-one-label-out
+  queries, >= 3 labels: the kind of rule `--threshold` sets by hand), and the unknown shares of the two
+  compared on the same clips (McNemar);
 - out of domain: a grey clip, a black clip, a 1-frame grey clip, uniform noise, and, standing in for real
   camera footage (there is none offline, sst_edge/data/scenes.py), moving 1/f textures, camera pans over
   textures with natural-image statistics (1/f amplitude spectrum) and a moving object, and the
@@ -329,8 +330,8 @@ def main() -> None:
     print(f"  open-set known accuracy (distance only){share('dist_open', 'n_known')}")
     print(f"  never-enrolled answered unknown        {share('unk', 'n_unk')}")
     print(f"  never-enrolled unknown (distance only) {share('dist_unk', 'n_unk')}")
-    print(f"  open-set known accuracy (old rule)     {share('old_open', 'n_known')}")
-    print(f"  never-enrolled unknown (old rule)      {share('old_unk', 'n_unk')}")
+    print(f"  open-set known accuracy (softmax rule) {share('old_open', 'n_known')}")
+    print(f"  never-enrolled unknown (softmax rule)  {share('old_unk', 'n_unk')}")
     for has, (u, n) in by_twin.items():
         if n and twin:
             print(f"    this rule, never-enrolled classes whose time-reversed twin is {'' if has else 'not '}"
@@ -340,7 +341,7 @@ def main() -> None:
     for kind, per in sep.items():
         print(f"  {kind:<24} " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in per.items() if v))
     print("\ncomparisons (95% CIs: bootstrap over draws; McNemar: exact, pooled clips x draws)")
-    for name, a in (("this rule", "open"), ("distance only", "dist_open"), ("old rule", "old_open")):
+    for name, a in (("this rule", "open"), ("distance only", "dist_open"), ("softmax rule", "old_open")):
         dv, lo, hi = drop("closed", a)
         b = int(r["b" if a == "open" else "ob"].sum()) if a != "dist_open" else int(
             (r["closed"] - r["dist_open"]).sum())
@@ -356,7 +357,7 @@ def main() -> None:
     verdict = "above" if lo > GOAL_UNKNOWN else ("below" if hi < GOAL_UNKNOWN else "not separable from")
     print(f"  never-enrolled unknown share: CI {verdict} the {100 * GOAL_UNKNOWN:.0f}% goal")
     ub, uc = int(r["ub"].sum()), int(r["uc"].sum())
-    print(f"  unknown share, this rule vs old rule: +{(ub - uc) / r['n_unk'].sum():.3f} ({ub} vs {uc} "
+    print(f"  unknown share, this rule vs softmax rule: +{(ub - uc) / r['n_unk'].sum():.3f} ({ub} vs {uc} "
           f"discordant), {sig(mcnemar(ub, uc))}")
     print("\nout of domain (answered unknown, this rule and the content check; CI: bootstrap over draws; "
           "then the distance rule alone)")

@@ -121,6 +121,10 @@ def test_every_figure_the_docs_show_is_generated_dated_and_placed() -> None:
     for name in marks:
         assert name in module.FIGURES, f"bench/figures.py cannot make figure {name}"
         text = (ROOT / "docs" / "figures" / f"{name}.md").read_text()
-        rows = ("| date (UTC) | 20", "| commit | ", "| CPU | ", "| CPU speed features | ", "| versions | ")
+        rows = ("| date (UTC) | 20", "| commit | ", "| CPU | ", "| CPU speed features | ", "| versions | ",
+                "| machine load (1-min average, start / end) | ")
         for row in rows:
             assert row in text, f"docs/figures/{name}.md lacks {row!r}"
+        if name in module.PLOTS:  # the plot people look at comes with the figure, from the same run
+            plot = ROOT / "docs" / "figures" / f"{name}.png"
+            assert plot.is_file(), f"docs/figures/{name}.png is missing"

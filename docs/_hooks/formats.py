@@ -43,7 +43,9 @@ def figure(match: re.Match[str]) -> str:
     path = FIGURES / f"{match.group(1)}.md"
     if not path.is_file():  # a strict build must fail: the page shows a figure nobody generated
         raise FileNotFoundError(f"{path} is missing: run `make figures` (bench/figures.py {match.group(1)})")
-    return path.read_text(encoding="utf-8")
+    plot = path.with_suffix(".png")  # the plot the same run drew, if it draws one
+    shown = f"\n![figure {match.group(1)}](figures/{plot.name})\n" if plot.is_file() else ""
+    return path.read_text(encoding="utf-8") + shown
 
 
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
