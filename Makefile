@@ -69,7 +69,7 @@ figures: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
-# The device half as a user installs it (`pip install '.[cpu]'`, no torch) runs the README's device verbs
+# The device half as a user installs it (`pip install '.[cpu,openvino]'`, no torch) runs the README's device verbs
 # on a model exported by the full install: at the versions of constraints.txt (.venv-device), and at the
 # lowest versions pyproject.toml allows (.venv-device-lowest). Both keep the host half (data, model, the
 # full install's answers) in $(DEVICE_WORK) and reuse it while nothing it depends on changed.

@@ -3,8 +3,8 @@ end to end on a real model and compared with the full install.
 
     python -m tests.device_check --python python3 [--lowest] [--host-work DIR]   (repository root, .venv)
 
-1. A fresh venv made with `--python`'s interpreter gets `pip install -c PINS '.[cpu]'` (a built wheel, not
-   editable; torch is never installed first). PINS is constraints.txt (`.venv-device`: the versions
+1. A fresh venv made with `--python`'s interpreter gets `pip install -c PINS '.[cpu,openvino]'` (a built
+   wheel, not editable; torch is never installed first). PINS is constraints.txt (`.venv-device`: the versions
    verified together), or with --lowest the lowest versions pyproject.toml allows (`.venv-device-lowest`:
    `lowest_pins` reads its `>=` bounds at run time; what they do not pin resolves as pip resolves it). Its
    `pip list` is printed, with --lowest each pinned version is checked, and none of the host's libraries

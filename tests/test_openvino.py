@@ -200,7 +200,7 @@ def test_the_runtime_runs_the_card_and_agrees_with_cpu_fp32(ov_model: Path, expo
     paths = [p for p, _ in load_splits(synth_dataset).val.items()][:6]
     a, b = rt_ov.embed_paths(paths, batch=4), rt_fp.embed_paths(paths, batch=4)
     assert agreement(b, a)["min_cosine"] >= checks.MIN_COSINE[f"openvino {hint}"]
-    with pytest.raises(SSTEdgeError, match="--providers chooses ONNX Runtime providers"):
+    with pytest.raises(SSTEdgeError, match="`providers` chooses ONNX Runtime providers"):
         FewShotRuntime(ov_model, providers=["CPUExecutionProvider"])
 
 

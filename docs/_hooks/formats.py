@@ -17,10 +17,10 @@ SCHEMAS = [
     ("Subnet (`best.json`)", "sst_edge.space.subnet", "SUBNET_SCHEMA"),
     ("Search-space restriction (`restriction.json`)", "sst_edge.space.restriction", "RESTRICTION_SCHEMA"),
     ("Latency table (`latency_tables/*.json`)", "sst_edge.cost.latency", "TABLE_SCHEMA"),
-    ("Profiling bundle manifest (`manifest.json`)", "sst_edge.device.bundle", "MANIFEST_SCHEMA"),
+    ("Profiling bundle manifest (`bundle.json`)", "sst_edge.device.bundle", "MANIFEST_SCHEMA"),
     ("Profiling bundle timings (`timings.json`)", "sst_edge.device.bundle", "TIMINGS_SCHEMA"),
     ("Model card (`card.json`)", "sst_edge.device.card", "CARD_SCHEMA"),
-    ("Gallery index (`gallery/index.json`)", "sst_edge.runtime.gallery", "INDEX_SCHEMA"),
+    ("Gallery index (`gallery.json`)", "sst_edge.runtime.gallery", "INDEX_SCHEMA"),
     ("Gallery calibration record", "sst_edge.runtime.gallery", "CALIBRATION_SCHEMA"),
     ("Live event (`watch`)", "sst_edge.runtime.live.events", "EVENT_SCHEMA"),
 ]

@@ -61,7 +61,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--target",
         default="cpu-fp32",
-        help="deployment target: cpu-fp32 (default), cpu-int8, cuda-fp16, jetson-trt-fp16, "
+        help="deployment target: cpu-fp32 (default), cpu-int8, cpu-openvino, cuda-fp16, jetson-trt-fp16, "
         "or a path to a target YAML",
     )
     p.add_argument("--out", required=True, help="the model directory to write (models/NAME)")
@@ -84,7 +84,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--latency-table",
         help="the table that predicts the latency in the card (default: "
-        "latency_tables/SPACE.TARGET.json, if made on this device)",
+        "latency_tables/SPACE.TARGET.json, if there is one)",
     )
     p.add_argument(
         "--head",

@@ -118,8 +118,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     step = p.add_mutually_exclusive_group()
     step.add_argument(
         "--table",
-        help="an existing table (latency_tables/NAME.json or a path) to check, "
-        "print or re-validate instead of measuring a new one",
+        help="an existing table (latency_tables/NAME.json or a path) to check against its space and "
+        "target, print, or re-validate on this device (--validate) instead of measuring a new one",
     )
     step.add_argument(
         "--bundle",

@@ -89,15 +89,18 @@ def _watch(args: argparse.Namespace) -> int:
     return live.watch(args)
 
 
-def _runtime_options(p: argparse.ArgumentParser) -> None:
+def _runtime_options(p: argparse.ArgumentParser, decoder: bool = True) -> None:
+    """The options of the verbs that run a model on a gallery; `watch` decodes its sources with PyAV
+    itself (frames as they arrive), so it takes no --decoder."""
     p.add_argument("--model", required=True, help="a model directory from `sst-edge export` (models/NAME)")
     p.add_argument("--gallery", required=True, help="the gallery directory (created by the first enroll)")
     p.add_argument("--threads", type=count(0), help="ONNX Runtime threads (default: the model card's target)")
-    p.add_argument(
-        "--decoder",
-        choices=["auto", "decord", "pyav"],
-        help="video decoder (default: the card's; auto = PyAV; decord gives the same frames)",
-    )
+    if decoder:
+        p.add_argument(
+            "--decoder",
+            choices=["auto", "decord", "pyav"],
+            help="video decoder (default: the card's; auto = PyAV; decord gives the same frames)",
+        )
     p.add_argument(
         "--min-shots",
         type=count(1),
@@ -206,7 +209,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         "up at the next span. MQTT credentials, client id and TLS files come from the environment "
         "(SST_EDGE_MQTT_*; docs/live.md).",
     )
-    _runtime_options(w)  # --json: the final summary on stderr as JSON (stdout holds the events)
+    # --json: the final summary on stderr as JSON (stdout holds the events)
+    _runtime_options(w, decoder=False)
     w.add_argument("--source", action="append", required=True, metavar="SRC",
                    help="rtsp(s)://, udp://, tcp://, http(s):// URL, /dev/videoN or a video file; repeat for "
                    "several sources")

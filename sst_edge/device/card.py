@@ -1,14 +1,13 @@
 """The model card: what a model directory holds and how to run it, read by the runtime before anything else.
 
-A model directory holds `model.onnx`, `card.json`, the training features of the
-out-of-distribution check (`train_features.safetensors`, device/ood.py, when export had the training data)
-and, for TensorRT targets built where TensorRT exists, `model.engine`; a model with a learned few-shot head
-(cca) ships its weights too (`head.safetensors`, the card's "head_weights": file, sha256, shapes, constants).
-The card names the subnet and its
-space (with the YAML's hash), the preprocessing, the input and output shapes, the head, FLOPs and params,
-predicted and measured latency, and the sha256 of every file: the runtime refuses a model whose file no
-longer matches (tampered or corrupted), and a gallery remembers the model's sha256 so features of two
-models never mix.
+A model directory holds `model.onnx`, `card.json` and the training features of the
+out-of-distribution check (`train_features.safetensors`, device/ood.py, when export had the training data);
+TensorRT engines are built by ONNX Runtime's provider into its cache, not shipped. A model with a learned
+few-shot head (cca) ships its weights too (`head.safetensors`, the card's "head_weights": file, sha256,
+shapes, constants). The card names the subnet and its space (with the YAML's hash), the preprocessing,
+the input and output shapes, the head, FLOPs and params, predicted and measured latency, and the sha256 of
+every file: the runtime refuses a model whose file no longer matches (tampered or corrupted), and a gallery
+remembers the model's sha256 so features of two models never mix.
 """
 
 from __future__ import annotations

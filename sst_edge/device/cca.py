@@ -1,7 +1,7 @@
 """The cca head in numpy (the device's): RENet's cross-correlational attention on per-frame features.
 
 RENet (Kang et al., ICCV 2021, `models/renet.py::RENet.cca`) correlates the 5x5 positions of a support
-and a query feature map; here the positions are frames (variant A of docs' seed_systems.md: "temporal
+and a query feature map; here the positions are frames (a "temporal
 CCA"), so it fits the gallery as it is, ``[N, K, T, C]`` per-frame features. For each (query, support clip):
 
 1. centre each frame feature on its channel mean; reduce C -> d = min(64, C) with a learned linear map (no

@@ -297,7 +297,7 @@ def _utf8(name: str) -> bool:
 
 
 def make_decoder(name: str = "auto", threads: int = 1) -> VideoDecoder:
-    """A new decoder by name: 'decord', 'pyav' or 'auto' (decord if importable, else PyAV)."""
+    """A new decoder by name: 'decord', 'pyav' or 'auto' (PyAV: resolve_decoder_name)."""
     resolved = resolve_decoder_name(name)
     return DecordDecoder(threads) if resolved == "decord" else PyAVDecoder(threads)
 

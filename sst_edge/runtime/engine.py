@@ -91,8 +91,8 @@ class FewShotRuntime:
         without native bf16 runs fp32 (device/openvino.resolve_hint)."""
         if providers is not None:
             raise SSTEdgeError(f"model '{self.card.name}' runs on OpenVINO (target "
-                               f"'{self.card.target.get('name')}'): --providers chooses ONNX Runtime "
-                               "providers, which it does not use", self.card.path)
+                               f"'{self.card.target.get('name')}'): `providers` chooses ONNX "
+                               "Runtime providers, which it does not use", self.card.path)
         rec = self.card.openvino or {}
         self.precision_hint = resolve_hint(rec.get("precision_hint")
                                            or self.card.target.get("precision_hint"))

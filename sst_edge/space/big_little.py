@@ -7,7 +7,7 @@ applies one fusion block, and copies the result to both frames of each pair. alp
 released models' values. From bLVNet: the odd/even split, the branches' widths, resolutions and depth
 rule, nearest upsampling, add then fuse, the copy to both frames.
 
-Ours (a transformer reading of it, seed_systems.md section 2 "As a macro choice"):
+Ours (a transformer reading of it: bLVNet as a macro choice per stage):
 - The big branch runs the stage's SEARCHED layers: its LayerChoices carry the plain path's op and heads
   labels, so one sample decides both; they are built for the big branch's own shape (T/2 frames, grid/2)
   with their OWN weights (tps and msq bake frames and grid into index buffers, and one module cannot sit

@@ -36,7 +36,7 @@ def watch(args: argparse.Namespace) -> int:
                              threshold=args.threshold, min_shots=args.min_shots,
                              status_every=args.status_every, exit_on_error=args.exit_on_error,
                              max_reconnects=args.max_reconnects, duration=args.duration)
-    rt = FewShotRuntime(args.model, threads=args.threads, decoder=args.decoder)
+    rt = FewShotRuntime(args.model, threads=args.threads)
     sinks = sinks_from(args)
     report = Watch(rt, args.gallery, specs, sinks, settings, err=sys.stderr).run()
     summary = json.dumps(report.to_dict(), indent=2, sort_keys=True)
