@@ -100,7 +100,7 @@ def shipped_recipe() -> Recipe:
 RECIPES = {
     FP32: Recipe(),
     "ort fp32, fused attention": Recipe(attention="fused"),
-    "int8 dynamic, 8-bit weights (old default)": Recipe(mode="dynamic", reduce_range=False),
+    "int8 dynamic, 8-bit weights": Recipe(mode="dynamic", reduce_range=False),
     "int8 dynamic, 7-bit weights": Recipe(mode="dynamic"),
     "int8 dynamic, 7-bit, attention MatMuls too": Recipe(mode="dynamic", activation_matmuls=True),
     "int8 static QDQ u8/s8, 7-bit, minmax": Recipe(mode="static"),
@@ -336,7 +336,7 @@ def accuracy(run: str, subnet: str, data: str, episodes: int) -> dict[str, dict]
 def choose(sp: dict[str, dict], acc: dict[str, dict] | None, candidates: list[str], shipped: str,
            what: str, min_cos: float = 0.99) -> list[str]:
     """The decision, in words: the fastest faithful of `candidates` and whether its lead beats the noise;
-    `shipped` is what the project ships today for this choice (a change needs evidence)."""
+    `shipped` is what the project ships for this choice (a change needs evidence)."""
     ok = [k for k in candidates if sp[k]["agreement"]["min_cosine"] >= min_cos
           and (acc is None or (acc[k]["change"]["within_margin"]
                                and acc[k]["agreement"]["min_cosine"] >= min_cos))]
@@ -352,7 +352,7 @@ def choose(sp: dict[str, dict], acc: dict[str, dict] | None, candidates: list[st
                         "within the noise (the 95% intervals overlap)"))
     if best != shipped:
         beaten = shipped not in ok or sp[best]["vs_fp32"][1] > sp[shipped]["vs_fp32"][2]
-        lines.append(f"  shipped today: {shipped}: " + (
+        lines.append(f"  shipped: {shipped}: " + (
             "beaten beyond the noise" if beaten else "within the noise of it: it stays (a change needs "
                                                       "evidence)"))
     return lines

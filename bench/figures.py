@@ -81,6 +81,9 @@ FIGURES: dict[str, tuple[str, list[str]]] = {
 # name -> the plot its command draws: copied beside the figure (docs/figures/NAME.png), which a page shows
 PLOTS = {"train_step": "/tmp/sst-edge-train_step.png", "precision": "/tmp/sst-edge-precision.png",
          "ablation": "runs/ablation/ablation.png", "live": "/tmp/sst-edge-live.png"}
+# what libraries print to stdout while a bench runs (progress bars, calibration chatter): not the figure
+CHATTER = re.compile(r"━|^(Collecting tensor data|Finding optimal threshold|"
+                     r"Number of (tensors|histogram bins|quantized bins)|Percentile :)")
 VERSIONS = ("torch", "onnxruntime", "openvino", "av", "decord", "numpy", "nni")
 
 
@@ -132,7 +135,8 @@ def run(name: str) -> Path:
     if proc.returncode != 0:
         raise SystemExit(f"bench/figures.py: {name} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     text = header(name, what, command, time.monotonic() - t0, sha, (load0, os.getloadavg()[0]))
-    text += f"\n```\n{proc.stdout.rstrip()}\n```\n"
+    kept = "\n".join(line for line in proc.stdout.rstrip().splitlines() if not CHATTER.search(line))
+    text += f"\n```\n{kept}\n```\n"
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{name}.md"
     path.write_text(text, encoding="utf-8")
