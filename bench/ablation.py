@@ -78,7 +78,7 @@ T0 = time.perf_counter()
 
 def say(msg: str) -> None:
     s = int(time.perf_counter() - T0)
-    print(f"[ablation {s // 60:02d}:{s % 60:02d}] {msg}", flush=True)
+    print(f"[ablation {s // 60:02d}:{s % 60:02d}] {msg}", file=sys.stderr, flush=True)  # progress
 
 
 # ------------------------------------------------------------------------------------------- training

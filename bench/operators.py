@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                          "parity": float(np.abs(got - want).max()), "trt_ok": trt.ok,
                          "trt_problems": trt.problems(), "onnx_ops": sorted(trt.ops)})
             sessions.append((sess, feed))
-            print(f"exported {p.key} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            print(f"exported {p.key} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
         times: list[list[float]] = [[] for _ in rows]
         for _ in range(args.rounds):  # interleaved: every block once per round
             for i, (sess, feed) in enumerate(sessions):

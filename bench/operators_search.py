@@ -57,7 +57,7 @@ POLICY = TimingPolicy(warmup_runs=2, rounds=3, max_rounds=4, min_runs=10, max_ru
 
 def say(msg: str) -> None:
     s = int(time.perf_counter() - T0)
-    print(f"[operators_search {s // 60:02d}:{s % 60:02d}] {msg}", flush=True)
+    print(f"[operators_search {s // 60:02d}:{s % 60:02d}] {msg}", file=sys.stderr, flush=True)  # progress
 
 
 def tables(out: Path, quick: bool, spaces: tuple[str, ...]) -> dict[str, Path]:
