@@ -22,65 +22,77 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 from sst_edge.device.fingerprint import cpu_count, cpu_features, cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "figures"
 PY = sys.executable
-# name -> (what it measures, command run from the repository root)
-FIGURES: dict[str, tuple[str, list[str]]] = {
-    "runtime": ("the on-device runtime's latency per query and per enrolled clip (untrained sst_tiny "
-                "model, 1 ONNX Runtime thread)", [PY, "bench/runtime.py"]),
-    "decode": ("clips/s of 8-frame sampling: decord vs PyAV, and frame folders vs video",
-               [PY, "bench/decode.py", "--rounds", "5"]),
-    "ddp_unused": ("what DDP's find_unused_parameters costs a step (gloo, 2 CPU processes, sst_tiny, one "
-                   "single-path model with and without the flag, alternating)",
-                   [str(Path(PY).parent / "torchrun"), "--nproc_per_node", "2", "bench/ddp_unused.py",
-                    "--rounds", "20"]),
-    "train_step": ("one supernet training step in fp32 and bf16, side by side, for sst_tiny and sst_paper "
-                   "(1 torch thread beside 1 loader worker)",
-                   [PY, "bench/train_step.py", "--rounds", "3", "--json", "/tmp/sst-edge-train_step.json",
-                    "--plot", "/tmp/sst-edge-train_step.png"]),
-    "open_set": ("the open-set rules on the demo's sst_tiny (needs `make demo` first)",
-                 [PY, "bench/open_set.py", "--model", "demo_out/models/sst_tiny", "--data", "demo_out/data"]),
-    "hysteresis": ("watch's hysteresis margin on the demo's sst_tiny (needs `make demo` first)",
-                   [PY, "bench/hysteresis.py", "--model", "demo_out/models/sst_tiny", "--data",
-                    "demo_out/data"]),
-    "latency_tables": ("the shipped latency tables' own validation, each on the host its fingerprint names "
-                       "(read from latency_tables/*.json, nothing timed)", [PY, "bench/latency_tables.py"]),
-    "export": ("every CPU backend and recipe on the paper-cost subnet, and each recipe's accuracy change on "
-               "the demo's trained sst_tiny (needs `make demo` first)",
-               [PY, "bench/export.py", "--rounds", "6", "--run", "demo_out/run", "--subnet",
-                "demo_out/search/best.json", "--data", "demo_out/data", "--episodes", "2000"]),
-    "live": ("25 fps sources `watch` sustains per model, with latency, CPU and memory",
-             [PY, "bench/live.py", "--seconds", "20", "--out", "/tmp/sst-edge-live.json"]),
-    "precision": ("test accuracy of sst_tiny trained in fp32 and in bf16, everything else equal",
-                  [PY, "bench/precision.py", "--out", "runs/precision", "--plot",
-                   "/tmp/sst-edge-precision.png"]),
-    "ablation": ("what shrinking, search, the head and the window are worth (sst_tiny, synthetic set, a "
-                 "reduced budget: 6 epochs x 80 episodes, 300 test episodes per figure)",
-                 [PY, "bench/ablation.py", "--out", "runs/ablation", "--epochs", "6", "--episodes", "80",
-                  "--eval-episodes", "300", "--seed", "0"]),
-    "operators_search": ("a search over sst_plus_tiny against one over sst_tiny under one latency budget",
-                         [PY, "bench/operators_search.py", "--out", "runs/operators_search"]),
-    "big_little": ("a search over sst_plus_bl_tiny against one over sst_plus_tiny, joint and progressive",
-                   [PY, "bench/operators_search.py", "--out", "runs/big_little", "--spaces", "sst_plus_tiny",
-                    "sst_plus_bl_tiny", "--progressive", "--epochs", "4", "--episodes", "60",
-                    "--eval-episodes", "200", "--trials", "16", "--seed", "0"]),
-    "ood_stream": ("background footage streamed through the runtime and through `watch` over MPEG-TS/TCP: "
-                   "spans answered unknown, enrolled actions found (the tests' sst_tiny; the two tests print "
-                   "their counts with Wilson 95% intervals and assert the floors the docs name)",
-                   [PY, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-                    "tests/test_ood.py::test_background_footage_is_unknown_while_enrolled_actions_are_found",
-                    "tests/test_live_network.py::test_a_minute_of_camera_footage_is_mostly_unknown"]),
-    "operators": ("per block at sst_plus's stage shapes: params, MACs (NNI vs fvcore), ONNX Runtime latency "
-                  "side by side, export parity",
-                  [PY, "bench/operators.py", "--out", "/tmp/sst-edge-operators"]),
+TMP = "/tmp/sst-edge-"
+
+
+class Figure(NamedTuple):
+    what: str            # what it measures
+    command: list[str]   # run from the repository root
+    plot: str = ""       # the plot the command draws (its own path in the command), copied beside the figure
+
+
+FIGURES: dict[str, Figure] = {
+    "runtime": Figure("the on-device runtime's latency per query and per enrolled clip (untrained sst_tiny "
+                      "model, 1 ONNX Runtime thread)", [PY, "bench/runtime.py"]),
+    "decode": Figure("clips/s of 8-frame sampling: decord vs PyAV, and frame folders vs video",
+                     [PY, "bench/decode.py", "--rounds", "5"]),
+    "ddp_unused": Figure("what DDP's find_unused_parameters costs a step (gloo, 2 CPU processes, sst_tiny, "
+                         "one single-path model with and without the flag, alternating)",
+                         [str(Path(PY).parent / "torchrun"), "--nproc_per_node", "2", "bench/ddp_unused.py",
+                          "--rounds", "20"]),
+    "train_step": Figure("one supernet training step in fp32 and bf16, side by side, for sst_tiny and "
+                         "sst_paper (1 torch thread beside 1 loader worker)",
+                         [PY, "bench/train_step.py", "--rounds", "3", "--json", TMP + "train_step.json",
+                          "--plot", TMP + "train_step.png"], TMP + "train_step.png"),
+    "open_set": Figure("the open-set rules on the demo's sst_tiny (needs `make demo` first)",
+                       [PY, "bench/open_set.py", "--model", "demo_out/models/sst_tiny", "--data",
+                        "demo_out/data"]),
+    "hysteresis": Figure("watch's hysteresis margin on the demo's sst_tiny (needs `make demo` first)",
+                         [PY, "bench/hysteresis.py", "--model", "demo_out/models/sst_tiny", "--data",
+                          "demo_out/data"]),
+    "latency_tables": Figure("the shipped latency tables' own validation, each on the host its fingerprint "
+                             "names (read from latency_tables/*.json, nothing timed)",
+                             [PY, "bench/latency_tables.py"]),
+    "export": Figure("every CPU backend and recipe on the paper-cost subnet, and each recipe's accuracy "
+                     "change on the demo's trained sst_tiny (needs `make demo` first)",
+                     [PY, "bench/export.py", "--rounds", "6", "--run", "demo_out/run", "--subnet",
+                      "demo_out/search/best.json", "--data", "demo_out/data", "--episodes", "2000"]),
+    "live": Figure("25 fps sources `watch` sustains per model, with latency, CPU and memory",
+                   [PY, "bench/live.py", "--seconds", "20", "--out", TMP + "live.json"],  # plot: OUT's .png
+                   TMP + "live.png"),
+    "precision": Figure("test accuracy of sst_tiny trained in fp32 and in bf16, everything else equal",
+                        [PY, "bench/precision.py", "--out", "runs/precision", "--plot",
+                         TMP + "precision.png"], TMP + "precision.png"),
+    "ablation": Figure("what shrinking, search, the head and the window are worth (sst_tiny, synthetic set, "
+                       "a reduced budget: 6 epochs x 80 episodes, 300 test episodes per figure)",
+                       [PY, "bench/ablation.py", "--out", "runs/ablation", "--epochs", "6", "--episodes",
+                        "80", "--eval-episodes", "300", "--seed", "0"], "runs/ablation/ablation.png"),
+    "operators_search": Figure("a search over sst_plus_tiny against one over sst_tiny under one latency "
+                               "budget",
+                               [PY, "bench/operators_search.py", "--out", "runs/operators_search"]),
+    "big_little": Figure("a search over sst_plus_bl_tiny against one over sst_plus_tiny, joint and "
+                         "progressive",
+                         [PY, "bench/operators_search.py", "--out", "runs/big_little", "--spaces",
+                          "sst_plus_tiny", "sst_plus_bl_tiny", "--progressive", "--epochs", "4", "--episodes",
+                          "60", "--eval-episodes", "200", "--trials", "16", "--seed", "0"]),
+    "ood_stream": Figure("background footage streamed through the runtime and through `watch` over "
+                         "MPEG-TS/TCP: spans answered unknown, enrolled actions found (the tests' sst_tiny; "
+                         "the two tests print their counts with Wilson 95% intervals and assert the floors "
+                         "the docs name)",
+                         [PY, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+                          "tests/test_ood.py::test_background_footage_is_unknown_while_enrolled_actions_are_found",
+                          "tests/test_live_network.py::test_a_minute_of_camera_footage_is_mostly_unknown"]),
+    "operators": Figure("per block at sst_plus's stage shapes: params, MACs (NNI vs fvcore), ONNX Runtime "
+                        "latency side by side, export parity",
+                        [PY, "bench/operators.py", "--out", TMP + "operators"]),
 }
-# name -> the plot its command draws: copied beside the figure (docs/figures/NAME.png), which a page shows
-PLOTS = {"train_step": "/tmp/sst-edge-train_step.png", "precision": "/tmp/sst-edge-precision.png",
-         "ablation": "runs/ablation/ablation.png", "live": "/tmp/sst-edge-live.png"}
 # what libraries print to stdout while a bench runs (progress bars, calibration chatter): not the figure
 CHATTER = re.compile(r"━|^(Collecting tensor data|Finding optimal threshold|"
                      r"Number of (tensors|histogram bins|quantized bins)|Percentile :)")
@@ -125,7 +137,7 @@ def header(name: str, what: str, command: list[str], seconds: float, sha: str,
 
 
 def run(name: str) -> Path:
-    what, command = FIGURES[name]
+    what, command, _ = FIGURES[name]
     needs_demo = any(c.startswith("demo_out/") for c in command)
     if needs_demo and not (ROOT / "demo_out" / "models" / "sst_tiny" / "card.json").is_file():
         raise SystemExit(f"bench/figures.py: {name} measures the demo's model: run `make demo` first")
@@ -146,7 +158,8 @@ def run(name: str) -> Path:
 
 def attach_plot(name: str, since: float) -> Path | None:
     """Copy the figure's plot beside it, only if its command drew it at or after `since` (epoch s)."""
-    src = ROOT / PLOTS[name] if name in PLOTS else None
+    plot = FIGURES[name].plot
+    src = ROOT / plot if plot else None
     if src is None or not src.is_file() or src.stat().st_mtime < since:
         return None
     dst = OUT / f"{name}.png"
@@ -162,7 +175,8 @@ def attach(name: str) -> Path:
         raise SystemExit(f"bench/figures.py: no generated figure {md} to attach a plot to")
     dst = attach_plot(name, md.stat().st_mtime - int(took.group(1)) - 5)
     if dst is None:
-        raise SystemExit(f"bench/figures.py: {PLOTS.get(name, 'no plot')} was not drawn by the run of {md}")
+        plot = FIGURES[name].plot or "no plot"
+        raise SystemExit(f"bench/figures.py: {plot} was not drawn by the run of {md}")
     return dst
 
 
@@ -174,8 +188,8 @@ def main() -> None:
                    help="only copy each named figure's plot beside it, if its last run drew it")
     args = p.parse_args()
     if args.list:
-        for name, (what, _) in FIGURES.items():
-            print(f"{name}: {what}")
+        for name, fig in FIGURES.items():
+            print(f"{name}: {fig.what}")
         return
     unknown = [n for n in args.names if n not in FIGURES]
     if unknown:
