@@ -116,8 +116,8 @@ def sig(p: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ rules
-def old_rule(sup: list[np.ndarray], head: HeadConfig) -> tuple[float, float]:
-    """(temperature, confidence threshold) of the rule before this one, re-implemented: max calibrated
+def softmax_rule(sup: list[np.ndarray], head: HeadConfig) -> tuple[float, float]:
+    """(temperature, confidence threshold) of the softmax rule, re-implemented: max calibrated
     softmax, balanced fit on leave-one-label-out keeping >= 90% of known, >= 3 labels (else 0: off)."""
     logits, ys, full = leave_one_out(sup, head)
     n = len(sup)
@@ -239,10 +239,10 @@ def main() -> None:
 
     names = list(classes)
     # "open"/"unk": the rule classify applies (distance + the check of clips unlike the training data);
-    # "dist_*": the distance rule alone (the rule before the check); "old_*": max softmax (before that)
+    # "dist_*": the distance rule alone (without the check); "soft_*": max calibrated softmax
     rows: dict[str, list[int]] = {k: [] for k in
-                                  ("n_known", "closed", "open", "dist_open", "old_open", "n_unk", "unk",
-                                   "dist_unk", "old_unk", "b", "c", "ub", "uc", "ob", "db", "ob2")}
+                                  ("n_known", "closed", "open", "dist_open", "soft_open", "n_unk", "unk",
+                                   "dist_unk", "soft_unk", "b", "c", "ub", "uc", "ob", "db", "ob2")}
     ood_hits: dict[str, list[int]] = {k: [] for k in ood}
     ood_dist_hits: dict[str, list[int]] = {k: [] for k in ood}
     by_twin = {True: [0, 0], False: [0, 0]}  # twin enrolled -> [unknown, clips]
@@ -270,14 +270,14 @@ def main() -> None:
         ood_thresholds.append(ocal["threshold"])
         cls = Classifier(enrolled, sup, head, cal["temperature"], cal["threshold"], {**cal, "ood": ocal}, {},
                          cal["score_threshold"], dist, ocal["threshold"])
-        t_old, thr_old = old_rule(sup, head)
+        t_soft, thr_soft = softmax_rule(sup, head)
         kl, ul = cls.logits(kq_all), cls.logits(uq)
         ko, uo = cls.ood_score(kq_all), cls.ood_score(uq)
         truth = np.asarray(enrolled)[ky_arr]
         closed = kl.argmax(1) == ky_arr
         opened = np.array([p.label for p in cls.decide(kl, ood=ko)]) == truth
         dist_open = np.array([p.label for p in dist_cls.decide(kl)]) == truth
-        old_open = closed & (softmax(kl, t_old).max(1) >= thr_old)
+        soft_open = closed & (softmax(kl, t_soft).max(1) >= thr_soft)
         unk = np.array([p.label == UNKNOWN for p in cls.decide(ul, ood=uo)])
         dist_unk = np.array([p.label == UNKNOWN for p in dist_cls.decide(ul)])
 
@@ -289,13 +289,13 @@ def main() -> None:
             k, start = len(feats[name]), start + len(feats[name])
             tally = by_twin[twin.get(name) in enrolled]
             tally[0], tally[1] = tally[0] + int(unk[start - k:start].sum()), tally[1] + k
-        old_unk = softmax(ul, t_old).max(1) < thr_old
+        soft_unk = softmax(ul, t_soft).max(1) < thr_soft
         for k, v in (("n_known", len(ky)), ("closed", closed.sum()), ("open", opened.sum()),
-                     ("dist_open", dist_open.sum()), ("old_open", old_open.sum()), ("n_unk", len(uq)),
-                     ("unk", unk.sum()), ("dist_unk", dist_unk.sum()), ("old_unk", old_unk.sum()),
+                     ("dist_open", dist_open.sum()), ("soft_open", soft_open.sum()), ("n_unk", len(uq)),
+                     ("unk", unk.sum()), ("dist_unk", dist_unk.sum()), ("soft_unk", soft_unk.sum()),
                      ("b", (closed & ~opened).sum()), ("c", (~closed & opened).sum()),
-                     ("ob", (closed & ~old_open).sum()), ("ub", (unk & ~old_unk).sum()),
-                     ("uc", (~unk & old_unk).sum()), ("db", (dist_open & ~opened).sum()),
+                     ("ob", (closed & ~soft_open).sum()), ("ub", (unk & ~soft_unk).sum()),
+                     ("uc", (~unk & soft_unk).sum()), ("db", (dist_open & ~opened).sum()),
                      ("ob2", (dist_unk & ~unk).sum())):
             rows[k].append(int(v))
         for k, (f, probs) in ood.items():
@@ -330,8 +330,8 @@ def main() -> None:
     print(f"  open-set known accuracy (distance only){share('dist_open', 'n_known')}")
     print(f"  never-enrolled answered unknown        {share('unk', 'n_unk')}")
     print(f"  never-enrolled unknown (distance only) {share('dist_unk', 'n_unk')}")
-    print(f"  open-set known accuracy (softmax rule) {share('old_open', 'n_known')}")
-    print(f"  never-enrolled unknown (softmax rule)  {share('old_unk', 'n_unk')}")
+    print(f"  open-set known accuracy (softmax rule) {share('soft_open', 'n_known')}")
+    print(f"  never-enrolled unknown (softmax rule)  {share('soft_unk', 'n_unk')}")
     for has, (u, n) in by_twin.items():
         if n and twin:
             print(f"    this rule, never-enrolled classes whose time-reversed twin is {'' if has else 'not '}"
@@ -341,7 +341,7 @@ def main() -> None:
     for kind, per in sep.items():
         print(f"  {kind:<24} " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in per.items() if v))
     print("\ncomparisons (95% CIs: bootstrap over draws; McNemar: exact, pooled clips x draws)")
-    for name, a in (("this rule", "open"), ("distance only", "dist_open"), ("softmax rule", "old_open")):
+    for name, a in (("this rule", "open"), ("distance only", "dist_open"), ("softmax rule", "soft_open")):
         dv, lo, hi = drop("closed", a)
         b = int(r["b" if a == "open" else "ob"].sum()) if a != "dist_open" else int(
             (r["closed"] - r["dist_open"]).sum())

@@ -5,7 +5,6 @@ the cheapest and dearest subnets), to the digits the page prints."""
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
@@ -68,7 +67,8 @@ def test_a_space_row_is_what_the_space_gives(row: dict[str, str]) -> None:
 
 def test_the_digit_rule_catches_a_wrong_figure() -> None:
     assert agrees("0.0120", 0.012) and agrees("4.7e18", 4.71e18) and agrees("15.78", 15.7812)
-    assert not agrees("0.0121", 0.012) and not agrees("4.8e18", 4.71e18) and not math.isnan(significant("1"))
+    assert not agrees("0.0121", 0.012) and not agrees("4.8e18", 4.71e18)
+    assert (significant("1"), significant("0.0120"), significant("4.7e18")) == (1, 3, 2)
 
 
 def test_the_paper_cost_subnet_is_what_the_page_says() -> None:
